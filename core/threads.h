@@ -1,0 +1,20 @@
+/* core/threads.h: one thread setting for BLIS and OpenMP.
+ *
+ * Kernels parallelise with OpenMP over independent work (batch x heads) and
+ * call GEMM with one thread inside such regions; outside them GEMM uses all
+ * threads. So the two never oversubscribe the machine.
+ */
+#ifndef AT_THREADS_H
+#define AT_THREADS_H
+
+#include "core/base.h"
+
+/* n <= 0 means the number of processors. */
+void at_set_threads(int n);
+int at_threads(void);
+/* Threads a GEMM may use here: 1 inside an OpenMP parallel region. */
+int at_threads_here(void);
+/* Seconds on a monotonic clock. */
+double at_now(void);
+
+#endif

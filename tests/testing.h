@@ -1,0 +1,78 @@
+/* tests/testing.h: helpers shared by the Criterion suites. */
+#ifndef AT_TESTING_H
+#define AT_TESTING_H
+
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+
+#include "autograd/autograd.h"
+#include "core/rng.h"
+
+/* Relative error ||a - b|| / max(||b||, floor) of two arrays. */
+static inline double at_test_rel_err(const real *a, const real *b, int64_t n) {
+  double d = 0, r = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double x = (double)a[i] - (double)b[i];
+    d += x * x;
+    r += (double)b[i] * (double)b[i];
+  }
+  double e = sqrt(d) / fmax(sqrt(r), 1e-30);
+  return isfinite(e) ? e : INFINITY;
+}
+
+/* Index of the largest |a - b|. */
+static inline int64_t at_test_worst(const real *a, const real *b, int64_t n) {
+  int64_t w = 0;
+  double m = -1;
+  for (int64_t i = 0; i < n; i++) {
+    double x = fabs((double)a[i] - (double)b[i]);
+    if (!(x <= m)) m = x, w = i; /* NaN counts as worst */
+  }
+  return w;
+}
+
+/* Fails once, naming the worst element, if rel_err(a, b) > tol. */
+#define AT_EXPECT_CLOSE(a, b, n, tol, what)                                                  \
+  do {                                                                                       \
+    double e_ = at_test_rel_err((a), (b), (n));                                              \
+    int64_t w_ = at_test_worst((a), (b), (n));                                               \
+    cr_expect(e_ <= (tol), "%s: relative error %.3g > %.3g (worst at %lld: %.9g vs %.9g)",  \
+              (what), e_, (double)(tol), (long long)w_, (double)(a)[w_], (double)(b)[w_]); \
+  } while (0)
+
+/* Gradient check with the project's bar (relative error < 1e-6). */
+#define AT_GRADCHECK(c, fn, inputs, n, user, what)                                           \
+  do {                                                                                       \
+    at_gc_result r_;                                                                         \
+    at_status s_ = at_gradcheck((c), (fn), (inputs), (n), (user), 1e-6, &r_);               \
+    cr_assert(s_ == AT_OK, "%s: gradcheck failed to run: %s", (what), at_errmsg());          \
+    cr_expect(r_.max_rel_err < 1e-6,                                                         \
+              "%s: gradient relative error %.3g on input %d (|analytic| %.6g, |numeric| %.6g)", \
+              (what), r_.max_rel_err, r_.worst_input, r_.analytic_norm, r_.numeric_norm);   \
+    cr_expect(r_.n_checked > 0, "%s: nothing was checked", (what));                          \
+  } while (0)
+
+/* A leaf tensor (requires grad) of normal(0, std) values. */
+static inline at_tensor *at_test_randn(at_ctx *c, uint64_t seed, double std, int ndim,
+                                       const int64_t *shape) {
+  at_tensor *t = at_new(c, ndim, shape);
+  cr_assert(t != NULL);
+  at_fill_normal(t->data, t->size, seed, 99, 0.0, std);
+  t->requires_grad = 1;
+  return t;
+}
+#define AT_RANDN(c, seed, std, ...) at_test_randn((c), (seed), (std), AT_SHAPE(__VA_ARGS__))
+
+/* A leaf tensor of uniform(lo, hi) values. */
+static inline at_tensor *at_test_rand(at_ctx *c, uint64_t seed, double lo, double hi, int ndim,
+                                      const int64_t *shape) {
+  at_tensor *t = at_new(c, ndim, shape);
+  cr_assert(t != NULL);
+  at_fill_uniform(t->data, t->size, seed, 98, lo, hi);
+  t->requires_grad = 1;
+  return t;
+}
+#define AT_RAND(c, seed, lo, hi, ...) at_test_rand((c), (seed), (lo), (hi), AT_SHAPE(__VA_ARGS__))
+
+#endif
