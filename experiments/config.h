@@ -1,0 +1,57 @@
+/* experiments/config.h: experiment files.
+ *
+ * An experiment YAML has shared sections (data, model, train), a list of
+ * runs that override them, and an optional sweep grid; loading expands it
+ * into one resolved configuration per (run, sweep point). Loading is strict:
+ * unknown keys (with the nearest valid one suggested), duplicate keys, wrong
+ * types, out-of-range values and impossible shapes are refused before any
+ * training with "file:line:col: message".
+ */
+#ifndef AT_EXPERIMENT_CONFIG_H
+#define AT_EXPERIMENT_CONFIG_H
+
+#include "data/data.h"
+#include "models/config.h"
+#include "optim/optim.h"
+
+typedef struct at_train_cfg {
+  at_optim_cfg optim;          /* lr, schedule, weight decay, clipping, ... */
+  int64_t steps;
+  int64_t batch_size;
+  int64_t eval_every;          /* steps between evaluations (and at the end) */
+  int64_t eval_examples;       /* test examples per evaluation (0: the whole test split) */
+  int64_t checkpoint_every;    /* 0: only at the end */
+  int64_t log_every;
+  int threads;                 /* 0: all processors */
+  int max_bad_steps;           /* consecutive non-finite steps before the run stops */
+} at_train_cfg;
+
+typedef struct at_run_cfg {
+  char name[64];               /* run name, with the sweep point appended ("kda lr=0.003") */
+  char run_id[128];            /* file-safe id ("kda__lr=0.003") */
+  char sweep_point[128];       /* "lr=0.003", or "" */
+  char base_name[64];          /* run name without the sweep point */
+  uint64_t seed;
+  at_task_cfg data;
+  at_model_cfg model;
+  at_train_cfg train;
+  char *yaml;                  /* the resolved configuration as YAML (malloc'ed) */
+} at_run_cfg;
+
+typedef struct at_experiment {
+  char name[128];
+  char path[1024];             /* the file it was loaded from */
+  char *source;                /* the file's text (malloc'ed) */
+  int n_runs;
+  at_run_cfg *runs;            /* expanded runs x sweep points, in file order */
+  char report_metric[32];      /* which final metric the table ranks by ("eval_accuracy") */
+} at_experiment;
+
+/* Loads and checks `path`, applying `--set section.key=value` overrides (in
+ * order, to the shared sections) before expansion. On failure returns
+ * AT_E_CONFIG (or AT_E_IO) with "file:line:col: message" in at_errmsg(). */
+at_status at_experiment_load(const char *path, const char *const *sets, int n_sets,
+                             at_experiment **out);
+void at_experiment_free(at_experiment *e);
+
+#endif
