@@ -52,6 +52,9 @@ _Noreturn void at_assert_fail(const char *expr, const char *file, int line, cons
 #define AT_ASSERT_MSG(cond, msg) \
   do { if (!(cond)) at_assert_fail(#cond, __FILE__, __LINE__, (msg)); } while (0)
 
+/* The label of positions that are not scored (loss and accuracy skip them). */
+#define AT_IGNORE_LABEL (-100)
+
 #define AT_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define AT_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define AT_ARRAY_LEN(a) ((int)(sizeof(a) / sizeof((a)[0])))
