@@ -1,0 +1,543 @@
+/* experiments/results.c: the results file, kept in memory and rewritten
+ * whole (it is small: curves of a few thousand points per run). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/h5io.h"
+#include "core/tensor.h"
+#include "core/threads.h"
+#include "experiments/results.h"
+
+/* Attribute names of a run group that extras may not use. */
+static const char *const fixed_attrs[] = {
+  "index", "name", "base_name", "sweep_point", "config", "status", "params", "steps",
+  "skipped_steps", "train_tokens", "train_seconds", "wall_seconds", "tokens_per_second",
+  "final_eval_loss", "final_eval_accuracy", "eval_group_names", "extra_attrs",
+};
+
+static char *dup_or_empty(const char *s) { return strdup(s ? s : ""); }
+
+/* ---- building ------------------------------------------------------------------ */
+
+at_status at_results_new(const char *experiment, const char *source_yaml, at_results **out) {
+  *out = NULL;
+  at_results *r = calloc(1, sizeof *r);
+  if (!r || !(r->source = dup_or_empty(source_yaml))) {
+    free(r);
+    return at_error(AT_E_NOMEM, "results: out of memory");
+  }
+  snprintf(r->experiment, sizeof r->experiment, "%s", experiment ? experiment : "");
+  snprintf(r->version, sizeof r->version, "%s", AT_VERSION_STRING);
+  r->threads = at_threads();
+  time_t now = time(NULL);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  strftime(r->date, sizeof r->date, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  *out = r;
+  return AT_OK;
+}
+
+static void free_run(at_results_run *run) {
+  if (!run) return;
+  free(run->config);
+  free(run->train_step), free(run->train_loss);
+  free(run->eval_step), free(run->eval_loss), free(run->eval_accuracy), free(run->eval_group_accuracy);
+  for (int i = 0; i < run->n_groups; i++) free(run->group_names[i]);
+  free(run->group_names);
+  for (int i = 0; i < run->n_extra; i++) free(run->extra[i].str);
+  free(run->extra);
+  free(run);
+}
+
+void at_results_free(at_results *r) {
+  if (!r) return;
+  for (int i = 0; i < r->n_runs; i++) free_run(r->runs[i]);
+  free(r->runs);
+  free(r->source);
+  free(r);
+}
+
+at_results_run *at_results_find(const at_results *r, const char *id) {
+  for (int i = 0; i < r->n_runs; i++)
+    if (strcmp(r->runs[i]->id, id) == 0) return r->runs[i];
+  return NULL;
+}
+
+at_status at_results_add_run(at_results *r, const char *id, const char *config_yaml, at_results_run **out) {
+  *out = NULL;
+  if (!id[0] || strlen(id) >= sizeof r->runs[0]->id || strchr(id, '/') || strcmp(id, ".") == 0 ||
+      strcmp(id, "..") == 0)
+    return at_error(AT_E_ARG, "results: run id '%s' is empty, too long, or contains '/'", id);
+  if (at_results_find(r, id)) return at_error(AT_E_ARG, "results: run '%s' added twice", id);
+  if (r->n_runs == r->cap_runs_) {
+    int cap = r->cap_runs_ ? 2 * r->cap_runs_ : 8;
+    at_results_run **nr = realloc(r->runs, (size_t)cap * sizeof *nr);
+    if (!nr) return at_error(AT_E_NOMEM, "results: out of memory");
+    r->runs = nr, r->cap_runs_ = cap;
+  }
+  at_results_run *run = calloc(1, sizeof *run);
+  if (!run || !(run->config = dup_or_empty(config_yaml))) {
+    free(run);
+    return at_error(AT_E_NOMEM, "results: out of memory");
+  }
+  snprintf(run->id, sizeof run->id, "%s", id);
+  snprintf(run->name, sizeof run->name, "%s", id);
+  snprintf(run->status, sizeof run->status, "running");
+  run->tokens_per_second = run->final_eval_loss = run->final_eval_accuracy = NAN;
+  r->runs[r->n_runs++] = run;
+  *out = run;
+  return AT_OK;
+}
+
+at_status at_results_set_groups(at_results_run *run, int n_groups, const char *const *names) {
+  if (run->n_groups || run->n_eval)
+    return at_error(AT_E_STATE, "results: run %s: accuracy groups must be set once, before the first evaluation",
+                    run->id);
+  if (n_groups < 0) return at_error(AT_E_ARG, "results: run %s: %d groups", run->id, n_groups);
+  for (int i = 0; i < n_groups; i++)
+    if (strchr(names[i], '\n'))
+      return at_error(AT_E_ARG, "results: run %s: group name '%s' contains a newline", run->id, names[i]);
+  if (n_groups == 0) return AT_OK;
+  run->group_names = calloc((size_t)n_groups, sizeof *run->group_names);
+  if (!run->group_names) return at_error(AT_E_NOMEM, "results: out of memory");
+  for (int i = 0; i < n_groups; i++)
+    if (!(run->group_names[i] = strdup(names[i]))) {
+      for (int j = 0; j < i; j++) free(run->group_names[j]);
+      free(run->group_names);
+      run->group_names = NULL;
+      return at_error(AT_E_NOMEM, "results: out of memory");
+    }
+  run->n_groups = n_groups;
+  return AT_OK;
+}
+
+/* Grows *p (elements of `size` bytes) to hold `cap` elements. */
+static int grow(void **p, int64_t cap, size_t size) {
+  void *q = realloc(*p, (size_t)cap * size);
+  if (!q) return 0;
+  *p = q;
+  return 1;
+}
+
+static at_status check_step(const at_results_run *run, int64_t step, const int64_t *steps, int64_t n,
+                            const char *what) {
+  if (step < 0 || step > INT32_MAX)
+    return at_error(AT_E_ARG, "results: run %s: %s step %lld out of range", run->id, what, (long long)step);
+  if (n > 0 && step < steps[n - 1])
+    return at_error(AT_E_ARG, "results: run %s: %s step %lld after step %lld", run->id, what, (long long)step,
+                    (long long)steps[n - 1]);
+  return AT_OK;
+}
+
+at_status at_results_log_train(at_results_run *run, int64_t step, double loss) {
+  at_status st = check_step(run, step, run->train_step, run->n_train, "train");
+  if (st != AT_OK) return st;
+  if (run->n_train == run->cap_train_) {
+    int64_t cap = run->cap_train_ ? 2 * run->cap_train_ : 256;
+    if (!grow((void **)&run->train_step, cap, sizeof(int64_t)) ||
+        !grow((void **)&run->train_loss, cap, sizeof(double)))
+      return at_error(AT_E_NOMEM, "results: out of memory");
+    run->cap_train_ = cap;
+  }
+  run->train_step[run->n_train] = step;
+  run->train_loss[run->n_train++] = loss;
+  return AT_OK;
+}
+
+at_status at_results_log_eval(at_results_run *run, int64_t step, double loss, double accuracy,
+                              const double *group_accuracy) {
+  at_status st = check_step(run, step, run->eval_step, run->n_eval, "eval");
+  if (st != AT_OK) return st;
+  if (run->n_groups > 0 && !group_accuracy)
+    return at_error(AT_E_ARG, "results: run %s: %d group accuracies expected", run->id, run->n_groups);
+  if (run->n_eval == run->cap_eval_) {
+    int64_t cap = run->cap_eval_ ? 2 * run->cap_eval_ : 64;
+    if (!grow((void **)&run->eval_step, cap, sizeof(int64_t)) ||
+        !grow((void **)&run->eval_loss, cap, sizeof(double)) ||
+        !grow((void **)&run->eval_accuracy, cap, sizeof(double)) ||
+        (run->n_groups && !grow((void **)&run->eval_group_accuracy, cap * run->n_groups, sizeof(double))))
+      return at_error(AT_E_NOMEM, "results: out of memory");
+    run->cap_eval_ = cap;
+  }
+  int64_t i = run->n_eval++;
+  run->eval_step[i] = step;
+  run->eval_loss[i] = loss;
+  run->eval_accuracy[i] = accuracy;
+  if (run->n_groups)
+    memcpy(run->eval_group_accuracy + i * run->n_groups, group_accuracy, (size_t)run->n_groups * sizeof(double));
+  return AT_OK;
+}
+
+void at_results_truncate(at_results_run *run, int64_t step) {
+  while (run->n_train > 0 && run->train_step[run->n_train - 1] > step) run->n_train--;
+  while (run->n_eval > 0 && run->eval_step[run->n_eval - 1] > step) run->n_eval--;
+}
+
+static at_results_extra *extra_slot(at_results_run *run, const char *key, at_status *st) {
+  *st = AT_OK;
+  for (int i = 0; i < AT_ARRAY_LEN(fixed_attrs); i++)
+    if (strcmp(key, fixed_attrs[i]) == 0) {
+      *st = at_error(AT_E_ARG, "results: run %s: '%s' is a fixed attribute (set the field)", run->id, key);
+      return NULL;
+    }
+  if (!key[0] || strlen(key) >= sizeof run->extra[0].key || strpbrk(key, "/\n")) {
+    *st = at_error(AT_E_ARG, "results: run %s: bad attribute name '%s'", run->id, key);
+    return NULL;
+  }
+  for (int i = 0; i < run->n_extra; i++)
+    if (strcmp(run->extra[i].key, key) == 0) {
+      free(run->extra[i].str);
+      run->extra[i].str = NULL;
+      return &run->extra[i];
+    }
+  if (run->n_extra == run->cap_extra_) {
+    int cap = run->cap_extra_ ? 2 * run->cap_extra_ : 8;
+    if (!grow((void **)&run->extra, cap, sizeof *run->extra)) {
+      *st = at_error(AT_E_NOMEM, "results: out of memory");
+      return NULL;
+    }
+    run->cap_extra_ = cap;
+  }
+  at_results_extra *e = &run->extra[run->n_extra++];
+  memset(e, 0, sizeof *e);
+  snprintf(e->key, sizeof e->key, "%s", key);
+  return e;
+}
+
+at_status at_results_set_num(at_results_run *run, const char *key, double value) {
+  at_status st;
+  at_results_extra *e = extra_slot(run, key, &st);
+  if (e) e->num = value;
+  return st;
+}
+
+at_status at_results_set_str(at_results_run *run, const char *key, const char *value) {
+  at_status st;
+  at_results_extra *e = extra_slot(run, key, &st);
+  if (!e) return st;
+  e->num = NAN;
+  if (!(e->str = strdup(value))) {
+    /* keep the attribute, as an empty string */
+    e->str = calloc(1, 1);
+    return at_error(AT_E_NOMEM, "results: out of memory");
+  }
+  return AT_OK;
+}
+
+const at_results_extra *at_results_get(const at_results_run *run, const char *key) {
+  for (int i = 0; i < run->n_extra; i++)
+    if (strcmp(run->extra[i].key, key) == 0) return &run->extra[i];
+  return NULL;
+}
+
+/* ---- writing ---------------------------------------------------------------------- */
+
+/* "a\nb\nc" of n strings (malloc'ed). */
+static char *join_lines(int n, char *const *s) {
+  size_t len = 1;
+  for (int i = 0; i < n; i++) len += strlen(s[i]) + 1;
+  char *out = malloc(len), *q = out;
+  if (!out) return NULL;
+  for (int i = 0; i < n; i++) q += sprintf(q, "%s%s", i ? "\n" : "", s[i]);
+  *q = '\0';
+  return out;
+}
+
+static at_status write_steps(at_h5 *f, const char *name, const int64_t *steps, int64_t n) {
+  int32_t *s = malloc((size_t)AT_MAX(n, 1) * sizeof *s);
+  if (!s) return at_error(AT_E_NOMEM, "results: out of memory");
+  for (int64_t i = 0; i < n; i++) s[i] = (int32_t)steps[i];
+  at_status st = at_h5_write_int(f, name, 1, &n, s);
+  free(s);
+  return st;
+}
+
+#define TRY(expr) \
+  do { if ((st = (expr)) != AT_OK) goto done; } while (0)
+
+static at_status write_run(at_h5 *f, const at_results_run *run, int index) {
+  char g[160], d[200];
+  at_status st = AT_OK;
+  char *names = NULL, *keys = NULL, **key_ptrs = NULL;
+  snprintf(g, sizeof g, "/runs/%s", run->id);
+  TRY(at_h5_make_group(f, g));
+#define DSET(x) (snprintf(d, sizeof d, "%s/%s", g, (x)), d)
+  TRY(write_steps(f, DSET("train_step"), run->train_step, run->n_train));
+  TRY(at_h5_write_double(f, DSET("train_loss"), 1, &run->n_train, run->train_loss));
+  TRY(write_steps(f, DSET("eval_step"), run->eval_step, run->n_eval));
+  TRY(at_h5_write_double(f, DSET("eval_loss"), 1, &run->n_eval, run->eval_loss));
+  TRY(at_h5_write_double(f, DSET("eval_accuracy"), 1, &run->n_eval, run->eval_accuracy));
+  if (run->n_groups) {
+    int64_t shape[2] = {run->n_eval, run->n_groups};
+    TRY(at_h5_write_double(f, DSET("eval_group_accuracy"), 2, shape, run->eval_group_accuracy));
+    if (!(names = join_lines(run->n_groups, run->group_names)))
+      TRY(at_error(AT_E_NOMEM, "results: out of memory"));
+    TRY(at_h5_set_attr_str(f, g, "eval_group_names", names));
+  }
+#undef DSET
+  TRY(at_h5_set_attr_int(f, g, "index", index));
+  TRY(at_h5_set_attr_str(f, g, "name", run->name));
+  TRY(at_h5_set_attr_str(f, g, "base_name", run->base_name));
+  TRY(at_h5_set_attr_str(f, g, "sweep_point", run->sweep_point));
+  TRY(at_h5_set_attr_str(f, g, "config", run->config));
+  TRY(at_h5_set_attr_str(f, g, "status", run->status));
+  TRY(at_h5_set_attr_int(f, g, "params", run->params));
+  TRY(at_h5_set_attr_int(f, g, "steps", run->steps));
+  TRY(at_h5_set_attr_int(f, g, "skipped_steps", run->skipped_steps));
+  TRY(at_h5_set_attr_int(f, g, "train_tokens", run->train_tokens));
+  TRY(at_h5_set_attr_double(f, g, "train_seconds", run->train_seconds));
+  TRY(at_h5_set_attr_double(f, g, "wall_seconds", run->wall_seconds));
+  TRY(at_h5_set_attr_double(f, g, "tokens_per_second", run->tokens_per_second));
+  TRY(at_h5_set_attr_double(f, g, "final_eval_loss", run->final_eval_loss));
+  TRY(at_h5_set_attr_double(f, g, "final_eval_accuracy", run->final_eval_accuracy));
+  key_ptrs = malloc((size_t)AT_MAX(run->n_extra, 1) * sizeof *key_ptrs);
+  if (!key_ptrs) TRY(at_error(AT_E_NOMEM, "results: out of memory"));
+  for (int i = 0; i < run->n_extra; i++) key_ptrs[i] = (char *)run->extra[i].key;
+  if (!(keys = join_lines(run->n_extra, key_ptrs)))
+    TRY(at_error(AT_E_NOMEM, "results: out of memory"));
+  TRY(at_h5_set_attr_str(f, g, "extra_attrs", keys));
+  for (int i = 0; i < run->n_extra; i++) {
+    const at_results_extra *e = &run->extra[i];
+    TRY(e->str ? at_h5_set_attr_str(f, g, e->key, e->str) : at_h5_set_attr_double(f, g, e->key, e->num));
+  }
+done:
+  free(names), free(keys), free(key_ptrs);
+  return st;
+}
+
+at_status at_results_write(at_results *r, const char *path) {
+  for (int i = 0; i < r->n_runs; i++) {
+    at_results_run *run = r->runs[i];
+    run->tokens_per_second = run->train_seconds > 0 ? (double)run->train_tokens / run->train_seconds : NAN;
+    run->final_eval_loss = run->n_eval ? run->eval_loss[run->n_eval - 1] : NAN;
+    run->final_eval_accuracy = run->n_eval ? run->eval_accuracy[run->n_eval - 1] : NAN;
+  }
+  at_h5 *f;
+  at_status st = at_h5_create(path, &f);
+  if (st != AT_OK) return at_error_prefix(st, "writing results");
+  TRY(at_h5_set_attr_str(f, "/", "format", AT_RESULTS_FORMAT));
+  TRY(at_h5_set_attr_int(f, "/", "format_version", AT_RESULTS_VERSION));
+  TRY(at_h5_set_attr_str(f, "/", "experiment", r->experiment));
+  TRY(at_h5_set_attr_str(f, "/", "source", r->source));
+  TRY(at_h5_set_attr_str(f, "/", "attnlab_version", r->version));
+  TRY(at_h5_set_attr_int(f, "/", "threads", r->threads));
+  TRY(at_h5_set_attr_str(f, "/", "date", r->date));
+  TRY(at_h5_set_attr_int(f, "/", "n_runs", r->n_runs));
+  TRY(at_h5_make_group(f, "/runs"));
+  for (int i = 0; i < r->n_runs; i++) TRY(write_run(f, r->runs[i], i));
+  st = at_h5_commit(f);
+  f = NULL;
+done:
+  if (f) at_h5_close(f);
+  if (st != AT_OK) at_error_prefix(st, "writing results");
+  return st;
+}
+
+/* ---- reading ------------------------------------------------------------------------ */
+
+static at_status read_str(at_h5 *f, const char *obj, const char *attr, char *dst, size_t size) {
+  char *s;
+  at_status st = at_h5_get_attr_str(f, obj, attr, &s);
+  if (st != AT_OK) return st;
+  snprintf(dst, size, "%s", s);
+  free(s);
+  return AT_OK;
+}
+
+/* A 1-d dataset's length; the caller checks it against its partner's. */
+static at_status length_of(at_h5 *f, const char *name, int64_t *n) {
+  int nd;
+  int64_t shape[4];
+  at_status st = at_h5_shape(f, name, &nd, shape);
+  if (st != AT_OK) return st;
+  if (nd != 1) return at_error(AT_E_FORMAT, "%s: '%s' is not 1-dimensional", at_h5_path(f), name);
+  *n = shape[0];
+  return AT_OK;
+}
+
+static at_status read_steps(at_h5 *f, const char *name, int64_t n, int64_t *out) {
+  if (n == 0) return AT_OK;
+  int32_t *s = malloc((size_t)n * sizeof *s);
+  if (!s) return at_error(AT_E_NOMEM, "results: out of memory");
+  at_status st = at_h5_read_int(f, name, 1, &n, s);
+  for (int64_t i = 0; st == AT_OK && i < n; i++) out[i] = s[i];
+  free(s);
+  return st;
+}
+
+static at_status read_doubles(at_h5 *f, const char *name, int ndim, const int64_t *shape, double *out) {
+  if (at_shape_size(ndim, shape) == 0) return AT_OK;
+  return at_h5_read_double(f, name, ndim, shape, out);
+}
+
+/* Splits newline-separated `text` into malloc'ed strings; -1 when out of memory. */
+static int split_lines(const char *text, char ***out) {
+  *out = NULL;
+  if (!text[0]) return 0;
+  int n = 1;
+  for (const char *c = text; *c; c++) n += *c == '\n';
+  char **v = calloc((size_t)n, sizeof *v);
+  if (!v) return -1;
+  const char *start = text;
+  for (int i = 0; i < n; i++) {
+    const char *end = strchr(start, '\n');
+    size_t len = end ? (size_t)(end - start) : strlen(start);
+    if (!(v[i] = strndup(start, len))) {
+      for (int j = 0; j < i; j++) free(v[j]);
+      free(v);
+      return -1;
+    }
+    start = end ? end + 1 : start + len;
+  }
+  *out = v;
+  return n;
+}
+
+static void free_lines(char **v, int n) {
+  for (int i = 0; i < n; i++) free(v[i]);
+  free(v);
+}
+
+static at_status read_run(at_h5 *f, const char *id, at_results_run *run, int64_t *index) {
+  char g[160], d[200], *s = NULL, **keys = NULL;
+  int n_keys = 0;
+  at_status st = AT_OK;
+  snprintf(g, sizeof g, "/runs/%s", id);
+  snprintf(run->id, sizeof run->id, "%s", id);
+#define DSET(x) (snprintf(d, sizeof d, "%s/%s", g, (x)), d)
+  int64_t n_train, n_eval, n2;
+  TRY(length_of(f, DSET("train_step"), &n_train));
+  TRY(length_of(f, DSET("train_loss"), &n2));
+  if (n2 != n_train) TRY(at_error(AT_E_FORMAT, "%s: %s: train_step and train_loss differ in length", at_h5_path(f), g));
+  TRY(length_of(f, DSET("eval_step"), &n_eval));
+  TRY(length_of(f, DSET("eval_loss"), &n2));
+  if (n2 != n_eval) TRY(at_error(AT_E_FORMAT, "%s: %s: eval_step and eval_loss differ in length", at_h5_path(f), g));
+  TRY(length_of(f, DSET("eval_accuracy"), &n2));
+  if (n2 != n_eval) TRY(at_error(AT_E_FORMAT, "%s: %s: eval_step and eval_accuracy differ in length", at_h5_path(f), g));
+  run->cap_train_ = AT_MAX(n_train, 1), run->cap_eval_ = AT_MAX(n_eval, 1);
+  run->train_step = malloc((size_t)run->cap_train_ * sizeof(int64_t));
+  run->train_loss = malloc((size_t)run->cap_train_ * sizeof(double));
+  run->eval_step = malloc((size_t)run->cap_eval_ * sizeof(int64_t));
+  run->eval_loss = malloc((size_t)run->cap_eval_ * sizeof(double));
+  run->eval_accuracy = malloc((size_t)run->cap_eval_ * sizeof(double));
+  if (!run->train_step || !run->train_loss || !run->eval_step || !run->eval_loss || !run->eval_accuracy)
+    TRY(at_error(AT_E_NOMEM, "results: out of memory"));
+  TRY(read_steps(f, DSET("train_step"), n_train, run->train_step));
+  TRY(read_doubles(f, DSET("train_loss"), 1, &n_train, run->train_loss));
+  TRY(read_steps(f, DSET("eval_step"), n_eval, run->eval_step));
+  TRY(read_doubles(f, DSET("eval_loss"), 1, &n_eval, run->eval_loss));
+  TRY(read_doubles(f, DSET("eval_accuracy"), 1, &n_eval, run->eval_accuracy));
+  run->n_train = n_train, run->n_eval = n_eval;
+  if (at_h5_has_attr(f, g, "eval_group_names")) {
+    TRY(at_h5_get_attr_str(f, g, "eval_group_names", &s));
+    int n = split_lines(s, &run->group_names);
+    if (n < 0) TRY(at_error(AT_E_NOMEM, "results: out of memory"));
+    run->n_groups = n;
+    int nd;
+    int64_t shape[4];
+    TRY(at_h5_shape(f, DSET("eval_group_accuracy"), &nd, shape));
+    if (nd != 2 || shape[0] != n_eval || shape[1] != n)
+      TRY(at_error(AT_E_FORMAT, "%s: %s: eval_group_accuracy is not [%lld, %d]", at_h5_path(f), g,
+                   (long long)n_eval, n));
+    run->eval_group_accuracy = malloc((size_t)AT_MAX(run->cap_eval_ * n, 1) * sizeof(double));
+    if (!run->eval_group_accuracy) TRY(at_error(AT_E_NOMEM, "results: out of memory"));
+    TRY(read_doubles(f, d, 2, shape, run->eval_group_accuracy));
+  }
+#undef DSET
+  TRY(at_h5_get_attr_int(f, g, "index", index));
+  TRY(read_str(f, g, "name", run->name, sizeof run->name));
+  TRY(read_str(f, g, "base_name", run->base_name, sizeof run->base_name));
+  TRY(read_str(f, g, "sweep_point", run->sweep_point, sizeof run->sweep_point));
+  TRY(at_h5_get_attr_str(f, g, "config", &run->config));
+  TRY(read_str(f, g, "status", run->status, sizeof run->status));
+  TRY(at_h5_get_attr_int(f, g, "params", &run->params));
+  TRY(at_h5_get_attr_int(f, g, "steps", &run->steps));
+  TRY(at_h5_get_attr_int(f, g, "skipped_steps", &run->skipped_steps));
+  TRY(at_h5_get_attr_int(f, g, "train_tokens", &run->train_tokens));
+  TRY(at_h5_get_attr_double(f, g, "train_seconds", &run->train_seconds));
+  TRY(at_h5_get_attr_double(f, g, "wall_seconds", &run->wall_seconds));
+  TRY(at_h5_get_attr_double(f, g, "tokens_per_second", &run->tokens_per_second));
+  TRY(at_h5_get_attr_double(f, g, "final_eval_loss", &run->final_eval_loss));
+  TRY(at_h5_get_attr_double(f, g, "final_eval_accuracy", &run->final_eval_accuracy));
+  free(s);
+  s = NULL;
+  TRY(at_h5_get_attr_str(f, g, "extra_attrs", &s));
+  n_keys = split_lines(s, &keys);
+  if (n_keys < 0) TRY(at_error(AT_E_NOMEM, "results: out of memory"));
+  for (int i = 0; i < n_keys; i++) {
+    char *v = NULL;
+    double x;
+    if (at_h5_get_attr_double(f, g, keys[i], &x) == AT_OK) {
+      TRY(at_results_set_num(run, keys[i], x));
+    } else {
+      TRY(at_h5_get_attr_str(f, g, keys[i], &v));
+      st = at_results_set_str(run, keys[i], v);
+      free(v);
+      if (st != AT_OK) goto done;
+    }
+  }
+done:
+  free(s);
+  free_lines(keys, n_keys);
+  return st;
+}
+
+at_status at_results_read(const char *path, at_results **out) {
+  *out = NULL;
+  at_h5 *f;
+  at_status st = at_h5_open(path, &f);
+  if (st != AT_OK) return at_error_prefix(st, "reading results");
+  at_results *r = calloc(1, sizeof *r);
+  char *fmt = NULL, **ids = NULL;
+  int n_ids = 0;
+  int64_t *order = NULL, version;
+  if (!r) TRY(at_error(AT_E_NOMEM, "results: out of memory"));
+  if (!at_h5_has_attr(f, "/", "format"))
+    TRY(at_error(AT_E_FORMAT, "%s: not an attnlab results file (no 'format' attribute)", path));
+  TRY(at_h5_get_attr_str(f, "/", "format", &fmt));
+  if (strcmp(fmt, AT_RESULTS_FORMAT) != 0)
+    TRY(at_error(AT_E_FORMAT, "%s: a '%s' file, not an %s file", path, fmt, AT_RESULTS_FORMAT));
+  TRY(at_h5_get_attr_int(f, "/", "format_version", &version));
+  if (version > AT_RESULTS_VERSION)
+    TRY(at_error(AT_E_FORMAT, "%s: format version %lld is newer than this attnlab reads (%d)", path,
+                 (long long)version, AT_RESULTS_VERSION));
+  TRY(read_str(f, "/", "experiment", r->experiment, sizeof r->experiment));
+  TRY(at_h5_get_attr_str(f, "/", "source", &r->source));
+  TRY(read_str(f, "/", "attnlab_version", r->version, sizeof r->version));
+  int64_t threads;
+  TRY(at_h5_get_attr_int(f, "/", "threads", &threads));
+  r->threads = (int)threads;
+  TRY(read_str(f, "/", "date", r->date, sizeof r->date));
+  TRY(at_h5_list(f, "/runs", &ids, &n_ids));
+  r->runs = calloc((size_t)AT_MAX(n_ids, 1), sizeof *r->runs);
+  order = calloc((size_t)AT_MAX(n_ids, 1), sizeof *order);
+  if (!r->runs || !order) TRY(at_error(AT_E_NOMEM, "results: out of memory"));
+  r->cap_runs_ = AT_MAX(n_ids, 1);
+  for (int i = 0; i < n_ids; i++) {
+    at_results_run *run = calloc(1, sizeof *run);
+    if (!run) TRY(at_error(AT_E_NOMEM, "results: out of memory"));
+    r->runs[r->n_runs++] = run;
+    TRY(read_run(f, ids[i], run, &order[i]));
+  }
+  /* file order (insertion sort on the stored index; few runs) */
+  for (int i = 1; i < r->n_runs; i++)
+    for (int j = i; j > 0 && order[j] < order[j - 1]; j--) {
+      int64_t t = order[j];
+      order[j] = order[j - 1], order[j - 1] = t;
+      at_results_run *x = r->runs[j];
+      r->runs[j] = r->runs[j - 1], r->runs[j - 1] = x;
+    }
+done:
+  at_h5_close(f);
+  free(fmt), free(order);
+  at_h5_free_list(ids, n_ids);
+  if (st != AT_OK) {
+    at_results_free(r);
+    return at_error_prefix(st, "reading results");
+  }
+  *out = r;
+  return AT_OK;
+}
