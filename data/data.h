@@ -33,7 +33,7 @@ typedef struct at_task_cfg {
   int64_t vocab_size;      /* ids are in [0, vocab_size); text: 256 */
   int64_t seq_len;         /* T, the model's input length */
   int64_t train_examples;  /* size of the training set (text: sequences per epoch) */
-  int64_t test_examples;
+  int64_t test_examples;   /* text: at most this many held-out windows (0: all) */
   /* mqar */
   int64_t num_kv_pairs;
   double power_a;          /* Zoology's query-gap power law, 0.01 */
@@ -44,7 +44,9 @@ typedef struct at_task_cfg {
   int64_t palindrome_len;
   /* stack */
   int64_t num_stacks;
-  int64_t num_symbols;     /* distinct pushable symbols (0: what the vocabulary allows) */
+  int64_t num_symbols;     /* distinct pushable symbols (0: what the vocabulary allows);
+                              also the data symbols of palindrome and selective_copy and
+                              the filler symbols of niah */
   /* selective copy */
   int64_t num_tokens_to_copy;
   /* niah */
@@ -52,7 +54,9 @@ typedef struct at_task_cfg {
   /* text */
   char path[1024];         /* a text file, or a directory of text files */
   double val_fraction;     /* held-out share of the corpus */
-  char cache[1024];        /* HDF5 token cache path ("" = next to the results) */
+  char cache[1024];        /* HDF5 token cache path ("" = next to the results; the
+                              trainer fills it in; left empty, at_task_open reads the
+                              source every time and writes no cache) */
 } at_task_cfg;
 
 const char *at_task_name(at_task_kind k);
