@@ -133,7 +133,13 @@ static at_status check_runs(const at_ynode *v) {
       char sub[64];
       snprintf(sub, sizeof sub, "%s.%s", what, k);
       if (!strcmp(k, "name")) {
-        s = at_cfg_get_name(x, sub, name, sizeof name);
+        if ((s = at_cfg_get_name(x, sub, name, sizeof name))) return s;
+        for (int q = 0; q < i; q++) {
+          const at_ynode *other = at_yt_get(v->v[q], "name");
+          if (!strcasecmp(other->s, name))
+            return at_cfg_fail(x->at, "run name '%s' repeats runs[%d] ('%s'; names become file names, so "
+                               "they must differ ignoring case)", name, q, other->s);
+        }
       } else if (!strcmp(k, "seed")) {
         int64_t seed;
         s = at_cfg_get_int(x, sub, 0, INT64_MAX, &seed);
@@ -155,14 +161,7 @@ static at_status check_runs(const at_ynode *v) {
       }
       if (s) return s;
     }
-    const at_ynode *nv = at_yt_get(it, "name");
-    if (!nv) return at_cfg_fail(it->at, "%s needs a 'name'", what);
-    for (int j = 0; j < i; j++) {
-      const at_ynode *other = at_yt_get(v->v[j], "name");
-      if (!strcasecmp(other->s, nv->s))
-        return at_cfg_fail(nv->at, "run name '%s' repeats runs[%d] ('%s'; names become file names, so "
-                           "they must differ ignoring case)", nv->s, j, other->s);
-    }
+    if (at_yt_find(it, "name") < 0) return at_cfg_fail(it->at, "%s needs a 'name'", what);
     const at_ynode *st = at_yt_get(it, "stages");
     if (st && at_yt_get(at_yt_get(it, "train"), "stages"))
       return at_cfg_fail(st->at, "%s gives stages twice (as stages and as train.stages)", what);
@@ -377,9 +376,9 @@ static at_status expand(loader *L, at_experiment *e) {
   const at_ynode *sweep = at_yt_get(L->root, "sweep");
   int n_base = runs ? runs->n : 1;
   long long points = 1;
-  for (int k = 0; k < L->n_sweep; k++) points *= L->sweep[k].values->n;
-  if ((long long)n_base * points > MAX_RUNS)
-    return at_cfg_fail(sweep->at, "the sweep expands to %lld runs; at most %d", (long long)n_base * points, MAX_RUNS);
+  for (int k = 0; k < L->n_sweep && n_base * points <= MAX_RUNS; k++) points *= L->sweep[k].values->n;
+  if (n_base * points > MAX_RUNS)
+    return at_cfg_fail(sweep ? sweep->at : runs->at, "the runs and the sweep expand to more than %d runs", MAX_RUNS);
   int total = (int)(n_base * points);
   e->runs = calloc((size_t)total, sizeof *e->runs);
   if (!e->runs) return nomem();
