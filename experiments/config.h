@@ -14,6 +14,25 @@
 #include "models/config.h"
 #include "optim/optim.h"
 
+/* Training stages (the DSA recipe: a dense warm-up that trains only the
+ * indexer, then sparse training of everything). With stages, train.steps is
+ * the sum of their steps and each stage runs its own lr. */
+#define AT_MAX_STAGES 4
+typedef enum at_trainable {
+  AT_TRAINABLE_ALL,      /* every parameter */
+  AT_TRAINABLE_INDEXER,  /* only the DSA lightning indexers (the rest frozen) */
+  AT_TRAINABLE_MAIN      /* everything except the indexers */
+} at_trainable;
+
+typedef struct at_stage_cfg {
+  char name[32];
+  int64_t steps;
+  double lr;                   /* resolved: the stage's lr, or train.lr when not given */
+  at_trainable trainable;
+  int sparse;                  /* DSA top-k selection on (1) or dense attention (0) */
+  int indexer_loss;            /* add the indexer's KL alignment loss */
+} at_stage_cfg;
+
 typedef struct at_train_cfg {
   at_optim_cfg optim;          /* lr, schedule, weight decay, clipping, ... */
   int64_t steps;
@@ -24,6 +43,8 @@ typedef struct at_train_cfg {
   int64_t log_every;
   int threads;                 /* 0: all processors */
   int max_bad_steps;           /* consecutive non-finite steps before the run stops */
+  int n_stages;                /* 0: one plain stage */
+  at_stage_cfg stages[AT_MAX_STAGES];
 } at_train_cfg;
 
 typedef struct at_run_cfg {

@@ -29,7 +29,8 @@ typedef enum at_decay_gate { AT_DECAY_UNBOUNDED, AT_DECAY_BOUNDED } at_decay_gat
 /* Options of one mixer kind (model.attention.<mixer>: {...}); each kind
  * reads the fields that concern it. */
 typedef struct at_mixer_opts {
-  at_position position;    /* AT_POS_INHERIT: model.position */
+  at_position position;    /* AT_POS_INHERIT: model.position (the loader resolves it to
+                              rope or nope; linear mixers: nope) */
   int64_t head_dim;        /* 0: d_model / n_heads */
   /* full */
   int64_t window;          /* sliding window in keys including self; 0 = none */
@@ -46,9 +47,10 @@ typedef struct at_mixer_opts {
   int64_t d_state;
   int64_t expand;          /* inner width = expand * d_model */
   /* mla */
-  int64_t kv_rank;         /* latent c_KV dim */
+  int64_t kv_rank;         /* latent c_KV dim (0: 4 * head_dim) */
   int64_t q_rank;          /* query latent dim (0: no query compression) */
-  int64_t rope_dim;        /* decoupled RoPE dim per head (0: NoPE) */
+  int64_t rope_dim;        /* decoupled RoPE dim per head (0: NoPE; -1: head_dim / 2
+                              rounded down to even, or 0 when the mixer's position is nope) */
   /* dsa */
   int64_t index_heads;
   int64_t index_dim;
@@ -70,7 +72,9 @@ typedef struct at_model_cfg {
   at_mixer_opts mixer[AT_MIXER_COUNT]; /* options per mixer kind */
 } at_model_cfg;
 
-/* Defaults: the values named in the experiment-file documentation. */
+/* Defaults: the values named in the experiment-file documentation
+ * (experiments/schema.c). Values derived from other keys are resolved by the
+ * loader: at_model_cfg_defaults gives those of the default sizes. */
 void at_model_cfg_defaults(at_model_cfg *cfg);
 void at_mixer_opts_defaults(at_mixer_opts *o, at_mixer_kind k);
 

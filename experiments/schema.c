@@ -1,0 +1,907 @@
+/* experiments/schema.c: the keys of an experiment file, their types, ranges
+ * and defaults; resolution of derived values; the resolved YAML.
+ *
+ * Schema (defaults in brackets; "derived" values are computed per run):
+ *
+ *   experiment   required; a file-safe name (results/<experiment>/)
+ *   seed         [0] the run's seed; also the data seed
+ *   description  [""] free text
+ *   report       {metric: eval_accuracy | eval_loss} [eval_accuracy]
+ *   data         task [mqar]: mqar | palindrome | stack | selective_copy | niah | text
+ *                vocab_size, seq_len, train_examples, test_examples  (every task)
+ *                mqar: num_kv_pairs, power_a, random_non_queries,
+ *                      query_layout (zoology | contiguous)
+ *                palindrome: palindrome_len      stack: num_stacks, num_symbols
+ *                selective_copy: num_tokens_to_copy      niah: num_depth_buckets
+ *                text: path, val_fraction, cache
+ *                Defaults per task: at_task_cfg_defaults (data/). A key that does not
+ *                concern the run's task is refused.
+ *   model        d_model [64], n_layers [len(layers), else 2], n_heads [2],
+ *                n_kv_heads [n_heads], mlp [swiglu] (none | swiglu),
+ *                mlp_hidden [8/3 d_model rounded up to 16], position [rope]
+ *                (rope | nope | learned), rope_theta [10000], norm_eps [1e-5],
+ *                init_std [0.02], tie_embeddings [false],
+ *                layers [full x n_layers]: a list of mixers, or {pattern: [...]}
+ *                repeated to n_layers,
+ *                attention: {<mixer>: {options}} with the options below.
+ *   train        steps [1000], batch_size [32], lr [1e-3], optimizer [adamw]
+ *                (adamw | sgd), beta1 [0.9], beta2 [0.95], eps [1e-8],
+ *                momentum [0.9], nesterov [false], weight_decay [0.1],
+ *                grad_clip [1.0], schedule [cosine] (constant | cosine | wsd),
+ *                warmup_steps [0], min_lr_ratio [0], decay_frac [0.2],
+ *                eval_every [100], eval_examples [0 = whole test split],
+ *                checkpoint_every [0 = at the end], log_every [10], threads [0 = all],
+ *                max_bad_steps [5], stages (below).
+ *   runs         a list of {name (required, unique), seed, data, model, train, stages};
+ *                sections deep-merge over the shared ones (maps key by key, lists
+ *                replace). Without runs: one run named after the experiment.
+ *   sweep        {dotted key: [values]}: "lr" means train.lr, "seed" the seed,
+ *                otherwise section.key[.key...]; every run is expanded over the
+ *                cartesian product (last key fastest).
+ *
+ * Mixer options (model.attention.<mixer>); each mixer takes only its own:
+ *   position [inherit: rope if model.position is rope, else nope]  full mla dsa
+ *   head_dim [0 = d_model / n_heads]                                every mixer
+ *   window [0 = none]                                               full
+ *   chunk_size [64], short_conv [true], conv_size [4] (2..4)        deltanet gdn kda mamba2
+ *   output_gate (sigmoid | swish | none) [deltanet none, gdn swish, kda sigmoid,
+ *                mamba2 swish]                                      deltanet gdn kda mamba2
+ *   decay_gate [unbounded] (unbounded | bounded), lower_bound [-5]  gdn kda
+ *   allow_neg_eigval [false]                                        deltanet gdn kda
+ *   expand_v [gdn 2, kda 1]                                         gdn kda
+ *   d_state [16], expand [2]                                        mamba2
+ *   kv_rank [4 head_dim], q_rank [0 = none],
+ *   rope_dim [head_dim / 2 with rope, 0 with nope]                  mla dsa
+ *   index_heads [4], index_dim [16], topk [32]                      dsa
+ * Sources: flash-linear-attention layer defaults (chunk 64, short conv 4,
+ * gate activations, KDA lower bound -5, GDN expand_v 2), DeepSeek-V2 (d_c = 4 d_h,
+ * d_R = d_h / 2), toy-scale DSA indexer sizes (research notes, sparse_path §1.6),
+ * Zoology's MQAR Mamba sweeps (d_state 8..24).
+ *
+ * Stages (train.stages or runs[i].stages, at most 4): {name (required),
+ * steps (required; the stages' steps sum to train.steps), lr [train.lr],
+ * trainable [all] (all | indexer | main), sparse [false], indexer_loss [false]};
+ * indexer, sparse and indexer_loss need a dsa layer.
+ */
+#include "experiments/schema.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define BIG ((int64_t)1 << 40)
+#define TASK(k) (1u << (k))
+#define MIX(k) (1u << (k))
+#define SOFTMAX (MIX(AT_MIXER_FULL) | MIX(AT_MIXER_MLA) | MIX(AT_MIXER_DSA))
+#define LINEAR (MIX(AT_MIXER_DELTANET) | MIX(AT_MIXER_GDN) | MIX(AT_MIXER_KDA) | MIX(AT_MIXER_MAMBA2))
+#define DELTA (MIX(AT_MIXER_DELTANET) | MIX(AT_MIXER_GDN) | MIX(AT_MIXER_KDA))
+#define GATED (MIX(AT_MIXER_GDN) | MIX(AT_MIXER_KDA))
+#define LATENT (MIX(AT_MIXER_MLA) | MIX(AT_MIXER_DSA))
+
+_Static_assert(sizeof(at_position) == sizeof(int) && sizeof(at_mlp_kind) == sizeof(int) &&
+               sizeof(at_out_gate) == sizeof(int) && sizeof(at_decay_gate) == sizeof(int) &&
+               sizeof(at_optimizer_kind) == sizeof(int) && sizeof(at_schedule_kind) == sizeof(int) &&
+               sizeof(at_trainable) == sizeof(int) && sizeof(at_task_kind) == sizeof(int),
+               "enum fields are written as int");
+
+enum { F_INT, F_REAL, F_BOOL, F_STR, F_ENUM, F_TASK, F_LAYERS, F_ATTENTION, F_STAGES };
+
+typedef struct field {
+  const char *key;
+  int type;
+  size_t off, size;
+  int64_t imin, imax;            /* F_INT */
+  double lo, hi;                 /* F_REAL */
+  int lo_open, hi_open;
+  const char *const *names;      /* F_ENUM, NULL-terminated */
+  const int *vals;               /* F_ENUM values (NULL: the index) */
+  unsigned mask;                 /* tasks or mixers the key concerns (0: all) */
+} field;
+
+#define FI(k, S, f, mn, mx, m) \
+  {.key = k, .type = F_INT, .off = offsetof(S, f), .size = sizeof(((S *)0)->f), .imin = mn, .imax = mx, .mask = m}
+#define FR(k, S, f, l, h, lo_o, hi_o, m)                                                    \
+  {.key = k, .type = F_REAL, .off = offsetof(S, f), .size = sizeof(double), .lo = l, .hi = h, \
+   .lo_open = lo_o, .hi_open = hi_o, .mask = m}
+#define FB(k, S, f, m) {.key = k, .type = F_BOOL, .off = offsetof(S, f), .size = sizeof(int), .mask = m}
+#define FS(k, S, f, m) {.key = k, .type = F_STR, .off = offsetof(S, f), .size = sizeof(((S *)0)->f), .mask = m}
+#define FE(k, S, f, nm, vl, m) \
+  {.key = k, .type = F_ENUM, .off = offsetof(S, f), .size = sizeof(int), .names = nm, .vals = vl, .mask = m}
+#define FX(k, t) {.key = k, .type = t}
+
+static const char *const mlp_names[] = {"none", "swiglu", NULL};
+static const char *const model_pos_names[] = {"rope", "nope", "learned", NULL};
+static const int model_pos_vals[] = {AT_POS_ROPE, AT_POS_NOPE, AT_POS_LEARNED};
+static const char *const mixer_pos_names[] = {"rope", "nope", "inherit", NULL};
+static const int mixer_pos_vals[] = {AT_POS_ROPE, AT_POS_NOPE, AT_POS_INHERIT};
+static const char *const gate_names[] = {"sigmoid", "swish", "none", NULL};
+static const int gate_vals[] = {AT_GATE_SIGMOID, AT_GATE_SWISH, AT_GATE_NONE};
+static const char *const decay_names[] = {"unbounded", "bounded", NULL};
+static const int decay_vals[] = {AT_DECAY_UNBOUNDED, AT_DECAY_BOUNDED};
+static const char *const optimizer_names[] = {"adamw", "sgd", NULL};
+static const int optimizer_vals[] = {AT_OPT_ADAMW, AT_OPT_SGD};
+static const char *const schedule_names[] = {"constant", "cosine", "wsd", NULL};
+static const int schedule_vals[] = {AT_SCHED_CONSTANT, AT_SCHED_COSINE, AT_SCHED_WSD};
+static const char *const trainable_names[] = {"all", "indexer", "main", NULL};
+static const int trainable_vals[] = {AT_TRAINABLE_ALL, AT_TRAINABLE_INDEXER, AT_TRAINABLE_MAIN};
+static const char *const layout_names[] = {"zoology", "contiguous", NULL};
+static const char *const metric_names[] = {"eval_accuracy", "eval_loss", NULL};
+
+static const field data_fields[] = {
+  FX("task", F_TASK),
+  FI("vocab_size", at_task_cfg, vocab_size, 2, INT32_MAX, 0),
+  FI("seq_len", at_task_cfg, seq_len, 1, (int64_t)1 << 24, 0),
+  FI("train_examples", at_task_cfg, train_examples, 1, BIG, 0),
+  FI("test_examples", at_task_cfg, test_examples, 1, BIG, 0),
+  FI("num_kv_pairs", at_task_cfg, num_kv_pairs, 1, (int64_t)1 << 24, TASK(AT_TASK_MQAR)),
+  FR("power_a", at_task_cfg, power_a, 0, 1, 1, 0, TASK(AT_TASK_MQAR)),
+  FB("random_non_queries", at_task_cfg, random_non_queries, TASK(AT_TASK_MQAR)),
+  FE("query_layout", at_task_cfg, query_contiguous, layout_names, NULL, TASK(AT_TASK_MQAR)),
+  FI("palindrome_len", at_task_cfg, palindrome_len, 0, (int64_t)1 << 24, TASK(AT_TASK_PALINDROME)),
+  FI("num_stacks", at_task_cfg, num_stacks, 1, (int64_t)1 << 20, TASK(AT_TASK_STACK)),
+  FI("num_symbols", at_task_cfg, num_symbols, 0, INT32_MAX, TASK(AT_TASK_STACK)),
+  FI("num_tokens_to_copy", at_task_cfg, num_tokens_to_copy, 1, (int64_t)1 << 24,
+     TASK(AT_TASK_SELECTIVE_COPY)),
+  FI("num_depth_buckets", at_task_cfg, num_depth_buckets, 1, 1000, TASK(AT_TASK_NIAH)),
+  FS("path", at_task_cfg, path, TASK(AT_TASK_TEXT)),
+  FR("val_fraction", at_task_cfg, val_fraction, 0, 1, 1, 1, TASK(AT_TASK_TEXT)),
+  FS("cache", at_task_cfg, cache, TASK(AT_TASK_TEXT)),
+};
+
+static const field model_fields[] = {
+  FI("d_model", at_model_cfg, d_model, 1, 65536, 0),
+  FI("n_layers", at_model_cfg, n_layers, 1, AT_MAX_LAYERS, 0),
+  FI("n_heads", at_model_cfg, n_heads, 1, 4096, 0),
+  FI("n_kv_heads", at_model_cfg, n_kv_heads, 1, 4096, 0),
+  FE("mlp", at_model_cfg, mlp, mlp_names, NULL, 0),
+  FI("mlp_hidden", at_model_cfg, mlp_hidden, 1, (int64_t)1 << 20, 0),
+  FE("position", at_model_cfg, position, model_pos_names, model_pos_vals, 0),
+  FR("rope_theta", at_model_cfg, rope_theta, 0, INFINITY, 1, 1, 0),
+  FR("norm_eps", at_model_cfg, norm_eps, 0, 1, 1, 0, 0),
+  FR("init_std", at_model_cfg, init_std, 0, INFINITY, 1, 1, 0),
+  FB("tie_embeddings", at_model_cfg, tie_embeddings, 0),
+  FX("layers", F_LAYERS),
+  FX("attention", F_ATTENTION),
+};
+
+static const field mixer_fields[] = {
+  FE("position", at_mixer_opts, position, mixer_pos_names, mixer_pos_vals, SOFTMAX),
+  FI("head_dim", at_mixer_opts, head_dim, 0, 4096, 0),
+  FI("window", at_mixer_opts, window, 0, (int64_t)1 << 24, MIX(AT_MIXER_FULL)),
+  FI("chunk_size", at_mixer_opts, chunk_size, 1, 4096, LINEAR),
+  FB("short_conv", at_mixer_opts, short_conv, LINEAR),
+  FI("conv_size", at_mixer_opts, conv_size, 2, 4, LINEAR),
+  FE("output_gate", at_mixer_opts, output_gate, gate_names, gate_vals, LINEAR),
+  FE("decay_gate", at_mixer_opts, decay_gate, decay_names, decay_vals, GATED),
+  FR("lower_bound", at_mixer_opts, lower_bound, -INFINITY, 0, 1, 1, GATED),
+  FB("allow_neg_eigval", at_mixer_opts, allow_neg_eigval, DELTA),
+  FI("expand_v", at_mixer_opts, expand_v, 1, 16, GATED),
+  FI("d_state", at_mixer_opts, d_state, 1, 4096, MIX(AT_MIXER_MAMBA2)),
+  FI("expand", at_mixer_opts, expand, 1, 16, MIX(AT_MIXER_MAMBA2)),
+  FI("kv_rank", at_mixer_opts, kv_rank, 0, 65536, LATENT),
+  FI("q_rank", at_mixer_opts, q_rank, 0, 65536, LATENT),
+  FI("rope_dim", at_mixer_opts, rope_dim, 0, 4096, LATENT),
+  FI("index_heads", at_mixer_opts, index_heads, 1, 1024, MIX(AT_MIXER_DSA)),
+  FI("index_dim", at_mixer_opts, index_dim, 1, 4096, MIX(AT_MIXER_DSA)),
+  FI("topk", at_mixer_opts, topk, 1, (int64_t)1 << 24, MIX(AT_MIXER_DSA)),
+};
+
+static const field train_fields[] = {
+  FI("steps", at_train_cfg, steps, 1, BIG, 0),
+  FI("batch_size", at_train_cfg, batch_size, 1, (int64_t)1 << 24, 0),
+  FR("lr", at_train_cfg, optim.lr, 0, INFINITY, 1, 1, 0),
+  FE("optimizer", at_train_cfg, optim.kind, optimizer_names, optimizer_vals, 0),
+  FR("beta1", at_train_cfg, optim.beta1, 0, 1, 0, 1, 0),
+  FR("beta2", at_train_cfg, optim.beta2, 0, 1, 0, 1, 0),
+  FR("eps", at_train_cfg, optim.eps, 0, 1, 1, 0, 0),
+  FR("momentum", at_train_cfg, optim.momentum, 0, 1, 0, 1, 0),
+  FB("nesterov", at_train_cfg, optim.nesterov, 0),
+  FR("weight_decay", at_train_cfg, optim.weight_decay, 0, INFINITY, 0, 1, 0),
+  FR("grad_clip", at_train_cfg, optim.grad_clip, 0, INFINITY, 0, 1, 0),
+  FE("schedule", at_train_cfg, optim.schedule, schedule_names, schedule_vals, 0),
+  FI("warmup_steps", at_train_cfg, optim.warmup_steps, 0, BIG, 0),
+  FR("min_lr_ratio", at_train_cfg, optim.min_lr_ratio, 0, 1, 0, 0, 0),
+  FR("decay_frac", at_train_cfg, optim.decay_frac, 0, 1, 0, 0, 0),
+  FI("eval_every", at_train_cfg, eval_every, 0, BIG, 0),
+  FI("eval_examples", at_train_cfg, eval_examples, 0, BIG, 0),
+  FI("checkpoint_every", at_train_cfg, checkpoint_every, 0, BIG, 0),
+  FI("log_every", at_train_cfg, log_every, 1, BIG, 0),
+  FI("threads", at_train_cfg, threads, 0, 4096, 0),
+  FI("max_bad_steps", at_train_cfg, max_bad_steps, 1, 1 << 20, 0),
+  FX("stages", F_STAGES),
+};
+
+static const field stage_fields[] = {
+  FS("name", at_stage_cfg, name, 0),
+  FI("steps", at_stage_cfg, steps, 1, BIG, 0),
+  FR("lr", at_stage_cfg, lr, 0, INFINITY, 1, 1, 0),
+  FE("trainable", at_stage_cfg, trainable, trainable_names, trainable_vals, 0),
+  FB("sparse", at_stage_cfg, sparse, 0),
+  FB("indexer_loss", at_stage_cfg, indexer_loss, 0),
+};
+
+typedef struct report_cfg {
+  int metric;
+} report_cfg;
+static const field report_fields[] = {
+  FE("metric", report_cfg, metric, metric_names, NULL, 0),
+};
+
+void at_cfg_train_defaults(at_train_cfg *t) {
+  memset(t, 0, sizeof *t);
+  at_optim_cfg_defaults(&t->optim); /* then every field set here, so the file's meaning is ours */
+  t->optim.kind = AT_OPT_ADAMW;
+  t->optim.lr = 1e-3;
+  t->optim.beta1 = 0.9;
+  t->optim.beta2 = 0.95;
+  t->optim.eps = 1e-8;
+  t->optim.momentum = 0.9;
+  t->optim.nesterov = 0;
+  t->optim.weight_decay = 0.1;
+  t->optim.grad_clip = 1.0;
+  t->optim.schedule = AT_SCHED_COSINE;
+  t->optim.warmup_steps = 0;
+  t->optim.min_lr_ratio = 0.0;
+  t->optim.decay_frac = 0.2;
+  t->steps = 1000;
+  t->optim.total_steps = t->steps;
+  t->batch_size = 32;
+  t->eval_every = 100;
+  t->eval_examples = 0;
+  t->checkpoint_every = 0;
+  t->log_every = 10;
+  t->threads = 0;
+  t->max_bad_steps = 5;
+  t->n_stages = 0;
+}
+
+/* ---- messages ---------------------------------------------------------------- */
+
+const char *at_cfg_section_of(const char *key) {
+  static const struct {
+    const char *name;
+    const field *f;
+    int n;
+  } secs[] = {{"data", data_fields, AT_ARRAY_LEN(data_fields)},
+              {"model", model_fields, AT_ARRAY_LEN(model_fields)},
+              {"train", train_fields, AT_ARRAY_LEN(train_fields)}};
+  for (int s = 0; s < AT_ARRAY_LEN(secs); s++)
+    for (int i = 0; i < secs[s].n; i++)
+      if (!strcmp(key, secs[s].f[i].key)) return secs[s].name;
+  return NULL;
+}
+
+int at_cfg_edit_distance(const char *a, const char *b) {
+  enum { M = 64 };
+  size_t n = strlen(a), m = strlen(b);
+  if (n >= M || m >= M) return 1000;
+  int d[M][M];
+  for (size_t i = 0; i <= n; i++) d[i][0] = (int)i;
+  for (size_t j = 0; j <= m; j++) d[0][j] = (int)j;
+  for (size_t i = 1; i <= n; i++)
+    for (size_t j = 1; j <= m; j++) {
+      int cost = a[i - 1] != b[j - 1];
+      int v = AT_MIN(d[i - 1][j] + 1, d[i][j - 1] + 1);
+      v = AT_MIN(v, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) v = AT_MIN(v, d[i - 2][j - 2] + 1);
+      d[i][j] = v;
+    }
+  return d[n][m];
+}
+
+const char *at_cfg_nearest(const char *key, const char *const *valid, int n) {
+  const char *best = NULL;
+  int bd = 1000;
+  for (int i = 0; i < n; i++) {
+    int d = at_cfg_edit_distance(key, valid[i]);
+    if (d < bd) bd = d, best = valid[i];
+  }
+  int limit = strlen(key) >= 4 ? 2 : 1;
+  return bd <= limit ? best : NULL;
+}
+
+static void join_names(char *buf, size_t size, const char *const *names, int n) {
+  size_t len = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < n && len + 1 < size; i++) {
+    int w = snprintf(buf + len, size - len, "%s%s", i ? ", " : "", names[i]);
+    if (w < 0) break;
+    len += (size_t)w;
+  }
+}
+
+at_status at_cfg_unknown_key(at_cfg_loc at, const char *key, const char *what,
+                             const char *const *valid, int n) {
+  const char *near = at_cfg_nearest(key, valid, n);
+  if (near) return at_cfg_fail(at, "unknown key '%s' in %s; did you mean '%s'?", key, what, near);
+  char list[1024];
+  join_names(list, sizeof list, valid, n);
+  return at_cfg_fail(at, "unknown key '%s' in %s (valid keys: %s)", key, what, list);
+}
+
+at_status at_cfg_dup_key(const at_ynode *map, int i, const char *what) {
+  for (int j = 0; j < i; j++)
+    if (strcmp(map->k[j], map->k[i]) == 0) {
+      if (map->kloc[j].line > 0)
+        return at_cfg_fail(map->kloc[i], "duplicate key '%s' in %s (first given at line %d)", map->k[i],
+                           what, map->kloc[j].line);
+      return at_cfg_fail(map->kloc[i], "duplicate key '%s' in %s", map->k[i], what);
+    }
+  return AT_OK;
+}
+
+/* "a list", "a mapping", "nothing", "the string \"x\"", "'x'" */
+static const char *describe(const at_ynode *v, char *buf, size_t size) {
+  if (v->kind == AT_YN_SEQ) return "a list";
+  if (v->kind == AT_YN_MAP) return "a mapping";
+  if (at_yt_is_null(v)) return "nothing";
+  if (v->quoted) snprintf(buf, size, "the string \"%.60s\"", v->s);
+  else snprintf(buf, size, "'%.60s'", v->s);
+  return buf;
+}
+
+at_status at_cfg_expected(const at_ynode *v, const char *what, const char *type) {
+  char buf[96];
+  return at_cfg_fail(v->at, "%s: expected %s, got %s", what, type, describe(v, buf, sizeof buf));
+}
+
+at_status at_cfg_expect_map(const at_ynode *n, const char *what) {
+  if (n->kind == AT_YN_MAP) return AT_OK;
+  return at_cfg_expected(n, what, "a mapping");
+}
+
+at_status at_cfg_get_int(const at_ynode *v, const char *what, int64_t lo, int64_t hi, int64_t *out) {
+  if (v->kind != AT_YN_SCALAR || v->quoted || at_yt_is_null(v)) return at_cfg_expected(v, what, "an integer");
+  int64_t x;
+  int r = at_yt_parse_int(v->s, &x);
+  if (r == -1) return at_cfg_expected(v, what, "an integer");
+  if (r == -2) return at_cfg_fail(v->at, "%s: %s is out of range", what, v->s);
+  if (x < lo || x > hi) {
+    if (hi < BIG && lo > INT64_MIN)
+      return at_cfg_fail(v->at, "%s must be between %lld and %lld, got %lld", what, (long long)lo,
+                         (long long)hi, (long long)x);
+    if (x < lo) return at_cfg_fail(v->at, "%s must be >= %lld, got %lld", what, (long long)lo, (long long)x);
+    return at_cfg_fail(v->at, "%s must be <= %lld, got %lld", what, (long long)hi, (long long)x);
+  }
+  *out = x;
+  return AT_OK;
+}
+
+static at_status get_real(const at_ynode *v, const field *f, const char *what, double *out) {
+  if (v->kind != AT_YN_SCALAR || v->quoted || at_yt_is_null(v)) return at_cfg_expected(v, what, "a number");
+  double x;
+  int r = at_yt_parse_real(v->s, &x);
+  if (r == -1) return at_cfg_expected(v, what, "a number");
+  if (r == -2) return at_cfg_fail(v->at, "%s: %s is out of range", what, v->s);
+  int below = f->lo_open ? !(x > f->lo) : !(x >= f->lo);
+  int above = f->hi_open ? !(x < f->hi) : !(x <= f->hi);
+  if (below || above) {
+    char range[64];
+    if (isfinite(f->lo) && isfinite(f->hi))
+      snprintf(range, sizeof range, "in %c%g, %g%c", f->lo_open ? '(' : '[', f->lo, f->hi,
+               f->hi_open ? ')' : ']');
+    else if (isfinite(f->lo))
+      snprintf(range, sizeof range, "%s %g", f->lo_open ? ">" : ">=", f->lo);
+    else
+      snprintf(range, sizeof range, "%s %g", f->hi_open ? "<" : "<=", f->hi);
+    return at_cfg_fail(v->at, "%s must be %s, got %s", what, range, v->s);
+  }
+  *out = x;
+  return AT_OK;
+}
+
+static at_status get_bool(const at_ynode *v, const char *what, int *out) {
+  if (v->kind == AT_YN_SCALAR && !v->quoted) {
+    if (!strcmp(v->s, "true")) return *out = 1, AT_OK;
+    if (!strcmp(v->s, "false")) return *out = 0, AT_OK;
+  }
+  return at_cfg_expected(v, what, "true or false");
+}
+
+at_status at_cfg_get_str(const at_ynode *v, const char *what, char *buf, size_t size) {
+  if (v->kind != AT_YN_SCALAR || at_yt_is_null(v)) return at_cfg_expected(v, what, "a string");
+  size_t len = strlen(v->s);
+  if (len >= size) return at_cfg_fail(v->at, "%s is longer than %zu characters", what, size - 1);
+  memcpy(buf, v->s, len + 1);
+  return AT_OK;
+}
+
+at_status at_cfg_get_name(const at_ynode *v, const char *what, char *buf, size_t size) {
+  at_status s = at_cfg_get_str(v, what, buf, size);
+  if (s) return s;
+  int ok = (buf[0] >= 'a' && buf[0] <= 'z') || (buf[0] >= 'A' && buf[0] <= 'Z') || (buf[0] >= '0' && buf[0] <= '9');
+  for (const char *p = buf; *p && ok; p++)
+    ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("_-.+", *p);
+  if (!ok)
+    return at_cfg_fail(v->at, "%s: '%s' is not a file-safe name (a letter or digit, then letters, "
+                       "digits, '_', '-', '.' or '+')", what, buf);
+  return AT_OK;
+}
+
+static at_status get_enum(const at_ynode *v, const char *what, const char *const *names,
+                          const int *vals, int *out) {
+  int n = 0;
+  while (names[n]) n++;
+  char list[256];
+  join_names(list, sizeof list, names, n);
+  if (v->kind != AT_YN_SCALAR || at_yt_is_null(v)) {
+    char type[300];
+    snprintf(type, sizeof type, "one of %s", list);
+    return at_cfg_expected(v, what, type);
+  }
+  for (int i = 0; i < n; i++)
+    if (!strcmp(v->s, names[i])) return *out = vals ? vals[i] : i, AT_OK;
+  const char *near = at_cfg_nearest(v->s, names, n);
+  if (near)
+    return at_cfg_fail(v->at, "%s: unknown value '%s'; did you mean '%s'? (one of %s)", what, v->s, near, list);
+  return at_cfg_fail(v->at, "%s: unknown value '%s' (one of %s)", what, v->s, list);
+}
+
+/* ---- applying sections ------------------------------------------------------- */
+
+typedef struct section {
+  const char *name;              /* "model", "model.attention.kda" */
+  const field *f;
+  int nf;
+  int kind;                      /* -1, or the bit checked against field masks */
+  const char *kind_what;         /* "mixer", "task" */
+  const char *kind_name;         /* "kda" */
+} section;
+
+static int applies(const field *f, int kind) { return kind < 0 || !f->mask || (f->mask & (1u << kind)); }
+
+static int section_keys(const section *sec, const char **out) {
+  int n = 0;
+  for (int i = 0; i < sec->nf; i++)
+    if (applies(&sec->f[i], sec->kind)) out[n++] = sec->f[i].key;
+  return n;
+}
+
+static at_status apply_map(const section *sec, const at_ynode *map, void *target);
+
+static at_status check_layer_list(const at_ynode *v, const char *what) {
+  if (v->kind != AT_YN_SEQ) return at_cfg_expected(v, what, "a list of mixer names");
+  if (v->n == 0) return at_cfg_fail(v->at, "%s is empty", what);
+  if (v->n > AT_MAX_LAYERS) return at_cfg_fail(v->v[AT_MAX_LAYERS]->at, "%s: more than %d layers", what, AT_MAX_LAYERS);
+  const char *names[AT_MIXER_COUNT];
+  for (int k = 0; k < AT_MIXER_COUNT; k++) names[k] = at_mixer_name((at_mixer_kind)k);
+  char list[256];
+  join_names(list, sizeof list, names, AT_MIXER_COUNT);
+  for (int i = 0; i < v->n; i++) {
+    const at_ynode *it = v->v[i];
+    if (it->kind != AT_YN_SCALAR || at_yt_is_null(it)) return at_cfg_expected(it, what, "a mixer name");
+    if (at_mixer_from_name(it->s) >= 0) continue;
+    const char *near = at_cfg_nearest(it->s, names, AT_MIXER_COUNT);
+    if (near) return at_cfg_fail(it->at, "unknown mixer '%s' in %s; did you mean '%s'?", it->s, what, near);
+    return at_cfg_fail(it->at, "unknown mixer '%s' in %s (mixers: %s)", it->s, what, list);
+  }
+  return AT_OK;
+}
+
+static at_status check_layers(const at_ynode *v) {
+  if (v->kind != AT_YN_MAP) return check_layer_list(v, "model.layers");
+  static const char *const keys[] = {"pattern"};
+  for (int i = 0; i < v->n; i++) {
+    at_status s = at_cfg_dup_key(v, i, "model.layers");
+    if (s) return s;
+    if (strcmp(v->k[i], "pattern")) return at_cfg_unknown_key(v->kloc[i], v->k[i], "model.layers", keys, 1);
+  }
+  const at_ynode *p = at_yt_get(v, "pattern");
+  if (!p) return at_cfg_fail(v->at, "model.layers: a mapping needs 'pattern' (mixers repeated to n_layers)");
+  return check_layer_list(p, "model.layers.pattern");
+}
+
+static at_status apply_attention(const at_ynode *v, at_model_cfg *m) {
+  at_status s = at_cfg_expect_map(v, "model.attention");
+  if (s) return s;
+  const char *names[AT_MIXER_COUNT];
+  for (int k = 0; k < AT_MIXER_COUNT; k++) names[k] = at_mixer_name((at_mixer_kind)k);
+  for (int i = 0; i < v->n; i++) {
+    if ((s = at_cfg_dup_key(v, i, "model.attention"))) return s;
+    int k = at_mixer_from_name(v->k[i]);
+    if (k < 0) {
+      const char *near = at_cfg_nearest(v->k[i], names, AT_MIXER_COUNT);
+      char list[256];
+      join_names(list, sizeof list, names, AT_MIXER_COUNT);
+      if (near)
+        return at_cfg_fail(v->kloc[i], "unknown mixer '%s' in model.attention; did you mean '%s'?", v->k[i], near);
+      return at_cfg_fail(v->kloc[i], "unknown mixer '%s' in model.attention (mixers: %s)", v->k[i], list);
+    }
+    char name[64];
+    snprintf(name, sizeof name, "model.attention.%s", names[k]);
+    section sec = {name, mixer_fields, AT_ARRAY_LEN(mixer_fields), k, "mixer", names[k]};
+    if ((s = apply_map(&sec, v->v[i], &m->mixer[k]))) return s;
+  }
+  return AT_OK;
+}
+
+at_status at_cfg_apply_stages(const at_ynode *v, const char *what, at_train_cfg *t) {
+  if (v->kind != AT_YN_SEQ) return at_cfg_expected(v, what, "a list of stages");
+  if (v->n > AT_MAX_STAGES) return at_cfg_fail(v->v[AT_MAX_STAGES]->at, "%s: at most %d stages", what, AT_MAX_STAGES);
+  for (int i = 0; i < v->n; i++) {
+    const at_ynode *it = v->v[i];
+    char name[96];
+    snprintf(name, sizeof name, "%s[%d]", what, i);
+    at_stage_cfg *st = &t->stages[i];
+    memset(st, 0, sizeof *st);
+    st->trainable = AT_TRAINABLE_ALL;
+    section sec = {name, stage_fields, AT_ARRAY_LEN(stage_fields), -1, NULL, NULL};
+    at_status s = apply_map(&sec, it, st);
+    if (s) return s;
+    if (at_yt_find(it, "name") < 0) return at_cfg_fail(it->at, "%s needs a 'name'", name);
+    if (at_yt_find(it, "steps") < 0) return at_cfg_fail(it->at, "%s needs 'steps'", name);
+    char what_name[128];
+    snprintf(what_name, sizeof what_name, "%s.name", name);
+    if ((s = at_cfg_get_name(at_yt_get(it, "name"), what_name, st->name, sizeof st->name))) return s;
+    for (int j = 0; j < i; j++)
+      if (!strcmp(t->stages[j].name, st->name))
+        return at_cfg_fail(at_yt_get(it, "name")->at, "%s: stage name '%s' repeats %s[%d]", name, st->name,
+                           what, j);
+  }
+  t->n_stages = v->n;
+  return AT_OK;
+}
+
+static at_status set_value(const section *sec, const field *f, const at_ynode *v, void *target) {
+  char what[160];
+  snprintf(what, sizeof what, "%s.%s", sec->name, f->key);
+  char *dst = (char *)target + f->off;
+  at_status s = AT_OK;
+  switch (f->type) {
+  case F_INT: {
+    int64_t x;
+    if ((s = at_cfg_get_int(v, what, f->imin, f->imax, &x))) return s;
+    if (f->size == sizeof(int64_t)) *(int64_t *)dst = x;
+    else *(int *)dst = (int)x;
+    break;
+  }
+  case F_REAL:
+    s = get_real(v, f, what, (double *)dst);
+    break;
+  case F_BOOL:
+    s = get_bool(v, what, (int *)dst);
+    break;
+  case F_STR:
+    s = at_cfg_get_str(v, what, dst, f->size);
+    break;
+  case F_ENUM:
+    s = get_enum(v, what, f->names, f->vals, (int *)dst);
+    break;
+  case F_TASK: {
+    const char *names[AT_TASK_COUNT + 1];
+    for (int k = 0; k < AT_TASK_COUNT; k++) names[k] = at_task_name((at_task_kind)k);
+    names[AT_TASK_COUNT] = NULL;
+    int k;
+    if ((s = get_enum(v, what, names, NULL, &k))) return s;
+    ((at_task_cfg *)target)->kind = (at_task_kind)k;
+    break;
+  }
+  case F_LAYERS:
+    s = check_layers(v);
+    break;
+  case F_ATTENTION:
+    s = apply_attention(v, (at_model_cfg *)target);
+    break;
+  case F_STAGES:
+    s = at_cfg_apply_stages(v, what, (at_train_cfg *)target);
+    break;
+  }
+  return s;
+}
+
+static at_status apply_map(const section *sec, const at_ynode *map, void *target) {
+  at_status s = at_cfg_expect_map(map, sec->name);
+  if (s) return s;
+  for (int i = 0; i < map->n; i++) {
+    if ((s = at_cfg_dup_key(map, i, sec->name))) return s;
+    const field *f = NULL;
+    for (int j = 0; j < sec->nf && !f; j++)
+      if (!strcmp(sec->f[j].key, map->k[i])) f = &sec->f[j];
+    const char *keys[64];
+    if (!f) {
+      /* Suggest among every key of the section (any task or mixer). */
+      section all = *sec;
+      all.kind = -1;
+      int nk = section_keys(&all, keys);
+      return at_cfg_unknown_key(map->kloc[i], map->k[i], sec->name, keys, nk);
+    }
+    if (!applies(f, sec->kind)) {
+      char list[1024];
+      int nk = section_keys(sec, keys);
+      join_names(list, sizeof list, keys, nk);
+      return at_cfg_fail(map->kloc[i], "key '%s' does not apply to %s '%s' (its keys: %s)", f->key,
+                         sec->kind_what, sec->kind_name, list);
+    }
+    if ((s = set_value(sec, f, map->v[i], target))) return s;
+  }
+  return AT_OK;
+}
+
+at_status at_cfg_apply_data(const at_ynode *map, int task, at_task_cfg *d) {
+  section sec = {"data", data_fields, AT_ARRAY_LEN(data_fields), task, "task",
+                 task >= 0 ? at_task_name((at_task_kind)task) : NULL};
+  return apply_map(&sec, map, d);
+}
+
+at_status at_cfg_apply_model(const at_ynode *map, at_model_cfg *m) {
+  section sec = {"model", model_fields, AT_ARRAY_LEN(model_fields), -1, NULL, NULL};
+  return apply_map(&sec, map, m);
+}
+
+at_status at_cfg_apply_train(const at_ynode *map, at_train_cfg *t) {
+  section sec = {"train", train_fields, AT_ARRAY_LEN(train_fields), -1, NULL, NULL};
+  return apply_map(&sec, map, t);
+}
+
+at_status at_cfg_apply_report(const at_ynode *map, char *metric, size_t size) {
+  section sec = {"report", report_fields, AT_ARRAY_LEN(report_fields), -1, NULL, NULL};
+  report_cfg r = {0};
+  for (int i = 0; metric_names[i]; i++)
+    if (!strcmp(metric, metric_names[i])) r.metric = i;
+  at_status s = apply_map(&sec, map, &r);
+  if (s == AT_OK) snprintf(metric, size, "%s", metric_names[r.metric]);
+  return s;
+}
+
+/* ---- resolving a run ---------------------------------------------------------- */
+
+/* Where key `k` of `map` is, or the map, or the fallback. */
+static at_cfg_loc loc_of(const at_ynode *map, const char *k, at_cfg_loc fb) {
+  const at_ynode *v = k ? at_yt_get(map, k) : NULL;
+  if (v) return v->at;
+  return map ? map->at : fb;
+}
+
+/* The first of k1, k2 that is given. */
+static at_cfg_loc loc_of2(const at_ynode *map, const char *k1, const char *k2, at_cfg_loc fb) {
+  if (at_yt_get(map, k1)) return loc_of(map, k1, fb);
+  return loc_of(map, k2, fb);
+}
+
+static at_status resolve_data(const at_ynode *dm, uint64_t seed, at_cfg_loc fb, at_task_cfg *d) {
+  int kind = AT_TASK_MQAR;
+  const at_ynode *tv = at_yt_get(dm, "task");
+  if (tv) kind = at_task_from_name(tv->s);
+  AT_ASSERT(kind >= 0); /* checked before */
+  memset(d, 0, sizeof *d);
+  at_task_cfg_defaults(d, (at_task_kind)kind);
+  d->kind = (at_task_kind)kind;
+  d->seed = seed;
+  at_status s;
+  if (dm && (s = at_cfg_apply_data(dm, kind, d))) return s;
+  const char *bad = NULL;
+  s = at_task_check(d, &bad);
+  if (s) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", at_errmsg());
+    at_cfg_loc at = loc_of(dm, bad, fb);
+    return at_cfg_fail_status(s == AT_E_IO ? AT_E_IO : AT_E_CONFIG, at, "data%s%s: %s", bad ? "." : "",
+                              bad ? bad : "", msg);
+  }
+  return AT_OK;
+}
+
+static at_status resolve_model(const at_ynode *mm, const at_task_cfg *d, at_cfg_loc fb, at_model_cfg *m) {
+  at_model_cfg_defaults(m);
+  at_status s;
+  if (mm && (s = at_cfg_apply_model(mm, m))) return s;
+  m->vocab_size = d->vocab_size;
+  m->max_seq_len = d->seq_len;
+
+  /* layers and n_layers */
+  const at_ynode *lay = at_yt_get(mm, "layers");
+  int nl_given = at_yt_find(mm, "n_layers") >= 0;
+  if (lay) {
+    const at_ynode *list = lay->kind == AT_YN_MAP ? at_yt_get(lay, "pattern") : lay;
+    if (!nl_given) m->n_layers = list->n;
+    else if (lay->kind == AT_YN_SEQ && list->n != m->n_layers)
+      return at_cfg_fail(lay->at, "model.layers has %d entries but model.n_layers is %lld", list->n,
+                         (long long)m->n_layers);
+    for (int i = 0; i < m->n_layers; i++) m->layers[i] = (at_mixer_kind)at_mixer_from_name(list->v[i % list->n]->s);
+  } else {
+    for (int i = 0; i < m->n_layers; i++) m->layers[i] = AT_MIXER_FULL;
+  }
+
+  /* heads */
+  if (m->d_model % m->n_heads)
+    return at_cfg_fail(loc_of2(mm, "n_heads", "d_model", fb),
+                       "model.d_model %lld is not divisible by model.n_heads %lld", (long long)m->d_model,
+                       (long long)m->n_heads);
+  if (at_yt_find(mm, "n_kv_heads") < 0) m->n_kv_heads = m->n_heads;
+  else if (m->n_kv_heads > m->n_heads || m->n_heads % m->n_kv_heads)
+    return at_cfg_fail(loc_of(mm, "n_kv_heads", fb),
+                       "model.n_heads %lld is not a multiple of model.n_kv_heads %lld",
+                       (long long)m->n_heads, (long long)m->n_kv_heads);
+  if (at_yt_find(mm, "mlp_hidden") < 0) m->mlp_hidden = ((8 * m->d_model + 2) / 3 + 15) / 16 * 16;
+
+  /* mixers */
+  int used[AT_MIXER_COUNT] = {0};
+  for (int i = 0; i < m->n_layers; i++) used[m->layers[i]] = 1;
+  const at_ynode *att = at_yt_get(mm, "attention");
+  int64_t std_head = m->d_model / m->n_heads;
+  for (int k = 0; k < AT_MIXER_COUNT; k++) {
+    at_mixer_opts *o = &m->mixer[k];
+    const at_ynode *om = at_yt_get(att, at_mixer_name((at_mixer_kind)k));
+    at_cfg_loc mfb = om ? om->at : (att ? att->at : (mm ? mm->at : fb));
+    const char *kn = at_mixer_name((at_mixer_kind)k);
+    if (o->head_dim == 0) o->head_dim = std_head;
+    if (o->position == AT_POS_INHERIT) o->position = m->position == AT_POS_ROPE ? AT_POS_ROPE : AT_POS_NOPE;
+    int latent = k == AT_MIXER_MLA || k == AT_MIXER_DSA;
+    if (latent) {
+      if (o->kv_rank == 0) o->kv_rank = 4 * o->head_dim;
+      if (o->rope_dim < 0) o->rope_dim = o->position == AT_POS_ROPE ? AT_MAX(2, o->head_dim / 2 / 2 * 2) : 0;
+    }
+    if (!used[k]) continue;
+    if ((k == AT_MIXER_FULL || k == AT_MIXER_DSA) && o->position == AT_POS_ROPE && o->head_dim % 2)
+      return at_cfg_fail(at_yt_get(om, "head_dim") ? loc_of(om, "head_dim", mfb) : loc_of2(mm, "n_heads", "d_model", fb),
+                         "mixer %s uses RoPE, which needs an even head_dim (got %lld%s)", kn,
+                         (long long)o->head_dim, at_yt_get(om, "head_dim") ? "" : " = d_model / n_heads");
+    if (latent) {
+      if (o->position == AT_POS_ROPE && o->rope_dim == 0)
+        return at_cfg_fail(loc_of2(om, "rope_dim", "position", mfb),
+                           "mixer %s: rope_dim 0 means no RoPE, but its position is rope "
+                           "(set position: nope, or rope_dim > 0)", kn);
+      if (o->position == AT_POS_NOPE && o->rope_dim > 0)
+        return at_cfg_fail(loc_of2(om, "rope_dim", "position", mfb),
+                           "mixer %s: rope_dim %lld needs position rope (its position is nope)", kn,
+                           (long long)o->rope_dim);
+      if (o->rope_dim % 2)
+        return at_cfg_fail(loc_of(om, "rope_dim", mfb), "mixer %s: rope_dim must be even (got %lld)", kn,
+                           (long long)o->rope_dim);
+    }
+    if (k == AT_MIXER_DSA && o->position == AT_POS_ROPE && o->index_dim < o->rope_dim)
+      return at_cfg_fail(loc_of2(om, "index_dim", "rope_dim", mfb),
+                         "mixer dsa: index_dim %lld is smaller than rope_dim %lld (the indexer rotates "
+                         "its first rope_dim dimensions)", (long long)o->index_dim, (long long)o->rope_dim);
+    if (k == AT_MIXER_MAMBA2 && (o->expand * m->d_model) % o->head_dim)
+      return at_cfg_fail(loc_of2(om, "head_dim", "expand", mfb),
+                         "mixer mamba2: expand * d_model = %lld is not divisible by head_dim %lld",
+                         (long long)(o->expand * m->d_model), (long long)o->head_dim);
+  }
+  return AT_OK;
+}
+
+static at_status resolve_train(const at_ynode *tm, const at_task_cfg *d, const at_model_cfg *m,
+                               at_cfg_loc fb, at_train_cfg *t) {
+  at_cfg_train_defaults(t);
+  at_status s;
+  if (tm && (s = at_cfg_apply_train(tm, t))) return s;
+  t->optim.total_steps = t->steps;
+  if (t->optim.warmup_steps > t->steps)
+    return at_cfg_fail(loc_of2(tm, "warmup_steps", "steps", fb), "train.warmup_steps %lld exceeds train.steps %lld",
+                       (long long)t->optim.warmup_steps, (long long)t->steps);
+  if (t->eval_examples > d->test_examples)
+    return at_cfg_fail(loc_of(tm, "eval_examples", fb),
+                       "train.eval_examples %lld exceeds data.test_examples %lld",
+                       (long long)t->eval_examples, (long long)d->test_examples);
+  if (t->n_stages > 0) {
+    const at_ynode *sv = at_yt_get(tm, "stages");
+    at_cfg_loc sat = loc_of(tm, "stages", fb);
+    int64_t sum = 0;
+    int dsa = 0;
+    for (int i = 0; i < m->n_layers; i++) dsa |= m->layers[i] == AT_MIXER_DSA;
+    for (int i = 0; i < t->n_stages; i++) {
+      at_stage_cfg *st = &t->stages[i];
+      sum += st->steps;
+      if (st->lr == 0) st->lr = t->optim.lr;
+      if (!dsa && (st->trainable == AT_TRAINABLE_INDEXER || st->sparse || st->indexer_loss))
+        return at_cfg_fail(sv && i < sv->n ? sv->v[i]->at : sat,
+                           "stage '%s' uses the DSA indexer (trainable: indexer, sparse or indexer_loss) "
+                           "but model.layers has no dsa layer", st->name);
+    }
+    if (sum != t->steps)
+      return at_cfg_fail(sat, "train.stages take %lld steps in all but train.steps is %lld", (long long)sum,
+                         (long long)t->steps);
+  }
+  return AT_OK;
+}
+
+at_status at_cfg_resolve(const at_ynode *root, at_cfg_loc fb, at_run_cfg *r) {
+  uint64_t seed = 0;
+  const at_ynode *sv = at_yt_get(root, "seed");
+  at_status s;
+  if (sv) {
+    int64_t x;
+    if ((s = at_cfg_get_int(sv, "seed", 0, INT64_MAX, &x))) return s;
+    seed = (uint64_t)x;
+  }
+  r->seed = seed;
+  const at_ynode *dm = at_yt_get(root, "data"), *mm = at_yt_get(root, "model"), *tm = at_yt_get(root, "train");
+  if ((s = resolve_data(dm, seed, fb, &r->data))) return s;
+  if ((s = resolve_model(mm, &r->data, fb, &r->model))) return s;
+  return resolve_train(tm, &r->data, &r->model, fb, &r->train);
+}
+
+/* ---- resolved YAML ------------------------------------------------------------ */
+
+static void emit_value(at_sbuf *b, const field *f, const void *target) {
+  const char *p = (const char *)target + f->off;
+  switch (f->type) {
+  case F_INT:
+    at_sb_printf(b, "%lld", f->size == sizeof(int64_t) ? (long long)*(const int64_t *)p : (long long)*(const int *)p);
+    break;
+  case F_REAL:
+    at_sb_real(b, *(const double *)p);
+    break;
+  case F_BOOL:
+    at_sb_printf(b, "%s", *(const int *)p ? "true" : "false");
+    break;
+  case F_STR:
+    at_sb_scalar(b, p, 0);
+    break;
+  case F_ENUM: {
+    int v = *(const int *)p;
+    for (int i = 0; f->names[i]; i++)
+      if ((f->vals ? f->vals[i] : i) == v) {
+        at_sb_printf(b, "%s", f->names[i]);
+        return;
+      }
+    AT_ASSERT_MSG(0, "enum value without a name");
+    break;
+  }
+  case F_TASK:
+    at_sb_printf(b, "%s", at_task_name(((const at_task_cfg *)target)->kind));
+    break;
+  default:
+    break;
+  }
+}
+
+void at_cfg_emit_sections(at_sbuf *b, const at_run_cfg *r, const at_ynode *root) {
+  at_sb_printf(b, "data:\n");
+  for (int i = 0; i < AT_ARRAY_LEN(data_fields); i++) {
+    const field *f = &data_fields[i];
+    if (!applies(f, (int)r->data.kind)) continue;
+    at_sb_printf(b, "  %s: ", f->key);
+    emit_value(b, f, &r->data);
+    at_sb_printf(b, "\n");
+  }
+  const at_model_cfg *m = &r->model;
+  at_sb_printf(b, "model:\n");
+  for (int i = 0; i < AT_ARRAY_LEN(model_fields); i++) {
+    const field *f = &model_fields[i];
+    if (f->type == F_LAYERS || f->type == F_ATTENTION) continue;
+    at_sb_printf(b, "  %s: ", f->key);
+    emit_value(b, f, m);
+    at_sb_printf(b, "\n");
+  }
+  at_sb_printf(b, "  layers: [");
+  for (int i = 0; i < m->n_layers; i++) at_sb_printf(b, "%s%s", i ? ", " : "", at_mixer_name(m->layers[i]));
+  at_sb_printf(b, "]\n  attention:\n");
+  const at_ynode *att = at_yt_get(at_yt_get(root, "model"), "attention");
+  for (int k = 0; k < AT_MIXER_COUNT; k++) {
+    int show = at_yt_find(att, at_mixer_name((at_mixer_kind)k)) >= 0;
+    for (int i = 0; i < m->n_layers; i++) show |= m->layers[i] == (at_mixer_kind)k;
+    if (!show) continue;
+    at_sb_printf(b, "    %s: {", at_mixer_name((at_mixer_kind)k));
+    int first = 1;
+    for (int i = 0; i < AT_ARRAY_LEN(mixer_fields); i++) {
+      const field *f = &mixer_fields[i];
+      if (!applies(f, k)) continue;
+      at_sb_printf(b, "%s%s: ", first ? "" : ", ", f->key);
+      emit_value(b, f, &m->mixer[k]);
+      first = 0;
+    }
+    at_sb_printf(b, "}\n");
+  }
+  const at_train_cfg *t = &r->train;
+  at_sb_printf(b, "train:\n");
+  for (int i = 0; i < AT_ARRAY_LEN(train_fields); i++) {
+    const field *f = &train_fields[i];
+    if (f->type == F_STAGES) continue;
+    at_sb_printf(b, "  %s: ", f->key);
+    emit_value(b, f, t);
+    at_sb_printf(b, "\n");
+  }
+  if (t->n_stages > 0) {
+    at_sb_printf(b, "  stages:\n");
+    for (int s = 0; s < t->n_stages; s++) {
+      at_sb_printf(b, "    - {");
+      for (int i = 0; i < AT_ARRAY_LEN(stage_fields); i++) {
+        at_sb_printf(b, "%s%s: ", i ? ", " : "", stage_fields[i].key);
+        emit_value(b, &stage_fields[i], &t->stages[s]);
+      }
+      at_sb_printf(b, "}\n");
+    }
+  }
+}
