@@ -32,6 +32,7 @@
 #include "core/gemm.h"
 #include "core/threads.h"
 #include "ops/attention/full.h"
+#include "ops/ops.h"
 
 #ifdef AT_DOUBLE
 #define EXP exp
@@ -350,4 +351,35 @@ at_tensor *at_attention_decode(at_ctx *c, at_tensor *q, at_tensor *k_cache, at_t
     }
   }
   return out;
+}
+
+/* ---- naive reference ----------------------------------------------------------- */
+
+/* The same attention from primitive ops, its backward from the tape:
+ *   Q' = q permuted to [B, HQ, T, D], viewed as [B*H, G*T, D] (the G query
+ *        heads of kv head h are consecutive: hq = h*G + g);
+ *   K', V' = k, v permuted to [B, H, T, *], viewed as [B*H, T, *];
+ *   S = scale Q' K'^T viewed as [B*H, G, T, T];  P = softmax(S + M)
+ *   with M[i,j] = 0 where query i sees key j, else -inf ([T, T], broadcast);
+ *   o = (P V') viewed as [B, HQ, T, Dv], permuted back to [B, T, HQ, Dv].
+ * Materialises B*HQ*T*T scores: for tests and small T only. */
+at_tensor *at_attention_naive(at_ctx *c, at_tensor *q, at_tensor *k, at_tensor *v,
+                              const at_attn_opts *o) {
+  if (!q || !k || !v) return NULL;
+  attn_dims d;
+  if (!attn_check(c, "attention_naive", q, k, v, o, 0, &d)) return NULL;
+  int64_t B = d.B, T = d.T, H = d.H, G = d.G;
+  at_tensor *mask = at_new(c, AT_SHAPE(T, T));
+  if (!mask) return NULL;
+  for (int64_t i = 0; i < T; i++)
+    for (int64_t j = 0; j < T; j++) /* written out again, independent of the fused op's */
+      mask->data[i * T + j] = j <= i && (d.W == 0 || i - j < d.W) ? 0 : -INFINITY;
+  const int perm[] = {0, 2, 1, 3}; /* [B,T,H,*] <-> [B,H,T,*] */
+  at_tensor *qh = at_reshape(c, at_permute(c, q, perm), AT_SHAPE(B * H, G * T, d.D));
+  at_tensor *kh = at_reshape(c, at_permute(c, k, perm), AT_SHAPE(B * H, T, d.D));
+  at_tensor *vh = at_reshape(c, at_permute(c, v, perm), AT_SHAPE(B * H, T, d.Dv));
+  at_tensor *s = at_scale(c, at_matmul(c, qh, kh, AT_N, AT_T), (double)d.scale);
+  at_tensor *p = at_softmax(c, at_reshape(c, s, AT_SHAPE(B * H, G, T, T)), mask);
+  at_tensor *oh = at_matmul(c, at_reshape(c, p, AT_SHAPE(B * H, G * T, T)), vh, AT_N, AT_N);
+  return at_permute(c, at_reshape(c, oh, AT_SHAPE(B, d.HQ, T, d.Dv)), perm);
 }
