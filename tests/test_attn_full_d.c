@@ -81,10 +81,11 @@ Test(attention_gradcheck, edge_shapes) {
 
 /* T beyond one tile (AT_ATTN_TILE_Q = AT_ATTN_TILE_K = 64), not a multiple
  * of it: the online softmax runs over several key tiles, and with a window
- * the tiles below it are skipped. Tiny head dims keep it fast. */
+ * the tiles below it are skipped. Tiny head dims keep it fast. (Without a
+ * window, several tiles are held against the naive reference in double
+ * below, to 1e-12.) */
 Test(attention_gradcheck, several_tiles) {
   const gc_case cases[] = {
-      {1, 70, 2, 1, 2, 2, 0, 0, NULL},
       {1, 135, 1, 1, 2, 1, 20, 0, NULL},
       {1, 131, 2, 1, 1, 2, 66, 0, NULL}, /* window edge crossing tile edges */
   };
