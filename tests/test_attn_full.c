@@ -33,7 +33,7 @@ static void check_golden(const char *file) {
   snprintf(path, sizeof path, "%s/tests/golden/%s", source_dir(), file);
   at_h5 *h;
   cr_assert(at_h5_open(path, &h) == AT_OK, "%s", at_errmsg());
-  at_ctx *c = at_ctx_new(0);
+  at_ctx *c = at_ctx_new((size_t)4 << 20);
   at_tensor *q = golden(c, h, "inputs/q", 1), *k = golden(c, h, "inputs/k", 1);
   at_tensor *v = golden(c, h, "inputs/v", 1), *dout = golden(c, h, "inputs/do", 0);
   at_attn_opts o = {0, 0};
@@ -70,7 +70,7 @@ typedef struct run_out {
 
 static run_out run(int64_t B, int64_t T, int64_t HQ, int64_t H, int64_t D, int64_t Dv,
                    int64_t W) {
-  at_ctx *c = at_ctx_new(0);
+  at_ctx *c = at_ctx_new((size_t)4 << 20);
   at_tensor *q = AT_RANDN(c, 1, 1, B, T, HQ, D), *k = AT_RANDN(c, 2, 1, B, T, H, D);
   at_tensor *v = AT_RANDN(c, 3, 1, B, T, H, Dv);
   at_attn_opts o = {0, W};
@@ -159,7 +159,7 @@ Test(attention, memory_linear_in_T) {
  * len-1 with the first len cached positions (the cache being the full K, V). */
 static void check_decode(int64_t B, int64_t T, int64_t HQ, int64_t H, int64_t D, int64_t Dv,
                          int64_t W) {
-  at_ctx *c = at_ctx_new(0);
+  at_ctx *c = at_ctx_new((size_t)4 << 20);
   at_tensor *q = AT_RANDN(c, 1, 1, B, T, HQ, D), *k = AT_RANDN(c, 2, 1, B, T, H, D);
   at_tensor *v = AT_RANDN(c, 3, 1, B, T, H, Dv);
   at_attn_opts o = {0, W};
@@ -198,7 +198,7 @@ Test(attention, decode_equals_rows_of_full) {
 Test(attention, decode_last_row_with_a_rolling_buffer) {
   /* A W-slot ring (slot = position mod W) in slot order, read with W = 0:
    * the softmax does not care about key order. */
-  at_ctx *c = at_ctx_new(0);
+  at_ctx *c = at_ctx_new((size_t)4 << 20);
   const int64_t T = 23, W = 6, HQ = 2, D = 4;
   at_tensor *q = AT_RANDN(c, 1, 1, 1, T, HQ, D), *k = AT_RANDN(c, 2, 1, 1, T, 1, D);
   at_tensor *v = AT_RANDN(c, 3, 1, 1, T, 1, D);
@@ -227,7 +227,7 @@ static void expect_fail(at_ctx *c, at_tensor *r, at_status st, const char *needl
 }
 
 Test(attention, shape_and_option_errors) {
-  at_ctx *c = at_ctx_new(0);
+  at_ctx *c = at_ctx_new((size_t)4 << 20);
   at_tensor *q = AT_RANDN(c, 1, 1, 2, 5, 3, 4), *k = AT_RANDN(c, 2, 1, 2, 5, 2, 4);
   at_tensor *v = AT_RANDN(c, 3, 1, 2, 5, 2, 4);
   expect_fail(c, at_attention(c, q, k, v, NULL), AT_E_SHAPE,
@@ -282,7 +282,7 @@ static void fwd_bwd(at_ctx *c, attn_op op, at_tensor **x, const at_attn_opts *o,
 
 static void fused_vs_naive(int64_t B, int64_t T, int64_t HQ, int64_t H, int64_t D, int64_t Dv,
                            int64_t W, double scale) {
-  at_ctx *c = at_ctx_new(0);
+  at_ctx *c = at_ctx_new((size_t)4 << 20);
   at_tensor *x[] = {AT_RANDN(c, T + 1, 1, B, T, HQ, D), AT_RANDN(c, T + 2, 1, B, T, H, D),
                     AT_RANDN(c, T + 3, 1, B, T, H, Dv)};
   int64_t no = B * T * HQ * Dv;

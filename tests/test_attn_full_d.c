@@ -19,7 +19,7 @@ typedef struct gc_case {
 } gc_case;
 
 static void run_case(const gc_case *k, uint64_t seed) {
-  at_ctx *c = at_ctx_new(0);
+  at_ctx *c = at_ctx_new((size_t)4 << 20);
   at_tensor *in[] = {AT_RANDN(c, seed, 1, k->B, k->T, k->HQ, k->D),
                      AT_RANDN(c, seed + 100, 1, k->B, k->T, k->H, k->D),
                      AT_RANDN(c, seed + 200, 1, k->B, k->T, k->H, k->Dv)};
@@ -107,7 +107,7 @@ Test(attention_gradcheck, partial_requires_grad) {
  * zero (up to rounding of dP - D, which is 0 in exact arithmetic). The
  * numeric gradient of q and k is exactly zero, so only v is gradchecked. */
 Test(attention_gradcheck, window_one) {
-  at_ctx *c = at_ctx_new(0);
+  at_ctx *c = at_ctx_new((size_t)4 << 20);
   const int64_t B = 2, T = 5, HQ = 4, H = 2, D = 3;
   at_tensor *q = AT_RANDN(c, 1, 1, B, T, HQ, D), *k = AT_RANDN(c, 2, 1, B, T, H, D);
   at_tensor *v = AT_RANDN(c, 3, 1, B, T, H, D);
@@ -146,7 +146,7 @@ static at_tensor *naive_fn(at_ctx *c, at_tensor **in, void *u) {
 
 /* The tape's backward of the primitive-op composition is right... */
 Test(attention_gradcheck, naive_reference) {
-  at_ctx *c = at_ctx_new(0);
+  at_ctx *c = at_ctx_new((size_t)4 << 20);
   const int64_t cases[][7] = {{2, 5, 4, 2, 3, 2, 0}, {1, 6, 3, 1, 2, 3, 2}};
   for (int i = 0; i < 2; i++) {
     const int64_t *s = cases[i];
@@ -167,7 +167,7 @@ Test(attention_gradcheck, fused_equals_naive_in_double) {
       {1, 150, 2, 2, 4, 4, 100}, {2, 20, 3, 3, 4, 4, 1}};
   for (int ci = 0; ci < AT_ARRAY_LEN(cases); ci++) {
     const int64_t *s = cases[ci];
-    at_ctx *c = at_ctx_new(0);
+    at_ctx *c = at_ctx_new((size_t)4 << 20);
     at_tensor *x[] = {AT_RANDN(c, 1, 1, s[0], s[1], s[2], s[4]),
                       AT_RANDN(c, 2, 1, s[0], s[1], s[3], s[4]),
                       AT_RANDN(c, 3, 1, s[0], s[1], s[3], s[5])};

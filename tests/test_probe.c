@@ -131,7 +131,7 @@ Test(probe, top_level_float64_with_options) {
 
   at_h5 *hi, *ho;
   cr_assert(at_h5_open(in, &hi) == AT_OK && at_h5_open(out, &ho) == AT_OK);
-  at_ctx *c = at_ctx_new(0);
+  at_ctx *c = at_ctx_new((size_t)4 << 20);
   at_tensor *x[3];
   const char *names[] = {"q", "k", "v"};
   for (int i = 0; i < 3; i++) {
