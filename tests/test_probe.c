@@ -1,0 +1,246 @@
+/* tools/probe.c, run in-process (the tool's source is included, without its
+ * main): the three attention golden files (inputs/ layout), top-level
+ * float64 inputs with options, and every error path (exit status 2 and a
+ * message, no output file left behind). */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define AT_PROBE_NO_MAIN
+#include "tools/probe.c"
+
+#include "testing.h"
+
+static const char *source_dir(void) {
+  const char *s = getenv("AT_SOURCE_DIR");
+  return s && *s ? s : AT_SOURCE_DIR;
+}
+
+static void tmpname(char *buf, const char *tag) {
+  snprintf(buf, 256, "/tmp/attnlab_probe_%s_%d.h5", tag, (int)getpid());
+}
+
+/* Runs probe_main on argv, capturing stderr; returns the exit status. */
+static int run_probe(int argc, const char **argv, char *msg, size_t cap) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *err = open_memstream(&buf, &len);
+  FILE *out = fopen("/dev/null", "w");
+  cr_assert(err && out);
+  int rc = probe_main(argc, (char **)argv, out, err);
+  fclose(err);
+  fclose(out);
+  snprintf(msg, cap, "%s", buf ? buf : "");
+  free(buf);
+  return rc;
+}
+
+static real *read_all(at_h5 *h, const char *name, int64_t *n) {
+  int nd;
+  int64_t shape[4];
+  real *d;
+  cr_assert(at_h5_read_real_alloc(h, name, &nd, shape, &d) == AT_OK, "%s", at_errmsg());
+  *n = at_shape_size(nd, shape);
+  return d;
+}
+
+static void expect_matches(at_h5 *got, const char *gname, at_h5 *want, const char *wname,
+                           double tol, const char *what) {
+  int64_t n1, n2;
+  real *a = read_all(got, gname, &n1), *b = read_all(want, wname, &n2);
+  cr_assert(n1 == n2, "%s %s: %lld vs %lld elements", what, gname, (long long)n1, (long long)n2);
+  char w[256];
+  snprintf(w, sizeof w, "%s %s", what, gname);
+  AT_EXPECT_CLOSE(a, b, n1, tol, w);
+  free(a), free(b);
+}
+
+static void check_golden(const char *file) {
+  char in[1024], out[256], msg[2048];
+  snprintf(in, sizeof in, "%s/tests/golden/%s", source_dir(), file);
+  tmpname(out, "golden");
+  const char *argv[] = {"probe", "attn", in, out};
+  cr_assert(run_probe(4, argv, msg, sizeof msg) == 0, "%s: %s", file, msg);
+  at_h5 *g, *w;
+  cr_assert(at_h5_open(out, &g) == AT_OK, "%s", at_errmsg());
+  cr_assert(at_h5_open(in, &w) == AT_OK, "%s", at_errmsg());
+  expect_matches(g, "o", w, "outputs/o", 1e-5, file);
+  expect_matches(g, "dq", w, "grads/dq", 1e-4, file);
+  expect_matches(g, "dk", w, "grads/dk", 1e-4, file);
+  expect_matches(g, "dv", w, "grads/dv", 1e-4, file);
+  char *op = NULL;
+  cr_expect(at_h5_get_attr_str(g, "/", "op", &op) == AT_OK && op && strcmp(op, "attn") == 0);
+  free(op);
+  at_h5_close(g);
+  at_h5_close(w);
+  remove(out);
+}
+
+Test(probe, golden_attn_mha) { check_golden("attn_mha.h5"); }
+Test(probe, golden_attn_gqa) { check_golden("attn_gqa.h5"); }
+Test(probe, golden_attn_mqa_window) { check_golden("attn_mqa_window.h5"); }
+
+/* Writes q, k, v, do at the top level as float64 (optionally leaving one
+ * out or giving `do` a wrong shape), with root attributes scale and
+ * window_size. */
+typedef struct file_spec {
+  int64_t B, T, HQ, H, D;
+  const char *skip;     /* dataset not to write, or NULL */
+  int64_t do_heads;     /* heads of `do` (normally HQ) */
+  double scale;         /* 0: no attribute */
+  int has_window;       /* write window_size (as an integer when it is one) */
+  double window;
+} file_spec;
+
+static void write_double(at_h5 *h, const char *name, const char *skip, uint64_t seed, int ndim,
+                         const int64_t *shape) {
+  if (skip && strcmp(skip, name) == 0) return;
+  int64_t n = at_shape_size(ndim, shape);
+  double *x = malloc((size_t)n * sizeof *x);
+  at_rng r = at_rng_make(seed, 3);
+  for (int64_t i = 0; i < n; i++) x[i] = at_rng_normal(&r);
+  cr_assert(at_h5_write_double(h, name, ndim, shape, x) == AT_OK, "%s", at_errmsg());
+  free(x);
+}
+
+static void write_case(const char *path, const file_spec *s) {
+  at_h5 *h;
+  cr_assert(at_h5_create(path, &h) == AT_OK, "%s", at_errmsg());
+  write_double(h, "q", s->skip, 1, AT_SHAPE(s->B, s->T, s->HQ, s->D));
+  write_double(h, "k", s->skip, 2, AT_SHAPE(s->B, s->T, s->H, s->D));
+  write_double(h, "v", s->skip, 3, AT_SHAPE(s->B, s->T, s->H, s->D));
+  write_double(h, "do", s->skip, 4, AT_SHAPE(s->B, s->T, s->do_heads, s->D));
+  if (s->scale != 0) cr_assert(at_h5_set_attr_double(h, "/", "scale", s->scale) == AT_OK);
+  if (s->has_window)
+    cr_assert((s->window == (int64_t)s->window
+                   ? at_h5_set_attr_int(h, "/", "window_size", (int64_t)s->window)
+                   : at_h5_set_attr_double(h, "/", "window_size", s->window)) == AT_OK);
+  cr_assert(at_h5_commit(h) == AT_OK, "%s", at_errmsg());
+}
+
+/* Top-level float64 datasets and explicit options: probe's results equal the
+ * op run directly on the same (float-rounded) values. */
+Test(probe, top_level_float64_with_options) {
+  char in[256], out[256], msg[2048];
+  tmpname(in, "in64");
+  tmpname(out, "out64");
+  file_spec s = {2, 70, 4, 2, 8, NULL, 4, 0.3, 1, 5};
+  write_case(in, &s);
+  const char *argv[] = {"probe", "attn", in, out};
+  cr_assert(run_probe(4, argv, msg, sizeof msg) == 0, "%s", msg);
+
+  at_h5 *hi, *ho;
+  cr_assert(at_h5_open(in, &hi) == AT_OK && at_h5_open(out, &ho) == AT_OK);
+  at_ctx *c = at_ctx_new((size_t)4 << 20);
+  at_tensor *x[3];
+  const char *names[] = {"q", "k", "v"};
+  for (int i = 0; i < 3; i++) {
+    int64_t n;
+    real *d = read_all(hi, names[i], &n);
+    int nd;
+    int64_t shape[4];
+    cr_assert(at_h5_shape(hi, names[i], &nd, shape) == AT_OK);
+    x[i] = at_leaf(c, d, nd, shape);
+    free(d);
+  }
+  at_attn_opts o = {0.3, 5};
+  at_tensor *y = at_attention(c, x[0], x[1], x[2], &o);
+  cr_assert(y);
+  int64_t n;
+  real *dout = read_all(hi, "do", &n);
+  memcpy(at_grad(c, y), dout, (size_t)n * sizeof(real));
+  free(dout);
+  cr_assert(at_backward_from_seeded(c) == AT_OK);
+  real *got = read_all(ho, "o", &n);
+  cr_expect(memcmp(got, y->data, (size_t)n * sizeof(real)) == 0, "o differs from the direct run");
+  free(got);
+  const char *gnames[] = {"dq", "dk", "dv"};
+  for (int i = 0; i < 3; i++) {
+    got = read_all(ho, gnames[i], &n);
+    cr_expect(n == x[i]->size && memcmp(got, x[i]->grad, (size_t)n * sizeof(real)) == 0,
+              "%s differs from the direct run", gnames[i]);
+    free(got);
+  }
+  /* and the options were used: the default scale and no window differ */
+  at_attn_opts def = {0, 0};
+  at_tensor *y0 = at_attention(c, x[0], x[1], x[2], &def);
+  cr_expect(memcmp(y0->data, y->data, (size_t)y->size * sizeof(real)) != 0);
+  at_ctx_free(c);
+  at_h5_close(hi);
+  at_h5_close(ho);
+  remove(in);
+  remove(out);
+}
+
+/* Expects exit status 2, a message containing `needle`, and no output file. */
+static void expect_error(int argc, const char **argv, const char *needle, const char *out) {
+  char msg[2048];
+  int rc = run_probe(argc, argv, msg, sizeof msg);
+  cr_expect(rc == 2, "exit status %d (message: %s)", rc, msg);
+  cr_expect(strstr(msg, needle) != NULL, "message '%s' lacks '%s'", msg, needle);
+  if (out) {
+    char tmp[300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    cr_expect(access(out, F_OK) != 0 && access(tmp, F_OK) != 0, "an output file was left behind");
+  }
+}
+
+Test(probe, errors) {
+  char in[256], out[256], gold[1024];
+  tmpname(in, "err_in");
+  tmpname(out, "err_out");
+  remove(out);
+  snprintf(gold, sizeof gold, "%s/tests/golden/attn_mha.h5", source_dir());
+
+  const char *unknown[] = {"probe", "flash", gold, out};
+  expect_error(4, unknown, "unknown op 'flash' (known: attn", out);
+  const char *few[] = {"probe", "attn", gold};
+  expect_error(3, few, "usage: probe OP IN.h5 OUT.h5", out);
+  const char *missing[] = {"probe", "attn", "/nonexistent/in.h5", out};
+  expect_error(4, missing, "/nonexistent/in.h5: cannot open", out);
+
+  file_spec no_v = {1, 5, 2, 2, 4, "v", 2, 0, 0, 0};
+  write_case(in, &no_v);
+  const char *argv[] = {"probe", "attn", in, out};
+  expect_error(4, argv, "no dataset 'v'", out);
+
+  file_spec no_do = {1, 5, 2, 2, 4, "do", 2, 0, 0, 0};
+  write_case(in, &no_do);
+  expect_error(4, argv, "no dataset 'do'", out);
+
+  file_spec bad_heads = {1, 5, 3, 2, 4, NULL, 3, 0, 0, 0};
+  write_case(in, &bad_heads);
+  expect_error(4, argv, "the 3 query heads of q [1,5,3,4] are not a multiple of the 2 kv heads", out);
+
+  file_spec bad_do = {1, 5, 4, 2, 4, NULL, 2, 0, 0, 0};
+  write_case(in, &bad_do);
+  expect_error(4, argv, "'do' has shape [1,5,2,4] but o has shape [1,5,4,4]", out);
+
+  file_spec frac_window = {1, 5, 2, 2, 4, NULL, 2, 0, 1, 2.5};
+  write_case(in, &frac_window);
+  expect_error(4, argv, "window_size = 2.5 is not an integer", out);
+
+  file_spec neg_window = {1, 5, 2, 2, 4, NULL, 2, 0, 1, -3};
+  write_case(in, &neg_window);
+  expect_error(4, argv, "window -3 is negative", out);
+  remove(in);
+
+  /* an unwritable output path */
+  write_case(in, &(file_spec){1, 5, 2, 2, 4, NULL, 2, 0, 1, 2});
+  const char *unwritable[] = {"probe", "attn", in, "/nonexistent/dir/out.h5"};
+  expect_error(4, unwritable, "cannot create", NULL);
+  remove(in);
+}
+
+Test(probe, list_names_every_op) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  const char *argv[] = {"probe", "--list"};
+  cr_expect(probe_main(2, (char **)argv, f, stderr) == 0);
+  fclose(f);
+  cr_expect(strstr(buf, "attn") && strstr(buf, "inputs: q k v do") &&
+                strstr(buf, "outputs: o dq dk dv") && strstr(buf, "window_size"),
+            "--list: %s", buf);
+  free(buf);
+}

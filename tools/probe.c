@@ -1,0 +1,291 @@
+/* tools/probe.c: runs one attnlab op forward and backward on inputs from an
+ * HDF5 file, so that anyone can cross-check attnlab against PyTorch (e.g.
+ * flash-linear-attention's reference ops).
+ *
+ *   probe OP IN.h5 OUT.h5      run OP
+ *   probe --list               the known ops, their inputs and options
+ *
+ * IN.h5
+ *   - the op's inputs as datasets named like the arguments of fla's reference
+ *     ops (q, k, v, g, beta, initial_state, ...), shaped like them ([B,T,H,D]),
+ *     float32 or float64 (converted to float: probe runs the float library);
+ *   - the gradient of each output: `do` for `o` (required), `dht` for
+ *     `final_state` (optional: zero when absent);
+ *   - either all at the top level, or all in a group `inputs/` (the layout of
+ *     the golden files, which also hold `outputs/` and `grads/`): when a group
+ *     `inputs` exists, datasets are read from it only;
+ *   - options as attributes of the root group (`scale`, `window_size`, ...).
+ * OUT.h5 (float32, written to OUT.h5.tmp and renamed when complete)
+ *   - the outputs (`o`, `final_state`, ...), and `d<input>` for every
+ *     differentiable input present: the gradient of
+ *     sum(o * do) [+ sum(final_state * dht)];
+ *   - a root attribute `op`.
+ * Exit status 0 on success; 2, with a message on stderr, for a bad command
+ * line, an unknown op, a missing or unreadable file, a missing input, a
+ * wrong shape or option.
+ *
+ * Adding an op is one entry of `probe_ops[]` (name, inputs, outputs with the
+ * dataset holding each one's gradient, options for --list) plus a run
+ * function that reads its options with probe_opt_double/probe_opt_int and
+ * sets r->y[] from r->x[] (in table order; absent optional inputs are NULL).
+ * The rest (reading, seeding, backward, writing, errors) is shared.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/h5io.h"
+#include "ops/attention/attention.h"
+
+#define PROBE_MAX_IN 8
+#define PROBE_MAX_OUT 3
+
+enum {
+  PROBE_OPTIONAL = 1 << 0, /* input: may be absent (x[i] = NULL); output seed: zero when absent */
+  PROBE_NO_GRAD = 1 << 1,  /* input: not differentiable (indices, selector inputs): no d<name> */
+};
+
+typedef struct probe_input {
+  const char *name;
+  int flags;
+} probe_input;
+
+typedef struct probe_output {
+  const char *name; /* dataset written to OUT.h5 */
+  const char *seed; /* dataset of IN.h5 holding d(loss)/d(output) */
+  int flags;
+} probe_output;
+
+typedef struct probe_op probe_op;
+
+/* What a run function works with. */
+typedef struct probe_run {
+  const probe_op *op;
+  at_ctx *c;
+  at_h5 *in;
+  at_tensor *x[PROBE_MAX_IN];  /* inputs in table order (NULL: optional, absent) */
+  at_tensor *y[PROBE_MAX_OUT]; /* outputs in table order, set by the run function */
+} probe_run;
+
+/* Builds the outputs from the inputs on r->c (recording on the tape);
+ * returns a status with at_errmsg() set on failure. */
+typedef at_status (*probe_fn)(probe_run *r);
+
+struct probe_op {
+  const char *name;
+  const char *about;   /* one line for --list */
+  const char *options; /* root attributes read, with defaults, for --list */
+  probe_input in[PROBE_MAX_IN];    /* terminated by a NULL name */
+  probe_output out[PROBE_MAX_OUT]; /* terminated by a NULL name */
+  probe_fn run;
+};
+
+/* ---- options (root attributes) -------------------------------------------- */
+
+static at_status probe_opt_double(probe_run *r, const char *name, double dflt, double *v) {
+  *v = dflt;
+  if (!at_h5_has_attr(r->in, "/", name)) return AT_OK;
+  return at_h5_get_attr_double(r->in, "/", name, v);
+}
+
+static at_status probe_opt_int(probe_run *r, const char *name, int64_t dflt, int64_t *v) {
+  *v = dflt;
+  if (!at_h5_has_attr(r->in, "/", name)) return AT_OK;
+  double d;
+  at_status st = at_h5_get_attr_double(r->in, "/", name, &d);
+  if (st != AT_OK) return st;
+  if (d != (double)(int64_t)d)
+    return at_error(AT_E_ARG, "%s = %g is not an integer", name, d);
+  *v = (int64_t)d;
+  return AT_OK;
+}
+
+/* The op's result or the context's failure. */
+static at_status probe_result(probe_run *r, at_tensor *y, int i) {
+  r->y[i] = y;
+  if (y) return AT_OK;
+  at_status st = at_ctx_status(r->c);
+  return st != AT_OK ? st : at_error(AT_E_STATE, "%s failed", r->op->name);
+}
+
+/* ---- the ops ------------------------------------------------------------------ */
+
+static at_status run_attn(probe_run *r) {
+  at_attn_opts o = {0, 0};
+  at_status st = probe_opt_double(r, "scale", 0, &o.scale);
+  if (st == AT_OK) st = probe_opt_int(r, "window_size", 0, &o.window);
+  if (st != AT_OK) return st;
+  return probe_result(r, at_attention(r->c, r->x[0], r->x[1], r->x[2], &o), 0);
+}
+
+static const probe_op probe_ops[] = {
+    {"attn", "causal softmax attention; k, v may have fewer heads than q (GQA/MQA)",
+     "scale (default D^-1/2), window_size (keys i-W+1..i; default 0: none)",
+     {{"q", 0}, {"k", 0}, {"v", 0}},
+     {{"o", "do", 0}},
+     run_attn},
+};
+
+/* ---- the shared driver ------------------------------------------------------ */
+
+static const probe_op *probe_find(const char *name) {
+  for (int i = 0; i < AT_ARRAY_LEN(probe_ops); i++)
+    if (strcmp(probe_ops[i].name, name) == 0) return &probe_ops[i];
+  return NULL;
+}
+
+static void probe_list(FILE *f) {
+  fprintf(f, "ops:\n");
+  for (int i = 0; i < AT_ARRAY_LEN(probe_ops); i++) {
+    const probe_op *op = &probe_ops[i];
+    fprintf(f, "  %-18s %s\n    inputs:", op->name, op->about);
+    for (const probe_input *p = op->in; p->name; p++)
+      fprintf(f, " %s%s%s", p->name, p->flags & PROBE_OPTIONAL ? "?" : "",
+              p->flags & PROBE_NO_GRAD ? "(no grad)" : "");
+    for (const probe_output *p = op->out; p->name; p++)
+      fprintf(f, " %s%s", p->seed, p->flags & PROBE_OPTIONAL ? "?" : "");
+    fprintf(f, "\n    outputs:");
+    for (const probe_output *p = op->out; p->name; p++) fprintf(f, " %s", p->name);
+    for (const probe_input *p = op->in; p->name; p++)
+      if (!(p->flags & PROBE_NO_GRAD)) fprintf(f, " d%s", p->name);
+    fprintf(f, "\n    options: %s\n", op->options);
+  }
+  fprintf(f, "(? = optional)\n");
+}
+
+static void probe_usage(FILE *f) {
+  fprintf(f, "usage: probe OP IN.h5 OUT.h5   (probe --list: the known ops)\n");
+}
+
+static void probe_known(FILE *f) {
+  for (int i = 0; i < AT_ARRAY_LEN(probe_ops); i++) fprintf(f, "%s%s", i ? ", " : "", probe_ops[i].name);
+}
+
+/* Reads dataset `prefix``name` into a tensor of c (a leaf when `leaf`); a
+ * missing dataset is AT_E_FORMAT with a message. */
+static at_status probe_read(at_ctx *c, at_h5 *h, const char *prefix, const char *name, int leaf,
+                            at_tensor **out) {
+  char path[256];
+  snprintf(path, sizeof path, "%s%s", prefix, name);
+  *out = NULL;
+  if (!at_h5_exists(h, path)) return at_error(AT_E_FORMAT, "%s: no dataset '%s'", at_h5_path(h), path);
+  int nd;
+  int64_t shape[AT_MAX_DIMS];
+  real *data;
+  at_status st = at_h5_read_real_alloc(h, path, &nd, shape, &data);
+  if (st != AT_OK) return st;
+  if (nd == 0) nd = 1, shape[0] = 1; /* a scalar */
+  *out = leaf ? at_leaf(c, data, nd, shape) : at_from(c, data, nd, shape);
+  free(data);
+  return *out ? AT_OK : at_error(AT_E_NOMEM, "%s: out of memory for '%s'", at_h5_path(h), path);
+}
+
+/* Runs op `name` on in_path and writes out_path. Returns the exit status: 0,
+ * or 2 after a message on `err`. */
+static int probe(const char *name, const char *in_path, const char *out_path, FILE *err) {
+  const probe_op *op = probe_find(name);
+  if (!op) {
+    fprintf(err, "probe: unknown op '%s' (known: ", name);
+    probe_known(err);
+    fprintf(err, ")\n");
+    return 2;
+  }
+  probe_run r = {.op = op};
+  at_h5 *out = NULL;
+  at_status st = at_h5_open(in_path, &r.in);
+  if (st != AT_OK) goto fail;
+  r.c = at_ctx_new(0);
+  if (!r.c) {
+    st = at_error(AT_E_NOMEM, "out of memory");
+    goto fail;
+  }
+  const char *prefix = at_h5_exists(r.in, "inputs") ? "inputs/" : "";
+  for (int i = 0; op->in[i].name; i++) {
+    char path[256];
+    snprintf(path, sizeof path, "%s%s", prefix, op->in[i].name);
+    if ((op->in[i].flags & PROBE_OPTIONAL) && !at_h5_exists(r.in, path)) continue;
+    st = probe_read(r.c, r.in, prefix, op->in[i].name, !(op->in[i].flags & PROBE_NO_GRAD), &r.x[i]);
+    if (st != AT_OK) goto fail;
+  }
+  st = op->run(&r);
+  if (st != AT_OK) {
+    at_error_prefix(st, "%s", in_path);
+    goto fail;
+  }
+  /* seed each output's gradient */
+  for (int j = 0; op->out[j].name; j++) {
+    at_tensor *y = r.y[j], *seed = NULL;
+    AT_ASSERT(y != NULL);
+    char path[256];
+    snprintf(path, sizeof path, "%s%s", prefix, op->out[j].seed);
+    if ((op->out[j].flags & PROBE_OPTIONAL) && !at_h5_exists(r.in, path)) continue;
+    if ((st = probe_read(r.c, r.in, prefix, op->out[j].seed, 0, &seed)) != AT_OK) goto fail;
+    if (!at_same_shape(seed, y)) {
+      char a[96], b[96];
+      st = at_error(AT_E_SHAPE, "%s: '%s' has shape %s but %s has shape %s", in_path, path,
+                    AT_SHAPE_STR(seed, a), op->out[j].name, AT_SHAPE_STR(y, b));
+      goto fail;
+    }
+    real *g = at_grad(r.c, y);
+    if (!g) { /* no input requires grad: nothing to propagate */
+      if (!y->requires_grad) continue;
+      st = at_ctx_status(r.c);
+      goto fail;
+    }
+    memcpy(g, seed->data, (size_t)y->size * sizeof(real));
+  }
+  if ((st = at_backward_from_seeded(r.c)) != AT_OK) goto fail;
+  /* write */
+  if ((st = at_h5_create(out_path, &out)) != AT_OK) goto fail;
+  for (int j = 0; op->out[j].name; j++)
+    if ((st = at_h5_write_real(out, op->out[j].name, r.y[j]->ndim, r.y[j]->shape, r.y[j]->data)) !=
+        AT_OK)
+      goto fail;
+  for (int i = 0; op->in[i].name; i++) {
+    at_tensor *x = r.x[i];
+    if (!x || (op->in[i].flags & PROBE_NO_GRAD)) continue;
+    real *g = at_grad(r.c, x); /* zero if nothing flowed into it */
+    if (!g) {
+      st = at_ctx_status(r.c);
+      goto fail;
+    }
+    char dname[128];
+    snprintf(dname, sizeof dname, "d%s", op->in[i].name);
+    if ((st = at_h5_write_real(out, dname, x->ndim, x->shape, g)) != AT_OK) goto fail;
+  }
+  if ((st = at_h5_set_attr_str(out, "/", "op", op->name)) != AT_OK) goto fail;
+  st = at_h5_commit(out);
+  out = NULL;
+  if (st != AT_OK) goto fail;
+  at_h5_close(r.in);
+  at_ctx_free(r.c);
+  return 0;
+fail:
+  fprintf(err, "probe %s: %s\n", op->name, at_errmsg());
+  at_h5_close(out); /* deletes the unfinished OUT.h5.tmp */
+  at_h5_close(r.in);
+  at_ctx_free(r.c);
+  return 2;
+}
+
+/* The command line; returns the exit status. */
+static int probe_main(int argc, char **argv, FILE *out, FILE *err) {
+  if (argc == 2 && (strcmp(argv[1], "--list") == 0 || strcmp(argv[1], "--help") == 0 ||
+                    strcmp(argv[1], "-h") == 0)) {
+    probe_usage(out);
+    probe_list(out);
+    return 0;
+  }
+  if (argc != 4) {
+    probe_usage(err);
+    fprintf(err, "known ops: ");
+    probe_known(err);
+    fprintf(err, "\n");
+    return 2;
+  }
+  return probe(argv[1], argv[2], argv[3], err);
+}
+
+#ifndef AT_PROBE_NO_MAIN /* tests include this file and call probe_main */
+int main(int argc, char **argv) { return probe_main(argc, argv, stdout, stderr); }
+#endif
