@@ -132,7 +132,7 @@ static const field data_fields[] = {
   FI("vocab_size", at_task_cfg, vocab_size, 2, INT32_MAX, 0),
   FI("seq_len", at_task_cfg, seq_len, 1, (int64_t)1 << 24, 0),
   FI("train_examples", at_task_cfg, train_examples, 1, BIG, 0),
-  FI("test_examples", at_task_cfg, test_examples, 1, BIG, 0),
+  FI("test_examples", at_task_cfg, test_examples, 0, BIG, 0), /* text: 0 = every held-out window */
   FI("num_kv_pairs", at_task_cfg, num_kv_pairs, 1, (int64_t)1 << 24, TASK(AT_TASK_MQAR)),
   FR("power_a", at_task_cfg, power_a, 0, 1, 1, 0, TASK(AT_TASK_MQAR)),
   FB("random_non_queries", at_task_cfg, random_non_queries, TASK(AT_TASK_MQAR)),
@@ -770,7 +770,7 @@ static at_status resolve_train(const at_ynode *tm, const at_task_cfg *d, const a
   if (t->optim.warmup_steps > t->steps)
     return at_cfg_fail(loc_of2(tm, "warmup_steps", "steps", fb), "train.warmup_steps %lld exceeds train.steps %lld",
                        (long long)t->optim.warmup_steps, (long long)t->steps);
-  if (t->eval_examples > d->test_examples)
+  if (d->test_examples > 0 && t->eval_examples > d->test_examples)
     return at_cfg_fail(loc_of(tm, "eval_examples", fb),
                        "train.eval_examples %lld exceeds data.test_examples %lld",
                        (long long)t->eval_examples, (long long)d->test_examples);
