@@ -106,7 +106,7 @@ static inline real *lin_copy(const real *x, int64_t n) {
 
 /* Forward and backward (gradients of sum(o d_o) + sum(ht d_ht)). */
 static inline lin_result lin_run(const lin_data *d, at_lin_form form, int64_t chunk) {
-  at_ctx *c = at_ctx_new(0);
+  at_ctx *c = at_ctx_new(1 << 20);
   at_tensor *in[LN_IN] = {0};
   for (int i = 0; i < LN_IN; i++)
     if (d->x[i]) {
@@ -134,7 +134,7 @@ static inline lin_result lin_run(const lin_data *d, at_lin_form form, int64_t ch
 
 /* The step form token by token: o and the final state (no gradients). */
 static inline lin_result lin_run_steps(const lin_data *d) {
-  at_ctx *c = at_ctx_new(0);
+  at_ctx *c = at_ctx_new(1 << 20);
   const int64_t B = d->B, T = d->T, H = d->H;
   at_tensor *state = AT_ZEROS(c, B, H, d->K, d->V);
   if (d->x[LH0]) memcpy(state->data, d->x[LH0], (size_t)state->size * sizeof(real));
