@@ -132,6 +132,7 @@ static void pairs_channel(const at_lin_prob *p, int64_t n, work *w) {
     const real *ar = w->a + r * K, *qr = w->Qs + r * K, *kr = w->Kc + r * K;
     for (int64_t j = -1; j < r; j++) {
       real *e = Er + (j + 1) * K;
+#pragma omp simd
       for (int64_t d = 0; d < K; d++) e[d] = flush(e[d] * ar[d]);
     }
     for (int64_t d = 0; d < K; d++) Er[(r + 1) * K + d] = 1;
@@ -139,6 +140,7 @@ static void pairs_channel(const at_lin_prob *p, int64_t n, work *w) {
     for (int64_t j = 0; j <= r; j++) {
       const real *e = Er + (j + 1) * K, *kj = w->Kc + j * K;
       real sq = 0, sk = 0;
+#pragma omp simd reduction(+ : sq, sk)
       for (int64_t d = 0; d < K; d++) {
         real ke = kj[d] * e[d];
         sq += qr[d] * ke;
@@ -189,6 +191,7 @@ static void prepare(const at_lin_prob *p, const chunk *ch, const real *S0, work 
     pairs_channel(p, n, w);
   else
     pairs_head(p, n, w);
+#pragma omp simd
   for (int64_t i = 0; i < n * K; i++) {
     w->QP[i] = w->Qs[i] * w->P[i];
     w->KP[i] = w->Kc[i] * w->P[i];
@@ -205,10 +208,12 @@ static void prepare(const at_lin_prob *p, const chunk *ch, const real *S0, work 
   for (int64_t r = 0; r < n; r++) {
     real *u = w->U + r * V;
     const real *x = w->X + r * V, br = w->beta[r];
+#pragma omp simd
     for (int64_t j = 0; j < V; j++) u[j] = br * x[j];
     for (int64_t i = 0; i < r; i++) {
       real l = br * w->Akk[r * C + i];
       const real *ui = w->U + i * V;
+#pragma omp simd
       for (int64_t j = 0; j < V; j++) u[j] -= l * ui[j];
     }
   }
@@ -250,6 +255,7 @@ static void pairs_channel_backward(const at_lin_prob *p, int64_t n, work *w) {
     const real *ar = w->a + r * K, *qr = w->Qs + r * K, *kr = w->Kc + r * K;
     for (int64_t j = -1; j < r; j++) {
       real *e = Er + (j + 1) * K;
+#pragma omp simd
       for (int64_t d = 0; d < K; d++) e[d] = flush(e[d] * ar[d]);
     }
     for (int64_t d = 0; d < K; d++) Er[(r + 1) * K + d] = 1;
@@ -260,6 +266,7 @@ static void pairs_channel_backward(const at_lin_prob *p, int64_t n, work *w) {
       if (c1 == 0 && c2 == 0) continue;
       const real *e = Er + (j + 1) * K, *kj = w->Kc + j * K;
       real *dkc = w->dKcol + j * K;
+#pragma omp simd
       for (int64_t d = 0; d < K; d++) {
         real ke = kj[d] * e[d];
         w->dqrow[d] += c1 * ke;
@@ -270,12 +277,14 @@ static void pairs_channel_backward(const at_lin_prob *p, int64_t n, work *w) {
     /* the diagonal (E = 1) has no log-decay gradient: kept out of db */
     real c1 = w->dAqk[r * C + r];
     real *dq = w->dQs + r * K, *dk = w->dK + r * K, *db = w->db + r * K;
+#pragma omp simd
     for (int64_t d = 0; d < K; d++) {
       dq[d] += w->dqrow[d] + c1 * kr[d];
       dk[d] += w->dkrow[d] + c1 * qr[d];
       db[d] += qr[d] * w->dqrow[d] + kr[d] * w->dkrow[d];
     }
   }
+#pragma omp simd
   for (int64_t i = 0; i < n * K; i++) {
     w->dK[i] += w->dKcol[i];
     w->db[i] -= w->Kc[i] * w->dKcol[i];
@@ -333,11 +342,13 @@ void at_lin_chunk_backward(const at_lin_prob *p, int64_t b, int64_t h, const rea
     at_gemm(AT_N, AT_T, n, K, V, 1, w.U, V, w.dS, V, 0, w.dKF, K);
     for (int64_t d = 0; d < K; d++) {
       double s = 0;
+#pragma omp simd reduction(+ : s)
       for (int64_t j = 0; j < V; j++) s += (double)S0[d * V + j] * w.dS[d * V + j];
       w.dLam[d] = (real)s;
     }
     /* dS0 = diag(Lam) dS1 (+ (Qs ⊙ P)^T dO) */
     for (int64_t d = 0; d < K; d++)
+#pragma omp simd
       for (int64_t j = 0; j < V; j++) w.dS0[d * V + j] = w.Lam[d] * w.dS[d * V + j];
     if (dO) {
       at_gemm(AT_T, AT_N, n, V, n, 1, w.Aqk, C, dO, ldo, 1, w.dU, V);
@@ -359,6 +370,7 @@ void at_lin_chunk_backward(const at_lin_prob *p, int64_t b, int64_t h, const rea
         for (int64_t i = r + 1; i < n; i++) {
           real l = w.beta[i] * w.Akk[i * C + r];
           const real *dyi = w.dU + i * V;
+#pragma omp simd
           for (int64_t j = 0; j < V; j++) dy[j] -= l * dyi[j];
         }
       }
@@ -367,6 +379,7 @@ void at_lin_chunk_backward(const at_lin_prob *p, int64_t b, int64_t h, const rea
       for (int64_t r = 0; r < n; r++) {
         double db = 0;
         const real *x = w.X + r * V, *dy = w.dU + r * V;
+#pragma omp simd reduction(+ : db)
         for (int64_t j = 0; j < V; j++) db += (double)x[j] * dy[j];
         for (int64_t j = 0; j < r; j++) {
           db += (double)w.Akk[r * C + j] * w.dAkk[r * C + j];
@@ -377,6 +390,7 @@ void at_lin_chunk_backward(const at_lin_prob *p, int64_t b, int64_t h, const rea
       }
       /* dX = diag(beta) dY (in place); d(K ⊙ P) = -dX S0^T; dS0 -= (K ⊙ P)^T dX */
       for (int64_t r = 0; r < n; r++)
+#pragma omp simd
         for (int64_t j = 0; j < V; j++) w.dU[r * V + j] *= w.beta[r];
       at_gemm(AT_N, AT_T, n, K, V, -1, w.dU, V, S0, V, 0, w.dKP, K);
       at_gemm(AT_T, AT_N, K, V, n, -1, w.KP, K, w.dU, V, 1, w.dS0, V);
@@ -390,6 +404,7 @@ void at_lin_chunk_backward(const at_lin_prob *p, int64_t b, int64_t h, const rea
 
     /* decayed operands: Qs ⊙ P, K ⊙ P, K ⊙ F, and Lam */
     for (int64_t r = 0; r < n; r++)
+#pragma omp simd
       for (int64_t d = 0; d < K; d++) {
         int64_t i = r * K + d;
         w.dQs[i] += w.dQP[i] * w.P[i];
@@ -410,18 +425,23 @@ void at_lin_chunk_backward(const at_lin_prob *p, int64_t b, int64_t h, const rea
     for (int64_t r = 0; r < n; r++) {
       int64_t i = rowi(p, &ch, r);
       if (gr->dq)
+#pragma omp simd
         for (int64_t d = 0; d < K; d++) gr->dq[i * K + d] += p->scale * w.dQs[r * K + d];
       if (gr->dk)
+#pragma omp simd
         for (int64_t d = 0; d < K; d++) gr->dk[i * K + d] += w.dK[r * K + d];
       if (gr->dv)
+#pragma omp simd
         for (int64_t j = 0; j < V; j++) gr->dv[i * V + j] += w.dU[r * V + j];
       if (p->delta && gr->dbeta) gr->dbeta[i] += w.dbeta[r];
     }
     if (p->gate != AT_LIN_GATE_NONE && gr->dg) { /* dg_r = sum_{i >= r} db_i */
       if (p->gate == AT_LIN_GATE_CHANNEL) {
         for (int64_t r = n - 2; r >= 0; r--)
+#pragma omp simd
           for (int64_t d = 0; d < K; d++) w.db[r * K + d] += w.db[(r + 1) * K + d];
         for (int64_t r = 0; r < n; r++)
+#pragma omp simd
           for (int64_t d = 0; d < K; d++) gr->dg[rowi(p, &ch, r) * K + d] += w.db[r * K + d];
       } else {
         double acc = 0;
