@@ -49,9 +49,9 @@ static inline at_tensor *gc_fn(at_ctx *c, at_tensor **in, void *u) {
 
 /* Inputs of kind `kind`: q, k (rows of norm ~1), v, then g in [g_lo, g_hi],
  * beta in (0.1, 0.9), h0. Returns the number of inputs. */
-static inline int make_inputs(at_ctx *c, at_lin_kind kind, int64_t B, int64_t T, int64_t H, int64_t K,
-                       int64_t V, double g_lo, double g_hi, int use_h0, uint64_t seed,
-                       at_tensor **in, gc_case *gc) {
+static inline int make_inputs(at_ctx *c, at_lin_kind kind, int64_t B, int64_t T, int64_t H,
+                              int64_t K, int64_t V, double g_lo, double g_hi, int use_h0,
+                              uint64_t seed, at_tensor **in, gc_case *gc) {
   int n = 0;
   in[n++] = AT_RANDN(c, seed + 1, 0.6, B, T, H, K);
   in[n++] = AT_RANDN(c, seed + 2, 1 / sqrt((double)K), B, T, H, K);

@@ -38,10 +38,15 @@
  *   pairs:  dqs[r] += sum_j dAqk[r,j] k[j] ⊙ E[r,j]
  *           dk[j]  += sum_r (dAqk[r,j] qs[r] + dAkk[r,j] k[r]) ⊙ E[r,j]
  *           dk[r]  += sum_j dAkk[r,j] k[j] ⊙ E[r,j]
- *           db[r]  += qs[r] ⊙ (its dqs share) + k[r] ⊙ (row share of dk) - k[r] ⊙ (column share)
- *   decays: db[r] += d(Qs⊙P)[r] ⊙ (Qs⊙P)[r] + d(K⊙P)[r] ⊙ (K⊙P)[r] - d(K⊙F)[r] ⊙ (K⊙F)[r];
- *           db[n-1] += sum_j d(K⊙F)[j] ⊙ (K⊙F)[j] + dLam ⊙ Lam
+ *           db[r]  += sum_j G[r,j],  db[j] -= sum_r G[r,j]   (j < r),
+ *           G[r,j] = (dAqk[r,j] qs[r] + dAkk[r,j] k[r]) ⊙ k[j] ⊙ E[r,j]
+ *   decays: db[r] += d(Qs⊙P)[r] ⊙ (Qs⊙P)[r] + d(K⊙P)[r] ⊙ (K⊙P)[r];
+ *           for j < n-1: db[j] -= d(K⊙F)[j] ⊙ (K⊙F)[j], db[n-1] += the same;
+ *           db[n-1] += dLam ⊙ Lam
  *   dq = scale dqs; dS0 is the next (earlier) chunk's dS1.
+ * Terms whose decay is the constant 1 (E[r,r], F[n-1]) are left out of db
+ * instead of being added and subtracted: that would leave rounding noise of
+ * the size of O(1) terms in gradients that are tiny under strong decay.
  */
 #include <math.h>
 #include <string.h>
