@@ -1,0 +1,104 @@
+/* ops/loss.c: cross-entropy of logits against integer labels, fused with the
+ * log-softmax.
+ *
+ *   per labelled row r (label l_r != ignore), z = logits[r, :]:
+ *     lse_r = mx + log sum_j e^(z_j - mx),   loss_r = lse_r - z_{l_r}
+ *   L = (1/N) sum_r loss_r,   N = number of labelled rows (L = 0 when N = 0)
+ *   dz_rj = (g / N) (e^(z_j - lse_r) - [j = l_r])   (ignored rows: 0)
+ *
+ * Subtracting the row max keeps e^ finite for any logits; sums are in double.
+ * The per-row losses are added in row order, so L does not depend on the
+ * thread count.
+ */
+#include <tgmath.h>
+#include <string.h>
+
+#include "ops/util.h"
+
+typedef struct ce_saved {
+  int32_t *labels; /* a copy of the labels */
+  real *lse;       /* per row; unused for ignored rows */
+} ce_saved;
+
+/* node->i: [0] rows, [1] V, [2] ignore, [3] number of labelled rows. */
+static void ce_backward(at_ctx *c, at_node *nd) {
+  at_tensor *z = nd->in[0];
+  real *dz = at_grad(c, z);
+  int64_t rows = nd->i[0], v = nd->i[1], count = nd->i[3];
+  int ignore = (int)nd->i[2];
+  if (!dz || count == 0) return;
+  const ce_saved *sv = nd->saved;
+  real scale = (real)((double)nd->out[0]->grad[0] / (double)count);
+#pragma omp parallel for schedule(static) if (z->size >= AT_PAR_MIN)
+  for (int64_t r = 0; r < rows; r++) {
+    int32_t l = sv->labels[r];
+    if (l == ignore) continue;
+    const real *zr = z->data + r * v;
+    real *dr = dz + r * v, lse = sv->lse[r];
+    for (int64_t j = 0; j < v; j++) dr[j] += scale * exp(zr[j] - lse);
+    dr[l] -= scale;
+  }
+}
+
+at_tensor *at_cross_entropy(at_ctx *c, at_tensor *logits, const at_itensor *labels, int ignore,
+                            int64_t *n_counted, int64_t *n_correct) {
+  if (n_counted) *n_counted = 0;
+  if (n_correct) *n_correct = 0;
+  if (!logits || !labels) return NULL;
+  char sz[96], sl[96];
+  int ok = logits->ndim >= 2 && labels->ndim == logits->ndim - 1 &&
+           logits->shape[logits->ndim - 1] > 0;
+  for (int i = 0; ok && i < labels->ndim; i++) ok = labels->shape[i] == logits->shape[i];
+  if (!ok)
+    return at_fail(c, AT_E_SHAPE,
+                   "cross_entropy: labels %s do not fit logits %s (want [...] and [..., V])",
+                   at_shape_str(labels->ndim, labels->shape, sl), AT_SHAPE_STR(logits, sz));
+  int64_t v = logits->shape[logits->ndim - 1], rows = labels->size;
+  const int32_t *lab = labels->data;
+  for (int64_t r = 0; r < rows; r++)
+    if (lab[r] != ignore && (lab[r] < 0 || lab[r] >= v))
+      return at_fail(c, AT_E_ARG,
+                     "cross_entropy: label %d at position %lld outside 0..%lld (ignore = %d)",
+                     (int)lab[r], (long long)r, (long long)v - 1, ignore);
+  at_tensor *y = AT_NEW(c, 1);
+  real *lse = at_scratch(c, (size_t)AT_MAX(rows, 1) * sizeof(real));
+  double *loss = at_scratch(c, (size_t)AT_MAX(rows, 1) * sizeof(double));
+  unsigned char *hit = at_scratch(c, (size_t)AT_MAX(rows, 1));
+  if (!y || !lse || !loss || !hit) return NULL;
+  const real *zd = logits->data;
+#pragma omp parallel for schedule(static) if (logits->size >= AT_PAR_MIN)
+  for (int64_t r = 0; r < rows; r++) {
+    loss[r] = 0, hit[r] = 0;
+    if (lab[r] == ignore) continue;
+    const real *zr = zd + r * v;
+    real mx = zr[0];
+    int64_t arg = 0;
+    for (int64_t j = 1; j < v; j++)
+      if (zr[j] > mx) mx = zr[j], arg = j;
+    double s = 0;
+    for (int64_t j = 0; j < v; j++) s += exp(zr[j] - mx);
+    double l = (double)mx + log(s);
+    lse[r] = (real)l;
+    loss[r] = l - (double)zr[lab[r]];
+    hit[r] = arg == lab[r];
+  }
+  double total = 0;
+  int64_t count = 0, correct = 0;
+  for (int64_t r = 0; r < rows; r++)
+    if (lab[r] != ignore) total += loss[r], count++, correct += hit[r];
+  y->data[0] = count ? (real)(total / (double)count) : 0;
+  if (n_counted) *n_counted = count;
+  if (n_correct) *n_correct = correct;
+  at_tensor *ins[] = {logits}, *outs[] = {y};
+  at_node *nd = AT_RECORD(c, "cross_entropy", ce_backward, ins, outs);
+  if (nd) {
+    ce_saved *sv = at_scratch(c, sizeof *sv);
+    int32_t *lc = at_scratch(c, (size_t)AT_MAX(rows, 1) * sizeof(int32_t));
+    if (!sv || !lc) return NULL;
+    memcpy(lc, lab, (size_t)rows * sizeof(int32_t));
+    sv->labels = lc, sv->lse = lse;
+    nd->saved = sv;
+    nd->i[0] = rows, nd->i[1] = v, nd->i[2] = ignore, nd->i[3] = count;
+  }
+  return y;
+}
