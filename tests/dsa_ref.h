@@ -1,6 +1,7 @@
 /* tests/dsa_ref.h: plain-loop double references of the DSA ops for the tests
- * (the definitions written out directly, T x T where convenient), and
- * helpers to build selections. Included by test_dsa_d.c and test_dsa.c. */
+ * (the definitions written out directly, T x T where convenient), helpers to
+ * build selections, and the fused-vs-naive comparison. Included (after
+ * testing.h) by test_dsa_d.c and test_dsa.c. */
 #ifndef AT_TEST_DSA_REF_H
 #define AT_TEST_DSA_REF_H
 
@@ -161,6 +162,101 @@ static inline void random_selection(int64_t B, int64_t T, int64_t K, uint64_t se
         row[i] = row[j], row[j] = x;
       }
     }
+}
+
+/* Output and input gradients of f(in) under a fixed random output gradient:
+ * for holding a fused op against its naive reference. The inputs' grads are
+ * reset first; returns the output (its data stays in the arena). */
+typedef at_tensor *(*dsa_build_fn)(at_ctx *c, at_tensor **in, void *user);
+static inline at_tensor *run_with_grads(at_ctx *c, dsa_build_fn f, at_tensor **in, int n,
+                                        void *user, real **grads) {
+  for (int i = 0; i < n; i++) in[i]->grad = NULL;
+  at_ctx_mark m = at_ctx_get_mark(c);
+  at_tensor *out = f(c, in, user);
+  if (!out) return NULL;
+  at_rng g = at_rng_make(4242, 1);
+  real *seed = at_grad(c, out);
+  for (int64_t i = 0; i < out->size; i++) seed[i] = (real)(2 * at_rng_uniform(&g) - 1);
+  if (at_backward_from_seeded(c) != AT_OK) return NULL;
+  for (int i = 0; i < n; i++) {
+    grads[i] = malloc((size_t)in[i]->size * sizeof(real));
+    if (in[i]->grad)
+      memcpy(grads[i], in[i]->grad, (size_t)in[i]->size * sizeof(real));
+    else
+      memset(grads[i], 0, (size_t)in[i]->size * sizeof(real));
+    in[i]->grad = NULL;
+  }
+  c->n_nodes = m.n_nodes; /* drop the tape, keep the values */
+  return out;
+}
+
+typedef struct {
+  const at_itensor *idx;
+  double scale;
+  at_dsa_loss_opts lo;
+  at_tensor *q, *k; /* the loss's constants */
+} fvn_user;
+
+static inline at_tensor *fvn_attn_fused(at_ctx *c, at_tensor **in, void *u) {
+  fvn_user *s = u;
+  return at_dsa_attention(c, in[0], in[1], in[2], s->idx, s->scale);
+}
+static inline at_tensor *fvn_attn_naive(at_ctx *c, at_tensor **in, void *u) {
+  fvn_user *s = u;
+  return at_dsa_attention_naive(c, in[0], in[1], in[2], s->idx, s->scale);
+}
+static inline at_tensor *fvn_loss_fused(at_ctx *c, at_tensor **in, void *u) {
+  fvn_user *s = u;
+  return at_dsa_indexer_loss(c, in[0], in[1], in[2], s->q, s->k, s->idx, &s->lo, NULL);
+}
+static inline at_tensor *fvn_loss_naive(at_ctx *c, at_tensor **in, void *u) {
+  fvn_user *s = u;
+  return at_dsa_indexer_loss_naive(c, in[0], in[1], in[2], s->q, s->k, s->idx, &s->lo);
+}
+
+/* Fused vs naive (attention and loss, both stages) on one random case:
+ * relative errors of outputs below tol_o and of gradients below tol_g. */
+static inline void check_fused_vs_naive(at_ctx *c, uint64_t seed, double tol_o, double tol_g) {
+  int64_t B = 2, T = 19, HQ = 6, H = 2, D = 5, Dv = 3, HI = 3, DI = 4, K = 6;
+  at_tensor *x[] = {at_test_randn(c, seed, 1, AT_SHAPE(B, T, HQ, D)),
+                    at_test_randn(c, seed + 1, 1, AT_SHAPE(B, T, H, D)),
+                    at_test_randn(c, seed + 2, 1, AT_SHAPE(B, T, H, Dv))};
+  at_tensor *xi[] = {at_test_randn(c, seed + 3, 1, AT_SHAPE(B, T, HI, DI)),
+                     at_test_randn(c, seed + 4, 1, AT_SHAPE(B, T, DI)),
+                     at_test_randn(c, seed + 5, 1, AT_SHAPE(B, T, HI))};
+  int32_t *sel = malloc((size_t)(B * T * K) * sizeof *sel);
+  random_selection(B, T, K, seed, sel);
+  for (int64_t i = 0; i < K; i++) sel[(0 * T + 7) * K + i] = -1; /* one empty row */
+  at_itensor *idx = at_inew(c, AT_SHAPE(B, T, K));
+  memcpy(idx->data, sel, (size_t)idx->size * sizeof *sel);
+  fvn_user u = {idx, 0, {0, 0, 0}, x[0], x[1]};
+  real *gf[3], *gn[3];
+  at_tensor *of = run_with_grads(c, fvn_attn_fused, x, 3, &u, gf);
+  at_tensor *on = run_with_grads(c, fvn_attn_naive, x, 3, &u, gn);
+  cr_assert(of && on, "%s", at_errmsg());
+  AT_EXPECT_CLOSE(of->data, on->data, of->size, tol_o, "attention: fused vs naive o");
+  const char *names[] = {"dq", "dk", "dv"};
+  for (int i = 0; i < 3; i++) {
+    AT_EXPECT_CLOSE(gf[i], gn[i], x[i]->size, tol_g, names[i]);
+    free(gf[i]), free(gn[i]);
+  }
+  /* the loss, on the indexer's own selection (every row has a key) */
+  u.idx = at_dsa_topk(c, xi[0], xi[1], xi[2], K, 0);
+  for (int sparse = 0; sparse < 2; sparse++) {
+    u.lo.sparse = sparse;
+    at_tensor *lf = run_with_grads(c, fvn_loss_fused, xi, 3, &u, gf);
+    at_tensor *ln = run_with_grads(c, fvn_loss_naive, xi, 3, &u, gn);
+    cr_assert(lf && ln, "%s", at_errmsg());
+    cr_expect(fabs((double)lf->data[0] - (double)ln->data[0]) <= tol_o * fabs((double)ln->data[0]),
+              "loss stage %d: fused %.9g vs naive %.9g", sparse, (double)lf->data[0],
+              (double)ln->data[0]);
+    const char *ln_names[] = {"dq_idx", "dk_idx", "dw_idx"};
+    for (int i = 0; i < 3; i++) {
+      AT_EXPECT_CLOSE(gf[i], gn[i], xi[i]->size, tol_g, ln_names[i]);
+      free(gf[i]), free(gn[i]);
+    }
+  }
+  free(sel);
 }
 
 #endif

@@ -6,8 +6,8 @@
 
 #include "core/h5io.h"
 #include "core/threads.h"
-#include "dsa_ref.h"
 #include "testing.h"
+#include "dsa_ref.h"
 
 #define GOLDEN AT_SOURCE_DIR "/tests/golden/dsa.h5"
 
@@ -205,4 +205,12 @@ Test(dsa, results_do_not_depend_on_the_thread_count) {
     }
   }
   at_set_threads(before);
+}
+
+/* ---- fused vs naive, in float ------------------------------------------------------- */
+
+Test(dsa, fused_ops_equal_their_naive_references_in_float) {
+  at_ctx *c = at_ctx_new(0);
+  check_fused_vs_naive(c, 600, 1e-5, 1e-4);
+  at_ctx_free(c);
 }

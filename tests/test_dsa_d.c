@@ -3,8 +3,8 @@
  * -1 holes) and of the indexer loss in both stages; the loss gradient at the
  * score level; indexer top-k against a brute-force ranking; causality;
  * k >= T equals full attention; decode forms; degenerate rows; refusals. */
-#include "dsa_ref.h"
 #include "testing.h"
+#include "dsa_ref.h"
 
 static at_itensor *itensor(at_ctx *c, const int32_t *data, int64_t B, int64_t T, int64_t K) {
   at_itensor *t = at_inew(c, AT_SHAPE(B, T, K));
@@ -528,5 +528,13 @@ Test(dsa_loss, perfect_student_has_zero_loss_and_gradient) {
   cr_expect(fabs(L->data[0]) < 1e-14);
   cr_assert(at_backward(c, L) == AT_OK);
   for (int64_t i = 0; i < qi->size; i++) cr_expect(fabs(qi->grad[i]) < 1e-15);
+  at_ctx_free(c);
+}
+
+/* ---- fused vs naive ------------------------------------------------------------------ */
+
+Test(dsa, fused_ops_equal_their_naive_references) {
+  at_ctx *c = at_ctx_new(0);
+  check_fused_vs_naive(c, 500, 1e-13, 1e-12);
   at_ctx_free(c);
 }

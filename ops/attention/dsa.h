@@ -90,6 +90,12 @@ at_itensor *at_dsa_topk(at_ctx *c, const at_tensor *q_idx, const at_tensor *k_id
 at_tensor *at_dsa_attention(at_ctx *c, at_tensor *q, at_tensor *k, at_tensor *v,
                             const at_itensor *indices, double scale);
 
+/* The same function composed of primitive ops (embedding-gather of K and V,
+ * matmul, softmax with a -inf mask at -1 slots), gradients from the tape: the
+ * reference for tests, materialising [B,T,HQ,K] scores. */
+at_tensor *at_dsa_attention_naive(at_ctx *c, at_tensor *q, at_tensor *k, at_tensor *v,
+                                  const at_itensor *indices, double scale);
+
 /* Indexer + sparse attention: fla's naive_dsa(q, k, v, q_idx, k_idx, w_idx,
  * topk=topk, scale=o->scale). Gradients flow to q, k, v only (the selection
  * has none). `o` may be NULL (defaults). If `indices` is not NULL it receives
@@ -128,6 +134,14 @@ typedef struct at_dsa_loss_stats {
 at_tensor *at_dsa_indexer_loss(at_ctx *c, at_tensor *q_idx, at_tensor *k_idx, at_tensor *w_idx,
                                const at_tensor *q, const at_tensor *k, const at_itensor *indices,
                                const at_dsa_loss_opts *o, at_dsa_loss_stats *stats);
+
+/* The same loss composed of primitive ops over [B,T,T] scores (matmul, ReLU,
+ * weighted head sum, masked log-softmax; the teacher under no-grad), gradients
+ * from the tape: the reference for tests. Every row must have at least one
+ * key in L_t (true for any at_dsa_topk selection). No statistics. */
+at_tensor *at_dsa_indexer_loss_naive(at_ctx *c, at_tensor *q_idx, at_tensor *k_idx,
+                                     at_tensor *w_idx, at_tensor *q, at_tensor *k,
+                                     const at_itensor *indices, const at_dsa_loss_opts *o);
 
 /* ---- 4. decode (one new token; inference only) --------------------------------- */
 
