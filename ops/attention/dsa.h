@@ -149,7 +149,8 @@ at_tensor *at_dsa_indexer_loss_naive(at_ctx *c, at_tensor *q_idx, at_tensor *k_i
  * w_idx [B,1,HI] (or NULL), k_idx_cache [B,S,DI] holding the index keys of
  * positions 0..len-1 in slots 0..len-1 (its own key included), 1 <= len <= S.
  * Returns [B, 1, topk], equal to row len-1 of at_dsa_topk over the first len
- * positions. */
+ * positions (the scores come from a GEMM of another shape, so in float two
+ * keys whose scores differ by a rounding error may swap places). */
 at_itensor *at_dsa_topk_decode(at_ctx *c, const at_tensor *q_idx, const at_tensor *k_idx_cache,
                                const at_tensor *w_idx, int64_t len, int64_t topk,
                                double scale_idx);
