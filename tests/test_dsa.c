@@ -1,7 +1,7 @@
 /* ops/attention/dsa*.c in float: against flash-linear-attention's naive_dsa
  * (tests/golden/dsa.h5: B 2, T 37, 4 query heads over 2 KV heads, K 16,
- * V 8, 2 indexer heads of dim 8, topk 8), and results independent of the
- * thread count. */
+ * V 8, 2 indexer heads of dim 8, topk 8), fused ops against their naive
+ * references, and results independent of the thread count. */
 #include <stdlib.h>
 
 #include "core/h5io.h"

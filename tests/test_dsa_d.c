@@ -2,7 +2,8 @@
  * MQA, MHA, Dv != D, keys shared by many rows, rows with fewer than k keys,
  * -1 holes) and of the indexer loss in both stages; the loss gradient at the
  * score level; indexer top-k against a brute-force ranking; causality;
- * k >= T equals full attention; decode forms; degenerate rows; refusals. */
+ * k >= T equals full attention; decode forms; degenerate rows; T = 1;
+ * fused ops against their naive references; refusals. */
 #include "testing.h"
 #include "dsa_ref.h"
 
@@ -536,5 +537,35 @@ Test(dsa_loss, perfect_student_has_zero_loss_and_gradient) {
 Test(dsa, fused_ops_equal_their_naive_references) {
   at_ctx *c = at_ctx_new(0);
   check_fused_vs_naive(c, 500, 1e-13, 1e-12);
+  at_ctx_free(c);
+}
+
+/* ---- edge shapes -------------------------------------------------------------------- */
+
+Test(dsa, one_token_one_head) {
+  at_ctx *c = at_ctx_new(0);
+  at_tensor *q = AT_RANDN(c, 1, 1, 1, 1, 1, 3), *k = AT_RANDN(c, 2, 1, 1, 1, 1, 3),
+            *v = AT_RANDN(c, 3, 1, 1, 1, 1, 2), *qi = AT_RANDN(c, 4, 1, 1, 1, 1, 2),
+            *ki = AT_RANDN(c, 5, 1, 1, 1, 2), *w = AT_RANDN(c, 6, 1, 1, 1, 1);
+  at_itensor *sel;
+  at_tensor *o = at_dsa(c, q, k, v, qi, ki, w, 4, NULL, &sel);
+  cr_assert(o != NULL, "%s", at_errmsg());
+  cr_expect(sel->data[0] == 0 && sel->data[1] == -1 && sel->data[3] == -1);
+  cr_expect(o->data[0] == v->data[0] && o->data[1] == v->data[1], "one key: o = v_0");
+  sa_user u = {sel, 0};
+  at_tensor *in[] = {q, k, v};
+  AT_GRADCHECK(c, sa_fn, in, 3, &u, "dsa_attention T = 1");
+  for (int sparse = 0; sparse < 2; sparse++) { /* one key: p = pi = 1, KL = 0, no gradient */
+    at_ctx_mark m = at_ctx_get_mark(c);
+    at_dsa_loss_opts lo = {0, 0, sparse};
+    at_dsa_loss_stats st;
+    at_tensor *L = at_dsa_indexer_loss(c, qi, ki, w, q, k, sel, &lo, &st);
+    cr_assert(L != NULL, "%s", at_errmsg());
+    cr_expect(L->data[0] == 0 && st.recall == 1 && st.tail_rows == 0 && isnan(st.recall_tail));
+    cr_assert(at_backward(c, L) == AT_OK);
+    cr_expect(qi->grad[0] == 0 && qi->grad[1] == 0 && ki->grad[0] == 0 && w->grad[0] == 0);
+    qi->grad = ki->grad = w->grad = NULL;
+    at_ctx_rewind(c, m);
+  }
   at_ctx_free(c);
 }
