@@ -2,11 +2,12 @@
  * log-softmax.
  *
  *   per labelled row r (label l_r != ignore), z = logits[r, :]:
- *     lse_r = mx + log sum_j e^(z_j - mx),   loss_r = lse_r - z_{l_r}
+ *     ls_r = log sum_j e^(z_j - mx_r),   loss_r = ls_r - (z_{l_r} - mx_r)
  *   L = (1/N) sum_r loss_r,   N = number of labelled rows (L = 0 when N = 0)
- *   dz_rj = (g / N) (e^(z_j - lse_r) - [j = l_r])   (ignored rows: 0)
+ *   dz_rj = (g / N) (e^((z_j - mx_r) - ls_r) - [j = l_r])   (ignored rows: 0)
  *
- * Subtracting the row max keeps e^ finite for any logits; sums are in double.
+ * Subtracting the row max keeps e^ finite for any logits, and keeping mx and
+ * ls apart keeps ls when |mx| is huge; sums are in double.
  * The per-row losses are added in row order, so L does not depend on the
  * thread count.
  */
@@ -17,7 +18,7 @@
 
 typedef struct ce_saved {
   int32_t *labels; /* a copy of the labels */
-  real *lse;       /* per row; unused for ignored rows */
+  real *mx, *ls;   /* per row (row max, log of the sum); unset for ignored rows */
 } ce_saved;
 
 /* node->i: [0] rows, [1] V, [2] ignore, [3] number of labelled rows. */
@@ -34,8 +35,8 @@ static void ce_backward(at_ctx *c, at_node *nd) {
     int32_t l = sv->labels[r];
     if (l == ignore) continue;
     const real *zr = z->data + r * v;
-    real *dr = dz + r * v, lse = sv->lse[r];
-    for (int64_t j = 0; j < v; j++) dr[j] += scale * exp(zr[j] - lse);
+    real *dr = dz + r * v, mx = sv->mx[r], ls = sv->ls[r];
+    for (int64_t j = 0; j < v; j++) dr[j] += scale * exp((zr[j] - mx) - ls);
     dr[l] -= scale;
   }
 }
@@ -61,10 +62,10 @@ at_tensor *at_cross_entropy(at_ctx *c, at_tensor *logits, const at_itensor *labe
                      "cross_entropy: label %d at position %lld outside 0..%lld (ignore = %d)",
                      (int)lab[r], (long long)r, (long long)v - 1, ignore);
   at_tensor *y = AT_NEW(c, 1);
-  real *lse = at_scratch(c, (size_t)AT_MAX(rows, 1) * sizeof(real));
+  real *mxs = at_scratch(c, (size_t)AT_MAX(2 * rows, 1) * sizeof(real)), *lss = mxs + rows;
   double *loss = at_scratch(c, (size_t)AT_MAX(rows, 1) * sizeof(double));
   unsigned char *hit = at_scratch(c, (size_t)AT_MAX(rows, 1));
-  if (!y || !lse || !loss || !hit) return NULL;
+  if (!y || !mxs || !loss || !hit) return NULL;
   const real *zd = logits->data;
 #pragma omp parallel for schedule(static) if (logits->size >= AT_PAR_MIN)
   for (int64_t r = 0; r < rows; r++) {
@@ -77,9 +78,9 @@ at_tensor *at_cross_entropy(at_ctx *c, at_tensor *logits, const at_itensor *labe
       if (zr[j] > mx) mx = zr[j], arg = j;
     double s = 0;
     for (int64_t j = 0; j < v; j++) s += exp(zr[j] - mx);
-    double l = (double)mx + log(s);
-    lse[r] = (real)l;
-    loss[r] = l - (double)zr[lab[r]];
+    double ls = log(s);
+    mxs[r] = mx, lss[r] = (real)ls;
+    loss[r] = ls - (double)(zr[lab[r]] - mx);
     hit[r] = arg == lab[r];
   }
   double total = 0;
@@ -96,7 +97,7 @@ at_tensor *at_cross_entropy(at_ctx *c, at_tensor *logits, const at_itensor *labe
     int32_t *lc = at_scratch(c, (size_t)AT_MAX(rows, 1) * sizeof(int32_t));
     if (!sv || !lc) return NULL;
     memcpy(lc, lab, (size_t)rows * sizeof(int32_t));
-    sv->labels = lc, sv->lse = lse;
+    sv->labels = lc, sv->mx = mxs, sv->ls = lss;
     nd->saved = sv;
     nd->i[0] = rows, nd->i[1] = v, nd->i[2] = ignore, nd->i[3] = count;
   }

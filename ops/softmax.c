@@ -72,9 +72,9 @@ static int row_forward(const real *x, const real *m, int64_t mstep, int64_t n, i
     s += e;
     if (!log_out) y[j] = e;
   }
-  if (log_out) {
-    real lse = mx + (real)log(s);
-    for (int64_t j = 0; j < n; j++) y[j] -= lse; /* -inf stays -inf */
+  if (log_out) { /* (z - mx) - log S: mx + log S would lose log S next to a huge mx */
+    real ls = (real)log(s);
+    for (int64_t j = 0; j < n; j++) y[j] = (y[j] - mx) - ls; /* -inf stays -inf */
   } else {
     real inv = (real)(1 / s);
     for (int64_t j = 0; j < n; j++) y[j] *= inv;
