@@ -3,6 +3,8 @@
 #ifndef AT_ATTENTION_H
 #define AT_ATTENTION_H
 
+#include "ops/attention/delta.h"
+#include "ops/attention/dsa.h"
 #include "ops/attention/full.h"
 
 #endif
