@@ -9,7 +9,7 @@
 at_ctx *at_ctx_new(size_t arena_bytes) {
   at_ctx *c = calloc(1, sizeof *c);
   if (!c) return NULL;
-  c->arena = at_arena_new(arena_bytes ? arena_bytes : (size_t)64 << 20);
+  c->arena = at_arena_new(arena_bytes ? arena_bytes : (size_t)4 << 20); /* grows in the first step */
   if (!c->arena) {
     free(c);
     return NULL;

@@ -14,6 +14,8 @@ void at_set_threads(int n);
 int at_threads(void);
 /* Threads a GEMM may use here: 1 inside an OpenMP parallel region. */
 int at_threads_here(void);
+/* The BLIS sub-configuration (kernel set) in use, e.g. "skx". */
+const char *at_blis_arch(void);
 /* Seconds on a monotonic clock. */
 double at_now(void);
 

@@ -23,7 +23,7 @@
 
 #define MAX_FILE_BYTES ((size_t)16 << 20)
 #define MAX_RUNS 4096
-#define MAX_SWEEP_KEYS 8
+#define MAX_SWEEP_KEYS AT_MAX_SWEEP_KEYS
 #define MAX_PARTS 8
 
 static const char *const top_keys[] = {"experiment", "seed", "description", "report", "data",
@@ -343,6 +343,33 @@ static const at_ynode *run_override(loader *L, const at_ynode *item) {
   return t ? at_yt_merge(L->a, m, t) : NULL;
 }
 
+/* The sweep keys as the report sees them: which ones the table keeps the
+ * best point over (report.best_over; by default all of them). */
+static at_status sweep_summary(loader *L, at_experiment *e, const at_ynode *best_over) {
+  e->n_sweep = L->n_sweep;
+  for (int k = 0; k < L->n_sweep; k++) {
+    snprintf(e->sweep_keys[k], sizeof e->sweep_keys[k], "%s", L->sweep[k].show);
+    e->sweep_best[k] = best_over == NULL;
+  }
+  for (int i = 0; best_over && i < best_over->n; i++) {
+    const at_ynode *it = best_over->v[i];
+    int found = -1;
+    for (int k = 0; k < L->n_sweep && found < 0; k++)
+      if (!strcmp(it->s, L->sweep[k].text) || !strcmp(it->s, L->sweep[k].show)) found = k;
+    if (found < 0) {
+      char list[512] = "";
+      for (int k = 0; k < L->n_sweep; k++) {
+        size_t l = strlen(list);
+        snprintf(list + l, sizeof list - l, "%s%s", k ? ", " : "", L->sweep[k].text);
+      }
+      return at_cfg_fail(it->at, "report.best_over: '%s' is not a sweep key (sweep keys: %s)", it->s,
+                         L->n_sweep ? list : "none");
+    }
+    e->sweep_best[found] = 1;
+  }
+  return AT_OK;
+}
+
 static at_status emit_yaml(loader *L, const at_experiment *e, at_run_cfg *rc, const at_ynode *tree,
                            const char *base, const int *point) {
   at_sbuf b = {0};
@@ -400,7 +427,7 @@ static at_status expand(loader *L, at_experiment *e) {
         rest /= L->sweep[k].values->n;
       }
       const at_ynode *tree = tree0;
-      char sp[256] = "", id[512];
+      char sp[256] = "", id[512], values[MAX_SWEEP_KEYS][64];
       snprintf(id, sizeof id, "%s", base);
       for (int k = 0; k < L->n_sweep; k++) {
         const sweep_key *sk = &L->sweep[k];
@@ -409,6 +436,7 @@ static at_status expand(loader *L, at_experiment *e) {
         if (!t || !(tree = at_yt_merge(L->a, tree, t))) return nomem();
         size_t ls = strlen(sp), li = strlen(id);
         snprintf(sp + ls, sizeof sp - ls, "%s%s=%s", k ? " " : "", sk->show, sk->labels[point[k]]);
+        snprintf(values[k], sizeof values[k], "%s", sk->labels[point[k]]);
         snprintf(id + li, sizeof id - li, "__%s=%s", sk->show, sk->safe[point[k]]);
       }
       at_run_cfg *rc = &e->runs[e->n_runs];
@@ -423,6 +451,7 @@ static at_status expand(loader *L, at_experiment *e) {
                            "and %zu for the id '%s'); shorten the run name or the sweep keys",
                            name, sizeof rc->name - 1, sizeof rc->run_id - 1, id);
       memcpy(rc->sweep_point, sp, strlen(sp) + 1);
+      for (int k = 0; k < L->n_sweep; k++) memcpy(rc->sweep_values[k], values[k], sizeof values[k]);
       memcpy(rc->name, name, strlen(name) + 1);
       memcpy(rc->run_id, id, strlen(id) + 1);
       e->n_runs++;
@@ -497,6 +526,7 @@ static at_status load(loader *L, at_experiment *e, size_t len, const char *const
   snprintf(e->report_metric, sizeof e->report_metric, "eval_accuracy");
   const at_ynode *rep = at_yt_get(L->shared, "report");
   if (rep && (s = at_cfg_apply_report(rep, e->report_metric, sizeof e->report_metric))) return s;
+  if ((s = sweep_summary(L, e, rep ? at_yt_get(rep, "best_over") : NULL))) return s;
   return expand(L, e);
 }
 

@@ -47,11 +47,14 @@ typedef struct at_train_cfg {
   at_stage_cfg stages[AT_MAX_STAGES];
 } at_train_cfg;
 
+#define AT_MAX_SWEEP_KEYS 8
+
 typedef struct at_run_cfg {
   char name[64];               /* run name, with the sweep point appended ("kda lr=0.003") */
   char run_id[128];            /* file-safe id ("kda__lr=0.003") */
   char sweep_point[128];       /* "lr=0.003", or "" */
   char base_name[64];          /* run name without the sweep point */
+  char sweep_values[AT_MAX_SWEEP_KEYS][64]; /* this point's value of each sweep key, as shown */
   uint64_t seed;
   at_task_cfg data;
   at_model_cfg model;
@@ -66,6 +69,9 @@ typedef struct at_experiment {
   int n_runs;
   at_run_cfg *runs;            /* expanded runs x sweep points, in file order */
   char report_metric[32];      /* which final metric the table ranks by ("eval_accuracy") */
+  int n_sweep;                 /* sweep keys, in file order */
+  char sweep_keys[AT_MAX_SWEEP_KEYS][64];   /* as shown in run names ("lr", "data") */
+  int sweep_best[AT_MAX_SWEEP_KEYS];        /* 1: the table keeps the best point over this key */
 } at_experiment;
 
 /* Loads and checks `path`, applying `--set section.key=value` overrides (in

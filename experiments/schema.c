@@ -6,7 +6,9 @@
  *   experiment   required; a file-safe name (results/<experiment>/)
  *   seed         [0] the run's seed; also the data seed
  *   description  [""] free text
- *   report       {metric: eval_accuracy | eval_loss} [eval_accuracy]
+ *   report       {metric: eval_accuracy | eval_loss} [eval_accuracy],
+ *                best_over: sweep keys the table keeps the best point over [every sweep
+ *                key]; the other sweep keys become the table's columns
  *   data         task [mqar]: mqar | palindrome | stack | selective_copy | niah | text
  *                vocab_size, seq_len, train_examples, test_examples  (every task)
  *                mqar: num_kv_pairs, power_a, random_non_queries,
@@ -84,7 +86,7 @@ _Static_assert(sizeof(at_position) == sizeof(int) && sizeof(at_mlp_kind) == size
                sizeof(at_trainable) == sizeof(int) && sizeof(at_task_kind) == sizeof(int),
                "enum fields are written as int");
 
-enum { F_INT, F_REAL, F_BOOL, F_STR, F_ENUM, F_TASK, F_LAYERS, F_ATTENTION, F_STAGES };
+enum { F_INT, F_REAL, F_BOOL, F_STR, F_ENUM, F_TASK, F_LAYERS, F_ATTENTION, F_STAGES, F_NAMES };
 
 typedef struct field {
   const char *key;
@@ -225,6 +227,7 @@ typedef struct report_cfg {
 } report_cfg;
 static const field report_fields[] = {
   FE("metric", report_cfg, metric, metric_names, NULL, 0),
+  FX("best_over", F_NAMES), /* sweep keys the table takes the best point over [all] */
 };
 
 void at_cfg_train_defaults(at_train_cfg *t) {
@@ -584,6 +587,11 @@ static at_status set_value(const section *sec, const field *f, const at_ynode *v
     break;
   case F_STAGES:
     s = at_cfg_apply_stages(v, what, (at_train_cfg *)target);
+    break;
+  case F_NAMES: /* a list of names, checked by the caller */
+    if (v->kind != AT_YN_SEQ) return at_cfg_expected(v, what, "a list of names");
+    for (int i = 0; i < v->n; i++)
+      if (v->v[i]->kind != AT_YN_SCALAR || at_yt_is_null(v->v[i])) return at_cfg_expected(v->v[i], what, "a name");
     break;
   }
   return s;

@@ -426,12 +426,8 @@ void at_sb_label(at_sbuf *b, const at_ynode *n) {
       at_sb_label(b, n->v[j]);
     }
     break;
-  case AT_YN_MAP:
-    for (int j = 0; j < n->n; j++) {
-      if (j) at_sb_printf(b, ",");
-      at_sb_printf(b, "%s:", n->k[j]);
-      at_sb_label(b, n->v[j]);
-    }
+  case AT_YN_MAP: /* a whole section swept: named by its first value ({task: mqar, ...} -> mqar) */
+    if (n->n) at_sb_label(b, n->v[0]);
     break;
   }
 }

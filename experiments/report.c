@@ -1,0 +1,238 @@
+/* experiments/report.c: the comparison table (table.md) and the curves
+ * (curves.png via gnuplot) of an experiment's results.
+ *
+ * Runs that differ only in "best-over" sweep keys (by default every sweep
+ * key: a learning-rate grid) are one table entry: the point with the best
+ * final metric. Sweep keys that are not best-over (e.g. data.task) become
+ * the columns of a pivot table: rows are runs, columns their values.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "experiments/results.h"
+#include "experiments/runner.h"
+
+static int higher_is_better(const char *metric) { return strcmp(metric, "eval_loss") != 0; }
+
+static double metric_of(const at_results_run *r, const char *metric) {
+  return strcmp(metric, "eval_loss") == 0 ? r->final_eval_loss : r->final_eval_accuracy;
+}
+
+/* The columns key of a run: its values of the sweep keys that are not
+ * best-over, joined ("data.task=mqar"), or "" when there are none. */
+static void column_of(const at_experiment *e, const at_run_cfg *rc, char *buf, size_t n) {
+  buf[0] = '\0';
+  for (int k = 0; k < e->n_sweep; k++) {
+    if (e->sweep_best[k]) continue;
+    size_t l = strlen(buf);
+    snprintf(buf + l, n - l, "%s%s", l ? " " : "", rc->sweep_values[k]);
+  }
+}
+
+static void best_point_of(const at_experiment *e, const at_run_cfg *rc, char *buf, size_t n) {
+  buf[0] = '\0';
+  for (int k = 0; k < e->n_sweep; k++) {
+    if (!e->sweep_best[k]) continue;
+    size_t l = strlen(buf);
+    snprintf(buf + l, n - l, "%s%s=%s", l ? " " : "", e->sweep_keys[k], rc->sweep_values[k]);
+  }
+}
+
+typedef struct cell {
+  int best;        /* index of the best run (into e->runs), -1: none finished */
+  double value;
+} cell;
+
+static void fmt_metric(const char *metric, int text, double v, char *buf, size_t n) {
+  if (!isfinite(v)) snprintf(buf, n, "—");
+  else if (strcmp(metric, "eval_loss") == 0) {
+    if (text) snprintf(buf, n, "%.3f bpb", v / log(2.0));
+    else snprintf(buf, n, "%.4f", v);
+  } else snprintf(buf, n, "%.1f%%", 100 * v);
+}
+
+
+/* ---- curves ------------------------------------------------------------------ */
+
+/* Writes <out>/plot/<id>.train.dat (step, smoothed training loss) and
+ * <id>.eval.dat (step, eval loss, eval accuracy) for the best run of every
+ * cell, a gnuplot script with one column of panels per table column (eval
+ * metric on top, training loss below, one line per row), and runs gnuplot
+ * to make curves.png. Without gnuplot the data and script are kept. */
+static at_status plot(const at_experiment *e, const at_results *res, const char *out_dir, FILE *log,
+                      char (*rows)[64], int nr, char (*cols)[256], int nc, const cell *cells,
+                      const char *metric) {
+  char dir[1200], gp[1300], png[1200];
+  snprintf(dir, sizeof dir, "%s/plot", out_dir);
+  mkdir(dir, 0755);
+  snprintf(gp, sizeof gp, "%s/curves.gp", dir);
+  snprintf(png, sizeof png, "%s/curves.png", out_dir);
+  FILE *g = fopen(gp, "w");
+  if (!g) return at_error(AT_E_IO, "%s: cannot write", gp);
+  int acc = strcmp(metric, "eval_loss") != 0;
+  fprintf(g, "# gnuplot script written by ./train; run: gnuplot %s\n", gp);
+  fprintf(g, "set terminal pngcairo size %d,700 font ',9'\nset output '%s'\n", 420 * (nc > 0 ? nc : 1) + 80, png);
+  fprintf(g, "set multiplot layout 2,%d title '%s'\nset key bottom right font ',8'\nset grid\n", nc > 0 ? nc : 1, e->name);
+  for (int panel = 0; panel < 2; panel++)
+    for (int c = 0; c < nc; c++) {
+      fprintf(g, "set title '%s'\nset xlabel 'step'\n", panel == 0 ? (cols[c][0] ? cols[c] : (acc ? "evaluation accuracy" : "evaluation loss"))
+                                                                  : "training loss (EMA 0.98)");
+      if (panel == 0 && acc) fprintf(g, "set ylabel 'accuracy'\nset yrange [0:1]\nunset logscale y\n");
+      else fprintf(g, "set ylabel 'loss'\nset autoscale y\nset logscale y\n");
+      int first = 1;
+      for (int r = 0; r < nr; r++) {
+        const cell *cl = &cells[r * nc + c];
+        if (cl->best < 0) continue;
+        const at_run_cfg *rc = &e->runs[cl->best];
+        const at_results_run *rr = at_results_find(res, rc->run_id);
+        if (!rr) continue;
+        char dat[1500];
+        snprintf(dat, sizeof dat, "%s/%s.%s.dat", dir, rc->run_id, panel ? "train" : "eval");
+        FILE *d = fopen(dat, "w");
+        if (!d) continue;
+        if (panel) {
+          double ema = NAN;
+          for (int64_t i = 0; i < rr->n_train; i++) {
+            double v = rr->train_loss[i];
+            if (!isfinite(v)) continue;
+            ema = isfinite(ema) ? 0.98 * ema + 0.02 * v : v;
+            fprintf(d, "%lld %.6g\n", (long long)rr->train_step[i], ema);
+          }
+        } else {
+          for (int64_t i = 0; i < rr->n_eval; i++)
+            fprintf(d, "%lld %.6g %.6g\n", (long long)rr->eval_step[i], rr->eval_loss[i], rr->eval_accuracy[i]);
+        }
+        fclose(d);
+        fprintf(g, "%s '%s' using 1:%d with lines lw 2 title '%s'", first ? "plot" : ", \\\n    ", dat,
+                panel ? 2 : (acc ? 3 : 2), rows[r]);
+        first = 0;
+      }
+      if (first) fprintf(g, "plot NaN notitle");
+      fprintf(g, "\n");
+    }
+  fprintf(g, "unset multiplot\n");
+  fclose(g);
+  char cmd[3000];
+  snprintf(cmd, sizeof cmd, "gnuplot '%s' 2>/dev/null", gp);
+  int rc = system("command -v gnuplot >/dev/null 2>&1") == 0 ? system(cmd) : -1;
+  if (log) {
+    if (rc == 0) fprintf(log, "wrote %s\n", png);
+    else fprintf(log, "gnuplot %s: the curves' data and script are in %s\n", rc == -1 ? "not found" : "failed", dir);
+  }
+  return AT_OK;
+}
+
+at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE *log) {
+  char path[1200];
+  snprintf(path, sizeof path, "%s/results.h5", out_dir);
+  at_results *res = NULL;
+  at_status st = at_results_read(path, &res);
+  if (st != AT_OK) return st;
+  const char *metric = e->report_metric[0] ? e->report_metric : "eval_accuracy";
+  int hib = higher_is_better(metric);
+
+  /* rows (base names) and columns (non-best-over sweep values), in file order */
+  int nr = 0, nc = 0;
+  char (*rows)[64] = calloc((size_t)e->n_runs, sizeof *rows);
+  char (*cols)[256] = calloc((size_t)e->n_runs, sizeof *cols);
+  cell *cells = malloc((size_t)e->n_runs * (size_t)e->n_runs * sizeof *cells);
+  int *row_of = malloc((size_t)e->n_runs * sizeof *row_of), *col_of = malloc((size_t)e->n_runs * sizeof *col_of);
+  if (!rows || !cols || !cells || !row_of || !col_of) {
+    st = at_error(AT_E_NOMEM, "out of memory");
+    goto done;
+  }
+  for (int i = 0; i < e->n_runs; i++) {
+    const at_run_cfg *rc = &e->runs[i];
+    char col[256];
+    column_of(e, rc, col, sizeof col);
+    int r = 0, c = 0;
+    while (r < nr && strcmp(rows[r], rc->base_name)) r++;
+    if (r == nr) snprintf(rows[nr++], sizeof rows[0], "%s", rc->base_name);
+    while (c < nc && strcmp(cols[c], col)) c++;
+    if (c == nc) snprintf(cols[nc++], sizeof cols[0], "%s", col);
+    row_of[i] = r, col_of[i] = c;
+  }
+  for (int i = 0; i < nr * nc; i++) cells[i].best = -1, cells[i].value = NAN;
+  for (int i = 0; i < e->n_runs; i++) {
+    const at_results_run *rr = at_results_find(res, e->runs[i].run_id);
+    if (!rr || strcmp(rr->status, "ok") != 0) continue;
+    double v = metric_of(rr, metric);
+    cell *cl = &cells[row_of[i] * nc + col_of[i]];
+    if (!isfinite(v)) continue;
+    if (cl->best < 0 || (hib ? v > cl->value : v < cl->value)) cl->best = i, cl->value = v;
+  }
+
+  char tpath[1200];
+  snprintf(tpath, sizeof tpath, "%s/table.md", out_dir);
+  char tmp[1300];
+  snprintf(tmp, sizeof tmp, "%s.tmp", tpath);
+  FILE *f = fopen(tmp, "w");
+  if (!f) {
+    st = at_error(AT_E_IO, "%s: cannot write", tpath);
+    goto done;
+  }
+  int text = e->n_runs && e->runs[0].data.kind == AT_TASK_TEXT;
+  fprintf(f, "# %s\n\n", e->name);
+  fprintf(f, "Final %s%s (best point of the sweep over", strcmp(metric, "eval_loss") ? "evaluation accuracy" : "evaluation loss",
+          text && !strcmp(metric, "eval_loss") ? " in bits per byte" : "");
+  int any_best = 0;
+  for (int k = 0; k < e->n_sweep; k++)
+    if (e->sweep_best[k]) fprintf(f, "%s %s", any_best++ ? "," : "", e->sweep_keys[k]);
+  fprintf(f, "%s).\n\n", any_best ? "" : " nothing: no sweep");
+  /* pivot */
+  fprintf(f, "| run |");
+  for (int c = 0; c < nc; c++) fprintf(f, " %s |", cols[c][0] ? cols[c] : metric);
+  fprintf(f, "\n|---|");
+  for (int c = 0; c < nc; c++) fprintf(f, "---|");
+  fprintf(f, "\n");
+  for (int r = 0; r < nr; r++) {
+    fprintf(f, "| %s |", rows[r]);
+    for (int c = 0; c < nc; c++) {
+      const cell *cl = &cells[r * nc + c];
+      char v[64], bp[256] = "";
+      fmt_metric(metric, text, cl->value, v, sizeof v);
+      if (cl->best >= 0) best_point_of(e, &e->runs[cl->best], bp, sizeof bp);
+      fprintf(f, " %s%s%s%s |", v, bp[0] ? " (" : "", bp, bp[0] ? ")" : "");
+    }
+    fprintf(f, "\n");
+  }
+  /* every run */
+  fprintf(f, "\n## Every run\n\n| run | status | final loss | final accuracy | params | tokens/s | "
+             "cache B/token | state B | steps | wall s |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  for (int i = 0; i < e->n_runs; i++) {
+    const at_results_run *rr = at_results_find(res, e->runs[i].run_id);
+    if (!rr) {
+      fprintf(f, "| %s | not run | | | | | | | | |\n", e->runs[i].name);
+      continue;
+    }
+    const at_results_extra *cb = at_results_get(rr, "cache_bytes_per_token"), *sb = at_results_get(rr, "state_bytes");
+    fprintf(f, "| %s | %s | %.4f | %.2f%% | %lld | %.0f | %.0f | %.0f | %lld | %.0f |\n", rr->name, rr->status,
+            rr->final_eval_loss, 100 * rr->final_eval_accuracy, (long long)rr->params, rr->tokens_per_second,
+            cb ? cb->num : NAN, sb ? sb->num : NAN, (long long)rr->steps, rr->wall_seconds);
+  }
+  int wr = fclose(f);
+  if (wr != 0 || rename(tmp, tpath) != 0) {
+    st = at_error(AT_E_IO, "%s: cannot write", tpath);
+    goto done;
+  }
+  /* print the table */
+  if (log) {
+    FILE *t = fopen(tpath, "r");
+    if (t) {
+      char line[1024];
+      fputc('\n', log);
+      while (fgets(line, sizeof line, t)) fputs(line, log);
+      fclose(t);
+    }
+    fprintf(log, "\nwrote %s and %s\n", tpath, path);
+  }
+  st = plot(e, res, out_dir, log, rows, nr, cols, nc, cells, metric);
+done:
+  free(rows), free(cols), free(cells), free(row_of), free(col_of);
+  at_results_free(res);
+  return st;
+}

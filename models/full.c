@@ -1,0 +1,90 @@
+/* models/full.c: softmax attention mixer (MHA / GQA / MQA, optional sliding
+ * window, RoPE or NoPE).
+ *
+ *   q = x Wq^T [B,T,HQ,hd], k = x Wk^T, v = x Wv^T [B,T,H,hd]
+ *   q, k = RoPE(q), RoPE(k)                    (position: rope)
+ *   o = FlashAttention(q, k, v; causal, window)
+ *   y = o Wo^T
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "models/model.h"
+#include "ops/attention/attention.h"
+#include "ops/ops.h"
+
+typedef struct full_layer {
+  at_tensor *wq, *wk, *wv, *wo;
+  int64_t hq, h, hd, window;
+  at_position position;
+  double rope_theta;
+} full_layer;
+
+static at_status full_create(const at_model_cfg *cfg, int layer_index, at_params *p,
+                             const char *prefix, void **out) {
+  (void)layer_index;
+  const at_mixer_opts *o = &cfg->mixer[AT_MIXER_FULL];
+  full_layer *L = calloc(1, sizeof *L);
+  if (!L) return at_error(AT_E_NOMEM, "out of memory");
+  L->hq = cfg->n_heads;
+  L->h = cfg->n_kv_heads;
+  L->hd = at_layer_head_dim(cfg, AT_MIXER_FULL);
+  L->window = o->window;
+  L->position = at_layer_position(cfg, AT_MIXER_FULL);
+  L->rope_theta = cfg->rope_theta;
+  *out = L;
+  if (L->hq % L->h != 0)
+    return at_error(AT_E_ARG, "n_heads %lld is not a multiple of n_kv_heads %lld", (long long)L->hq,
+                    (long long)L->h);
+  if (L->position == AT_POS_ROPE && L->hd % 2 != 0)
+    return at_error(AT_E_ARG, "RoPE needs an even head dim, got %lld", (long long)L->hd);
+  int64_t d = cfg->d_model;
+  if (!(L->wq = at_layer_weight(p, prefix, "wq", L->hq * L->hd, d)) ||
+      !(L->wk = at_layer_weight(p, prefix, "wk", L->h * L->hd, d)) ||
+      !(L->wv = at_layer_weight(p, prefix, "wv", L->h * L->hd, d)) ||
+      !(L->wo = at_layer_weight(p, prefix, "wo", d, L->hq * L->hd)))
+    return AT_E_ARG;
+  return AT_OK;
+}
+
+static void full_init(void *layer, const at_model_cfg *cfg, uint64_t seed) {
+  full_layer *L = layer;
+  double std = cfg->init_std;
+  at_layer_init_normal(L->wq, seed, std);
+  at_layer_init_normal(L->wk, seed, std);
+  at_layer_init_normal(L->wv, seed, std);
+  at_layer_init_normal(L->wo, seed, std / sqrt(2.0 * (double)cfg->n_layers));
+}
+
+static at_tensor *full_forward(at_ctx *c, void *layer, at_tensor *x, const at_mixer_io *io) {
+  full_layer *L = layer;
+  if (!x) return NULL;
+  int64_t B = x->shape[0], T = x->shape[1];
+  at_tensor *q = AT_RESHAPE(c, at_linear(c, x, L->wq, NULL), B, T, L->hq, L->hd);
+  at_tensor *k = AT_RESHAPE(c, at_linear(c, x, L->wk, NULL), B, T, L->h, L->hd);
+  at_tensor *v = AT_RESHAPE(c, at_linear(c, x, L->wv, NULL), B, T, L->h, L->hd);
+  if (L->position == AT_POS_ROPE) {
+    q = at_rope(c, q, L->hd, L->rope_theta, io->pos0);
+    k = at_rope(c, k, L->hd, L->rope_theta, io->pos0);
+  }
+  at_attn_opts ao = {.scale = 0, .window = L->window};
+  at_tensor *o = at_attention(c, q, k, v, &ao);
+  return at_linear(c, AT_RESHAPE(c, o, B, T, L->hq * L->hd), L->wo, NULL);
+}
+
+/* Keys and values of every kv head per token (a window caps the cache, but
+ * per token of context it is the same). */
+static int64_t full_cache_per_token(const void *layer) {
+  const full_layer *L = layer;
+  return 2 * L->h * L->hd;
+}
+
+const at_mixer_impl at_mixer_full = {
+  .kind = AT_MIXER_FULL,
+  .create = full_create,
+  .init = full_init,
+  .forward = full_forward,
+  .cache_per_token = full_cache_per_token,
+  .state_elems = NULL,
+  .destroy = free,
+};

@@ -1,0 +1,39 @@
+/* models/layers.c: parameter helpers shared by the mixer implementations. */
+#include <math.h>
+#include <stdio.h>
+
+#include "core/rng.h"
+#include "models/model.h"
+
+at_tensor *at_layer_param_group(at_params *p, const char *prefix, const char *name, int ndim,
+                                const int64_t *shape, int flags, int group) {
+  char full[160];
+  snprintf(full, sizeof full, "%s%s", prefix, name);
+  return at_params_add(p, full, ndim, shape, flags, group);
+}
+
+at_tensor *at_layer_param(at_params *p, const char *prefix, const char *name, int ndim,
+                          const int64_t *shape, int flags) {
+  return at_layer_param_group(p, prefix, name, ndim, shape, flags, AT_GROUP_MAIN);
+}
+
+at_tensor *at_layer_weight(at_params *p, const char *prefix, const char *name, int64_t out,
+                           int64_t in) {
+  return at_layer_param(p, prefix, name, AT_SHAPE(out, in), 0);
+}
+
+void at_layer_init_normal(at_tensor *t, uint64_t seed, double std) {
+  at_fill_normal(t->data, t->size, seed, at_stream_of(t->name), 0.0, std);
+}
+
+void at_layer_init_const(at_tensor *t, double v) { at_fill(t->data, t->size, (real)v); }
+
+int64_t at_layer_head_dim(const at_model_cfg *cfg, at_mixer_kind k) {
+  int64_t hd = cfg->mixer[k].head_dim;
+  return hd > 0 ? hd : cfg->d_model / cfg->n_heads;
+}
+
+at_position at_layer_position(const at_model_cfg *cfg, at_mixer_kind k) {
+  at_position p = cfg->mixer[k].position;
+  return p == AT_POS_INHERIT ? cfg->position : p;
+}

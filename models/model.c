@@ -1,0 +1,176 @@
+/* models/model.c: the decoder LM (embedding, pre-norm blocks, LM head). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "models/model.h"
+#include "ops/ops.h"
+
+static at_status declare(at_model *m) {
+  const at_model_cfg *cfg = &m->cfg;
+  at_params *p = m->params;
+  int64_t d = cfg->d_model;
+  if (!(m->tok_emb = at_layer_param(p, "", "tok_emb", AT_SHAPE(cfg->vocab_size, d), AT_PARAM_NO_DECAY)))
+    return AT_E_ARG;
+  if (cfg->position == AT_POS_LEARNED &&
+      !(m->pos_emb = at_layer_param(p, "", "pos_emb", AT_SHAPE(cfg->max_seq_len, d), AT_PARAM_NO_DECAY)))
+    return AT_E_ARG;
+  for (int l = 0; l < cfg->n_layers; l++) {
+    at_block *b = &m->blocks[l];
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "layers.%d.", l);
+    if (!(b->norm1 = at_layer_param(p, prefix, "norm1", AT_SHAPE(d), AT_PARAM_NO_DECAY)))
+      return AT_E_ARG;
+    at_mixer_kind k = cfg->layers[l];
+    b->mixer = at_mixer_impl_of(k);
+    if (!b->mixer)
+      return at_error(AT_E_ARG, "layer %d: mixer '%s' has no implementation in this build", l,
+                      at_mixer_name(k));
+    char mprefix[96];
+    snprintf(mprefix, sizeof mprefix, "%s%s.", prefix, at_mixer_name(k));
+    at_status st = b->mixer->create(cfg, l, p, mprefix, &b->mixer_state);
+    if (st != AT_OK) return at_error_prefix(st, "layer %d (%s)", l, at_mixer_name(k));
+    if (cfg->mlp == AT_MLP_SWIGLU) {
+      if (!(b->norm2 = at_layer_param(p, prefix, "norm2", AT_SHAPE(d), AT_PARAM_NO_DECAY)) ||
+          !(b->w_gate = at_layer_weight(p, prefix, "mlp.w_gate", cfg->mlp_hidden, d)) ||
+          !(b->w_up = at_layer_weight(p, prefix, "mlp.w_up", cfg->mlp_hidden, d)) ||
+          !(b->w_down = at_layer_weight(p, prefix, "mlp.w_down", d, cfg->mlp_hidden)))
+        return AT_E_ARG;
+    }
+  }
+  if (!(m->final_norm = at_layer_param(p, "", "final_norm", AT_SHAPE(d), AT_PARAM_NO_DECAY)))
+    return AT_E_ARG;
+  if (!cfg->tie_embeddings && !(m->lm_head = at_layer_weight(p, "", "lm_head", cfg->vocab_size, d)))
+    return AT_E_ARG;
+  return AT_OK;
+}
+
+/* GPT-2 style: N(0, std) weights, residual output projections scaled by
+ * 1/sqrt(2 n_layers), norms at 1. Mixers initialise their own parameters. */
+static void init(at_model *m, uint64_t seed) {
+  const at_model_cfg *cfg = &m->cfg;
+  double std = cfg->init_std, std_out = std / sqrt(2.0 * (double)cfg->n_layers);
+  at_layer_init_normal(m->tok_emb, seed, std);
+  if (m->pos_emb) at_layer_init_normal(m->pos_emb, seed, std);
+  for (int l = 0; l < cfg->n_layers; l++) {
+    at_block *b = &m->blocks[l];
+    at_layer_init_const(b->norm1, 1);
+    b->mixer->init(b->mixer_state, cfg, seed);
+    if (b->w_gate) {
+      at_layer_init_const(b->norm2, 1);
+      at_layer_init_normal(b->w_gate, seed, std);
+      at_layer_init_normal(b->w_up, seed, std);
+      at_layer_init_normal(b->w_down, seed, std_out);
+    }
+  }
+  at_layer_init_const(m->final_norm, 1);
+  if (m->lm_head) at_layer_init_normal(m->lm_head, seed, std);
+}
+
+at_status at_model_new(const at_model_cfg *cfg, uint64_t seed, at_model **out) {
+  *out = NULL;
+  if (cfg->n_layers < 1 || cfg->n_layers > AT_MAX_LAYERS)
+    return at_error(AT_E_ARG, "n_layers %lld outside 1..%d", (long long)cfg->n_layers, AT_MAX_LAYERS);
+  at_model *m = calloc(1, sizeof *m);
+  if (!m) return at_error(AT_E_NOMEM, "out of memory");
+  m->cfg = *cfg;
+  m->params = at_params_new();
+  at_status st = m->params ? declare(m) : at_error(AT_E_NOMEM, "out of memory");
+  if (st == AT_OK) st = at_params_finalize(m->params);
+  if (st != AT_OK) {
+    at_model_free(m);
+    return st;
+  }
+  init(m, seed);
+  *out = m;
+  return AT_OK;
+}
+
+void at_model_free(at_model *m) {
+  if (!m) return;
+  for (int l = 0; l < m->cfg.n_layers; l++)
+    if (m->blocks[l].mixer && m->blocks[l].mixer_state) m->blocks[l].mixer->destroy(m->blocks[l].mixer_state);
+  at_params_free(m->params);
+  free(m);
+}
+
+int64_t at_model_num_params(const at_model *m) { return m->params->total; }
+
+/* y = W_down (silu(W_gate x) * W_up x) */
+static at_tensor *swiglu(at_ctx *c, const at_block *b, at_tensor *x) {
+  at_tensor *g = at_silu(c, at_linear(c, x, b->w_gate, NULL));
+  return at_linear(c, at_mul(c, g, at_linear(c, x, b->w_up, NULL)), b->w_down, NULL);
+}
+
+/* The forward with a mixer io (mode in, aux losses and statistics out). */
+static at_tensor *forward(at_ctx *c, at_model *m, const at_itensor *tokens, at_mixer_io *io) {
+  const at_model_cfg *cfg = &m->cfg;
+  if (tokens->ndim != 2)
+    return at_fail(c, AT_E_SHAPE, "model: tokens must be [B, T], got rank %d", tokens->ndim);
+  int64_t T = tokens->shape[1];
+  at_tensor *x = at_embedding(c, m->tok_emb, tokens);
+  if (m->pos_emb) {
+    if (T > cfg->max_seq_len)
+      return at_fail(c, AT_E_SHAPE, "model: sequence of %lld tokens exceeds the %lld learned positions",
+                     (long long)T, (long long)cfg->max_seq_len);
+    x = at_add(c, x, at_slice(c, m->pos_emb, 0, 0, T));
+  }
+  for (int l = 0; l < cfg->n_layers; l++) {
+    at_block *b = &m->blocks[l];
+    x = at_add(c, x, b->mixer->forward(c, b->mixer_state, at_rmsnorm(c, x, b->norm1, cfg->norm_eps), io));
+    if (b->w_gate) x = at_add(c, x, swiglu(c, b, at_rmsnorm(c, x, b->norm2, cfg->norm_eps)));
+  }
+  x = at_rmsnorm(c, x, m->final_norm, cfg->norm_eps);
+  return at_linear(c, x, m->lm_head ? m->lm_head : m->tok_emb, NULL);
+}
+
+at_tensor *at_model_logits_mode(at_ctx *c, at_model *m, const at_itensor *tokens,
+                                const at_dsa_mode *mode) {
+  at_mixer_io io = {0};
+  if (mode) io.dsa = *mode;
+  return forward(c, m, tokens, &io);
+}
+
+at_tensor *at_model_logits(at_ctx *c, at_model *m, const at_itensor *tokens) {
+  return at_model_logits_mode(c, m, tokens, NULL);
+}
+
+at_tensor *at_model_train_loss(at_ctx *c, at_model *m, const at_itensor *tokens,
+                               const at_itensor *labels, const at_dsa_mode *mode, at_mixer_io *io,
+                               double *lm_loss, int64_t *n_labelled, int64_t *n_correct) {
+  at_mixer_io local;
+  if (!io) io = &local;
+  memset(io, 0, sizeof *io);
+  if (mode) io->dsa = *mode;
+  at_tensor *logits = forward(c, m, tokens, io);
+  at_tensor *loss = at_cross_entropy(c, logits, labels, AT_IGNORE_LABEL, n_labelled, n_correct);
+  if (lm_loss) *lm_loss = loss ? loss->data[0] : NAN;
+  return io->aux_loss ? at_add(c, loss, io->aux_loss) : loss;
+}
+
+at_tensor *at_model_loss(at_ctx *c, at_model *m, const at_itensor *tokens,
+                         const at_itensor *labels, int64_t *n_labelled, int64_t *n_correct) {
+  return at_model_train_loss(c, m, tokens, labels, NULL, NULL, NULL, n_labelled, n_correct);
+}
+
+int at_model_has_group(const at_model *m, int group) {
+  for (int i = 0; i < m->params->n; i++)
+    if (m->params->list[i].group == group) return 1;
+  return 0;
+}
+
+int64_t at_model_cache_per_token(const at_model *m) {
+  int64_t n = 0;
+  for (int l = 0; l < m->cfg.n_layers; l++)
+    if (m->blocks[l].mixer->cache_per_token) n += m->blocks[l].mixer->cache_per_token(m->blocks[l].mixer_state);
+  return n;
+}
+
+int64_t at_model_state_elems(const at_model *m) {
+  int64_t n = 0;
+  for (int l = 0; l < m->cfg.n_layers; l++)
+    if (m->blocks[l].mixer->state_elems) n += m->blocks[l].mixer->state_elems(m->blocks[l].mixer_state);
+  return n;
+}

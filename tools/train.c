@@ -1,0 +1,98 @@
+/* tools/train.c: ./train FILE [--set section.key=value]... [--out DIR] [--resume] [--dry-run]
+ *
+ * Exit status: 0 when every run finished, 1 when a run stopped (non-finite
+ * losses, a failed forward), 2 when the input was refused before training
+ * (usage, experiment file, output directory, checkpoint). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "experiments/config.h"
+#include "experiments/runner.h"
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: train FILE [--set section.key=value]... [--out DIR] [--resume] [--dry-run]\n"
+          "\n"
+          "Trains every run of the experiment FILE (YAML) and writes results.h5, table.md,\n"
+          "curves.png and checkpoints to results/<experiment>/ (or DIR).\n"
+          "\n"
+          "  --set k=v   override a shared setting (train.steps=100, lr=3e-3, model.layers=[kda,full])\n"
+          "  --out DIR   output directory\n"
+          "  --resume    continue from the checkpoints in the output directory; finished runs are kept\n"
+          "  --dry-run   print each run's resolved configuration and parameter count, then stop\n");
+}
+
+int main(int argc, char **argv) {
+  const char *file = NULL, *out = NULL;
+  const char **sets = calloc((size_t)argc, sizeof *sets);
+  int n_sets = 0, resume = 0, dry = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      usage(stdout);
+      free(sets);
+      return 0;
+    } else if (!strcmp(a, "--set") || !strcmp(a, "--out")) {
+      if (i + 1 == argc) {
+        fprintf(stderr, "train: %s needs a value\n", a);
+        free(sets);
+        return 2;
+      }
+      if (a[2] == 's') sets[n_sets++] = argv[++i];
+      else out = argv[++i];
+    } else if (!strncmp(a, "--set=", 6)) {
+      sets[n_sets++] = a + 6;
+    } else if (!strncmp(a, "--out=", 6)) {
+      out = a + 6;
+    } else if (!strcmp(a, "--resume")) {
+      resume = 1;
+    } else if (!strcmp(a, "--dry-run")) {
+      dry = 1;
+    } else if (a[0] == '-') {
+      fprintf(stderr, "train: unknown option %s\n", a);
+      usage(stderr);
+      free(sets);
+      return 2;
+    } else if (file) {
+      fprintf(stderr, "train: one experiment file at a time (got %s and %s)\n", file, a);
+      free(sets);
+      return 2;
+    } else {
+      file = a;
+    }
+  }
+  if (!file) {
+    usage(stderr);
+    free(sets);
+    return 2;
+  }
+  at_experiment *e = NULL;
+  at_status st = at_experiment_load(file, sets, n_sets, &e);
+  free(sets);
+  if (st != AT_OK) {
+    fprintf(stderr, "%s\n", at_errmsg());
+    return 2;
+  }
+  int rc = 0;
+  if (dry) {
+    st = at_experiment_describe(e, stdout);
+    if (st != AT_OK) {
+      fprintf(stderr, "train: %s\n", at_errmsg());
+      rc = 2;
+    }
+  } else {
+    at_train_opts o = {.out_dir = out, .resume = resume, .progress = isatty(STDOUT_FILENO), .log = stdout};
+    int failed = 0;
+    st = at_experiment_train(e, &o, &failed);
+    if (st != AT_OK) {
+      fprintf(stderr, "train: %s\n", at_errmsg());
+      rc = 2;
+    } else if (failed) {
+      rc = 1;
+    }
+  }
+  at_experiment_free(e);
+  return rc;
+}
