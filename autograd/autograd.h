@@ -145,7 +145,7 @@ void at_params_set_trainable(at_params *p, int group, int trainable);
 typedef at_tensor *(*at_gc_fn)(at_ctx *c, at_tensor **inputs, void *user);
 
 typedef struct at_gc_result {
-  double max_rel_err;   /* max over inputs of |g_a - g_n| / max(|g_n|, floor) */
+  double max_rel_err;   /* max over inputs of |g_a - g_n| / max(|g_n|, |g_a|, 1e-8) */
   int worst_input;
   double analytic_norm, numeric_norm;
   int64_t n_checked;
