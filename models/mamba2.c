@@ -1,0 +1,172 @@
+/* models/mamba2.c: the Mamba-2 mixer (SSD, Dao & Gu arXiv 2405.21060), with
+ * the semantics of flash-linear-attention's Mamba2 layer (n_groups = 1).
+ * I = expand d_model (inner width), P = head_dim, H = I / P heads,
+ * N = d_state, x [B,T,d]:
+ *
+ *   z  = x Wz^T                                 [B,T,I]   (the output gate)
+ *   xs = SiLU(ShortConv(x Wx^T))                [B,T,H,P]
+ *   Bm = SiLU(ShortConv(x WB^T))                [B,T,N]   (shared by the heads)
+ *   Cm = SiLU(ShortConv(x WC^T))                [B,T,N]
+ *   dt = softplus(x Wdt^T + dt_bias)            [B,T,H]
+ *   A  = -exp(A_log)                            [H]
+ *   y  = SSD(q = Cm, k = Bm, v = dt xs, g = dt A) + D xs
+ *        = simple_gla with scale 1: S <- exp(dt A) S + Bm (dt xs)^T, y = S^T Cm
+ *   y  = RMSNorm(y ⊙ silu(z))  over I            (output_gate swish, the
+ *        default: Mamba-2's gated RMSNorm with norm_before_gate = False;
+ *        sigmoid: RMSNorm(y ⊙ sigmoid(z)); none: RMSNorm(y), no z)
+ *   out = y Wo^T                                [B,T,d]
+ *
+ * The conv of x, B and C is depthwise, so Mamba-2's single conv over the
+ * concatenation [x, B, C] is the three convs here (and its single in_proj the
+ * separate projections). short_conv off: SiLU only. No biases in the
+ * projections or the conv (Mamba-2 without bias; flash-linear-attention's
+ * conv has none either), no dt limit.
+ *
+ * Parameters (under layers.<i>.mamba2.): z_proj [I, d], x_proj [I, d],
+ * B_proj [N, d], C_proj [N, d], dt_proj [H, d], x_conv [I, conv_size],
+ * B_conv C_conv [N, conv_size], A_log [H], dt_bias [H], D [H], norm [I],
+ * out_proj [d, I].
+ *
+ * Initialisation: A_log = log U(1, 16); dt_bias = softplus^-1(dt),
+ * dt = exp(U(log 1e-3, log 1e-1)) floored at 1e-4; D = 1, norm = 1; these
+ * four without weight decay. Other weights N(0, init_std), out_proj
+ * N(0, init_std / sqrt(2 n_layers)).
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "models/linear_mixers.h"
+#include "ops/ops.h"
+
+typedef struct mamba2_layer {
+  at_lin_layer_base base;
+  int64_t d, I, P, H, N, conv_size, chunk;
+  int short_conv;
+  at_out_gate out_gate;
+  double norm_eps;
+  at_tensor *wz, *wx, *wB, *wC, *wdt, *cx, *cB, *cC;
+  at_tensor *A_log, *dt_bias, *D, *norm, *wo;
+} mamba2_layer;
+
+static at_tensor *vec(at_params *p, const char *prefix, const char *name, int64_t n) {
+  return at_layer_param(p, prefix, name, AT_SHAPE(n), AT_PARAM_NO_DECAY);
+}
+
+static at_status mamba2_create(const at_model_cfg *cfg, int layer_index, at_params *p,
+                               const char *prefix, void **out) {
+  (void)layer_index;
+  const at_mixer_opts *o = &cfg->mixer[AT_MIXER_MAMBA2];
+  mamba2_layer *L = calloc(1, sizeof *L);
+  if (!L) return at_error(AT_E_NOMEM, "out of memory");
+  *out = L;
+  L->base.kind = AT_MIXER_MAMBA2;
+  L->base.form = AT_LIN_CHUNK;
+  L->d = cfg->d_model;
+  L->I = o->expand * cfg->d_model;
+  L->P = at_layer_head_dim(cfg, AT_MIXER_MAMBA2);
+  L->N = o->d_state;
+  L->conv_size = o->conv_size;
+  L->chunk = o->chunk_size;
+  L->short_conv = o->short_conv;
+  L->out_gate = o->output_gate;
+  L->norm_eps = cfg->norm_eps;
+  if (L->I < 1 || L->P < 1 || L->N < 1 || L->I % L->P)
+    return at_error(AT_E_ARG, "mamba2: inner width expand * d_model = %lld must be a positive multiple "
+                    "of head_dim %lld, and d_state %lld positive", (long long)L->I, (long long)L->P,
+                    (long long)L->N);
+  if (L->short_conv && (L->conv_size < 1 || L->conv_size > 64))
+    return at_error(AT_E_ARG, "mamba2: conv_size %lld outside 1..64", (long long)L->conv_size);
+  if (L->chunk < 1) return at_error(AT_E_ARG, "mamba2: chunk_size must be positive");
+  L->H = L->I / L->P;
+  int64_t d = L->d, I = L->I, N = L->N, H = L->H;
+  if ((L->out_gate != AT_GATE_NONE && !(L->wz = at_layer_weight(p, prefix, "z_proj", I, d))) ||
+      !(L->wx = at_layer_weight(p, prefix, "x_proj", I, d)) ||
+      !(L->wB = at_layer_weight(p, prefix, "B_proj", N, d)) ||
+      !(L->wC = at_layer_weight(p, prefix, "C_proj", N, d)) ||
+      !(L->wdt = at_layer_weight(p, prefix, "dt_proj", H, d)))
+    return AT_E_ARG;
+  if (L->short_conv && (!(L->cx = at_layer_weight(p, prefix, "x_conv", I, L->conv_size)) ||
+                        !(L->cB = at_layer_weight(p, prefix, "B_conv", N, L->conv_size)) ||
+                        !(L->cC = at_layer_weight(p, prefix, "C_conv", N, L->conv_size))))
+    return AT_E_ARG;
+  if (!(L->A_log = vec(p, prefix, "A_log", H)) || !(L->dt_bias = vec(p, prefix, "dt_bias", H)) ||
+      !(L->D = vec(p, prefix, "D", H)) || !(L->norm = vec(p, prefix, "norm", I)) ||
+      !(L->wo = at_layer_weight(p, prefix, "out_proj", d, I)))
+    return AT_E_ARG;
+  return AT_OK;
+}
+
+static void mamba2_init(void *layer, const at_model_cfg *cfg, uint64_t seed) {
+  mamba2_layer *L = layer;
+  double std = cfg->init_std;
+  at_tensor *normal[] = {L->wz, L->wx, L->wB, L->wC, L->wdt, L->cx, L->cB, L->cC};
+  for (int i = 0; i < AT_ARRAY_LEN(normal); i++)
+    if (normal[i]) at_layer_init_normal(normal[i], seed, std);
+  at_lin_init_A_log(L->A_log, seed);
+  at_lin_init_dt_bias(L->dt_bias, seed);
+  at_layer_init_const(L->D, 1);
+  at_layer_init_const(L->norm, 1);
+  at_layer_init_normal(L->wo, seed, std / sqrt(2.0 * (double)cfg->n_layers));
+}
+
+/* [B,T,N] -> [B,T,H,N], the same vector for every head. */
+static at_tensor *repeat_heads(at_ctx *c, at_tensor *x, int64_t H) {
+  if (!x) return NULL;
+  int64_t B = x->shape[0], T = x->shape[1], N = x->shape[2];
+  at_tensor *x1 = AT_RESHAPE(c, x, B, T, 1, N);
+  if (H == 1) return x1;
+  at_tensor **xs = at_scratch(c, (size_t)H * sizeof *xs);
+  if (!xs) return NULL;
+  for (int64_t h = 0; h < H; h++) xs[h] = x1;
+  return at_concat(c, xs, (int)H, 2);
+}
+
+static at_tensor *mamba2_forward(at_ctx *c, void *layer, at_tensor *x, const at_mixer_io *io) {
+  (void)io;
+  mamba2_layer *L = layer;
+  if (!x) return NULL;
+  if (x->ndim != 3 || x->shape[2] != L->d) {
+    char b[96];
+    return at_fail(c, AT_E_SHAPE, "mamba2: x must be [B, T, %lld], got %s", (long long)L->d,
+                   AT_SHAPE_STR(x, b));
+  }
+  int64_t B = x->shape[0], T = x->shape[1], H = L->H, P = L->P;
+  at_tensor *xs = at_lin_short_conv(c, at_linear(c, x, L->wx, NULL), L->cx);
+  xs = AT_RESHAPE(c, xs, B, T, H, P);
+  at_tensor *Bm = repeat_heads(c, at_lin_short_conv(c, at_linear(c, x, L->wB, NULL), L->cB), H);
+  at_tensor *Cm = repeat_heads(c, at_lin_short_conv(c, at_linear(c, x, L->wC, NULL), L->cC), H);
+  at_tensor *dt = at_softplus(c, at_add(c, at_linear(c, x, L->wdt, NULL), L->dt_bias)); /* [B,T,H] */
+  at_tensor *g = at_mul(c, dt, at_scale(c, at_exp(c, L->A_log), -1.0));
+  at_tensor *v = at_mul(c, xs, AT_RESHAPE(c, dt, B, T, H, 1));
+  at_lin_opts opts = {.scale = 1.0, .chunk_size = L->chunk, .form = L->base.form};
+  at_tensor *y = at_simple_gla(c, Cm, Bm, v, g, NULL, NULL, &opts);
+  y = at_add(c, y, at_mul(c, xs, AT_RESHAPE(c, L->D, H, 1)));
+  y = AT_RESHAPE(c, y, B, T, L->I);
+  if (L->out_gate == AT_GATE_SWISH) y = at_mul(c, y, at_silu(c, at_linear(c, x, L->wz, NULL)));
+  else if (L->out_gate == AT_GATE_SIGMOID) y = at_mul(c, y, at_sigmoid(c, at_linear(c, x, L->wz, NULL)));
+  y = at_rmsnorm(c, y, L->norm, L->norm_eps);
+  return at_linear(c, y, L->wo, NULL);
+}
+
+/* H state matrices N x P plus the last conv_size - 1 inputs of the convs. */
+static int64_t mamba2_state_elems(const void *layer) {
+  const mamba2_layer *L = layer;
+  int64_t n = L->H * L->N * L->P;
+  if (L->short_conv) n += (L->conv_size - 1) * (L->I + 2 * L->N);
+  return n;
+}
+
+static int64_t no_cache(const void *layer) {
+  (void)layer;
+  return 0;
+}
+
+const at_mixer_impl at_mixer_mamba2 = {
+  .kind = AT_MIXER_MAMBA2,
+  .create = mamba2_create,
+  .init = mamba2_init,
+  .forward = mamba2_forward,
+  .cache_per_token = no_cache,
+  .state_elems = mamba2_state_elems,
+  .destroy = free,
+};
