@@ -49,6 +49,8 @@ static void free_run(at_results_run *run) {
   free(run->group_names);
   for (int i = 0; i < run->n_extra; i++) free(run->extra[i].str);
   free(run->extra);
+  for (int i = 0; i < run->n_series; i++) free(run->series[i].step), free(run->series[i].value);
+  free(run->series);
   free(run);
 }
 
@@ -171,9 +173,46 @@ at_status at_results_log_eval(at_results_run *run, int64_t step, double loss, do
   return AT_OK;
 }
 
+const at_results_series *at_results_get_series(const at_results_run *run, const char *name) {
+  for (int i = 0; i < run->n_series; i++)
+    if (!strcmp(run->series[i].name, name)) return &run->series[i];
+  return NULL;
+}
+
+at_status at_results_log_series(at_results_run *run, const char *name, int64_t step, double value) {
+  at_results_series *se = (at_results_series *)at_results_get_series(run, name);
+  if (!se) {
+    if (!name[0] || strlen(name) >= sizeof se->name || strchr(name, '/'))
+      return at_error(AT_E_ARG, "results: run %s: bad series name '%s'", run->id, name);
+    if (run->n_series == run->cap_series_) {
+      int cap = run->cap_series_ ? 2 * run->cap_series_ : 4;
+      if (!grow((void **)&run->series, cap, sizeof *run->series)) return at_error(AT_E_NOMEM, "results: out of memory");
+      run->cap_series_ = cap;
+    }
+    se = &run->series[run->n_series++];
+    memset(se, 0, sizeof *se);
+    snprintf(se->name, sizeof se->name, "%s", name);
+  }
+  at_status st = check_step(run, step, se->step, se->n, name);
+  if (st != AT_OK) return st;
+  if (se->n == se->cap_) {
+    int64_t cap = se->cap_ ? 2 * se->cap_ : 256;
+    if (!grow((void **)&se->step, cap, sizeof(int64_t)) || !grow((void **)&se->value, cap, sizeof(double)))
+      return at_error(AT_E_NOMEM, "results: out of memory");
+    se->cap_ = cap;
+  }
+  se->step[se->n] = step;
+  se->value[se->n++] = value;
+  return AT_OK;
+}
+
 void at_results_truncate(at_results_run *run, int64_t step) {
   while (run->n_train > 0 && run->train_step[run->n_train - 1] > step) run->n_train--;
   while (run->n_eval > 0 && run->eval_step[run->n_eval - 1] > step) run->n_eval--;
+  for (int i = 0; i < run->n_series; i++) {
+    at_results_series *se = &run->series[i];
+    while (se->n > 0 && se->step[se->n - 1] > step) se->n--;
+  }
 }
 
 static at_results_extra *extra_slot(at_results_run *run, const char *key, at_status *st) {
@@ -276,6 +315,14 @@ static at_status write_run(at_h5 *f, const at_results_run *run, int index) {
     if (!(names = join_lines(run->n_groups, run->group_names)))
       TRY(at_error(AT_E_NOMEM, "results: out of memory"));
     TRY(at_h5_set_attr_str(f, g, "eval_group_names", names));
+  }
+  for (int i = 0; i < run->n_series; i++) {
+    const at_results_series *se = &run->series[i];
+    char sd[300];
+    snprintf(sd, sizeof sd, "%s/series/%s/step", g, se->name);
+    TRY(write_steps(f, sd, se->step, se->n));
+    snprintf(sd, sizeof sd, "%s/series/%s/value", g, se->name);
+    TRY(at_h5_write_double(f, sd, 1, &se->n, se->value));
   }
 #undef DSET
   TRY(at_h5_set_attr_int(f, g, "index", index));
@@ -445,6 +492,29 @@ static at_status read_run(at_h5 *f, const char *id, at_results_run *run, int64_t
     run->eval_group_accuracy = malloc((size_t)AT_MAX(run->cap_eval_ * n, 1) * sizeof(double));
     if (!run->eval_group_accuracy) TRY(at_error(AT_E_NOMEM, "results: out of memory"));
     TRY(read_doubles(f, d, 2, shape, run->eval_group_accuracy));
+  }
+  snprintf(d, sizeof d, "%s/series", g);
+  if (at_h5_exists(f, d)) {
+    char **names = NULL, sd[400];
+    int n = 0;
+    TRY(at_h5_list(f, d, &names, &n));
+    for (int i = 0; i < n && st == AT_OK; i++) {
+      int64_t len, len2;
+      snprintf(sd, sizeof sd, "%s/series/%s/step", g, names[i]);
+      if ((st = length_of(f, sd, &len)) != AT_OK) break;
+      int64_t *steps = malloc((size_t)AT_MAX(len, 1) * sizeof *steps);
+      double *vals = malloc((size_t)AT_MAX(len, 1) * sizeof *vals);
+      if (!steps || !vals) st = at_error(AT_E_NOMEM, "results: out of memory");
+      if (st == AT_OK) st = read_steps(f, sd, len, steps);
+      snprintf(sd, sizeof sd, "%s/series/%s/value", g, names[i]);
+      if (st == AT_OK) st = length_of(f, sd, &len2);
+      if (st == AT_OK && len2 != len) st = at_error(AT_E_FORMAT, "%s: %s: series %s: step and value differ in length", at_h5_path(f), g, names[i]);
+      if (st == AT_OK) st = read_doubles(f, sd, 1, &len, vals);
+      for (int64_t j = 0; st == AT_OK && j < len; j++) st = at_results_log_series(run, names[i], steps[j], vals[j]);
+      free(steps), free(vals);
+    }
+    at_h5_free_list(names, n);
+    if (st != AT_OK) goto done;
   }
 #undef DSET
   TRY(at_h5_get_attr_int(f, g, "index", index));

@@ -19,7 +19,8 @@
  *      train_seconds, wall_seconds, tokens_per_second, final_eval_loss,
  *      final_eval_accuracy, eval_group_names (newline-separated, if any),
  *      extra_attrs (newline-separated names of the extra attributes) and the
- *      extra attributes themselves (numbers or strings).
+ *      extra attributes themselves (numbers or strings);
+ *   /runs/<id>/series/<name>/  named curves: step (int32), value (float64).
  */
 #ifndef AT_RESULTS_H
 #define AT_RESULTS_H
@@ -39,6 +40,14 @@ typedef struct at_results_extra {
   double num;
   char *str;
 } at_results_extra;
+
+/* A named curve beyond the fixed ones (e.g. "indexer_kl"): values by step. */
+typedef struct at_results_series {
+  char name[48];
+  int64_t n, cap_;
+  int64_t *step;
+  double *value;
+} at_results_series;
 
 typedef struct at_results_run {
   char id[128];               /* group name under /runs ("kda__lr=0.003") */
@@ -70,6 +79,9 @@ typedef struct at_results_run {
   double *eval_group_accuracy; /* [n_eval][n_groups] */
   int n_extra;
   at_results_extra *extra;
+  int n_series;               /* named curves, under /runs/<id>/series/<name>/{step,value} */
+  at_results_series *series;
+  int cap_series_;
   int64_t cap_train_, cap_eval_; /* private */
   int cap_extra_;
 } at_results_run;
@@ -112,6 +124,10 @@ at_status at_results_set_groups(at_results_run *run, int n_groups, const char *c
 at_status at_results_log_train(at_results_run *run, int64_t step, double loss);
 at_status at_results_log_eval(at_results_run *run, int64_t step, double loss, double accuracy,
                               const double *group_accuracy);
+/* Appends to the named curve (created on first use; names are file-safe). */
+at_status at_results_log_series(at_results_run *run, const char *name, int64_t step, double value);
+/* The named curve, or NULL. */
+const at_results_series *at_results_get_series(const at_results_run *run, const char *name);
 /* Drops the curve points after `step` (resuming from a checkpoint at step). */
 void at_results_truncate(at_results_run *run, int64_t step);
 

@@ -114,9 +114,10 @@ typedef struct eval_result {
 } eval_result;
 
 /* Mean loss and accuracy over labelled positions of the first n test
- * examples (and accuracy per example group). Gradients off. */
+ * examples (and accuracy per example group), under the DSA stage `mode`.
+ * Gradients off. */
 static at_status evaluate(at_ctx *c, at_model *m, at_task *task, int64_t n, int64_t batch,
-                          eval_result *r) {
+                          const at_dsa_mode *mode, eval_result *r) {
   int64_t T = m->cfg.max_seq_len, V = m->cfg.vocab_size;
   int ng = AT_MIN(at_task_num_groups(task), MAX_GROUPS);
   double loss_sum = 0;
@@ -132,7 +133,7 @@ static at_status evaluate(at_ctx *c, at_model *m, at_task *task, int64_t n, int6
     at_tensor *logits = NULL;
     if (ti) {
       memcpy(ti->data, tok, (size_t)(b * T) * sizeof *tok);
-      logits = at_model_logits(c, m, ti);
+      logits = at_model_logits_mode(c, m, ti, mode);
     }
     at_no_grad_end(c);
     if (!logits) {
@@ -166,6 +167,51 @@ static at_status evaluate(at_ctx *c, at_model *m, at_task *task, int64_t n, int6
   return AT_OK;
 }
 
+/* ---- stages ---------------------------------------------------------------------- */
+
+/* A stretch of training with its own learning rate, trainable parameters
+ * and DSA mode (the DeepSeek-V3.2 recipe: dense warm-up of the indexer, then
+ * sparse training). Without `stages:` a run is one stage. */
+typedef struct stage {
+  char name[32];
+  int64_t first, steps;
+  double lr;
+  at_trainable trainable;
+  at_dsa_mode mode;
+} stage;
+
+static int stages_of(const at_train_cfg *tc, stage *out) {
+  if (tc->n_stages == 0) {
+    out[0] = (stage){"train", 0, tc->steps, tc->optim.lr, AT_TRAINABLE_ALL, {0, 0}};
+    return 1;
+  }
+  int64_t first = 0;
+  for (int i = 0; i < tc->n_stages; i++) {
+    const at_stage_cfg *sc = &tc->stages[i];
+    stage *s = &out[i];
+    snprintf(s->name, sizeof s->name, "%s", sc->name[0] ? sc->name : "stage");
+    s->first = first, s->steps = sc->steps, s->lr = sc->lr, s->trainable = sc->trainable;
+    s->mode.sparse = sc->sparse, s->mode.indexer_loss = sc->indexer_loss;
+    first += sc->steps;
+  }
+  return tc->n_stages;
+}
+
+static void set_trainable(at_params *p, at_trainable t) {
+  at_params_set_trainable(p, -1, t != AT_TRAINABLE_INDEXER);
+  if (t != AT_TRAINABLE_ALL) at_params_set_trainable(p, AT_GROUP_INDEXER, t == AT_TRAINABLE_INDEXER);
+}
+
+/* A fresh optimiser for a stage: the run's settings with the stage's lr,
+ * its schedule over the stage's steps. */
+static at_status stage_optim(const at_train_cfg *tc, const stage *s, at_params *p, at_optim **o) {
+  at_optim_cfg oc = tc->optim;
+  oc.lr = s->lr;
+  oc.total_steps = s->steps;
+  oc.warmup_steps = AT_MIN(oc.warmup_steps, s->steps / 2);
+  return at_optim_new(&oc, p, o);
+}
+
 /* ---- one run ------------------------------------------------------------------- */
 
 typedef struct run_ctx {
@@ -182,8 +228,9 @@ typedef struct run_ctx {
 static int is_text(const at_run_cfg *rc) { return rc->data.kind == AT_TASK_TEXT; }
 
 /* Runs one (run, sweep point). Returns a status only for failures that
- * should stop the whole experiment (I/O); a run's own failure is recorded in
- * its status and AT_OK is returned. */
+ * should stop the whole experiment (I/O, a checkpoint that cannot be
+ * resumed); a run's own failure is recorded in its status and AT_OK is
+ * returned. */
 static at_status train_run(run_ctx *x) {
   const at_run_cfg *rc = x->rc;
   const at_train_cfg *tc = &rc->train;
@@ -208,14 +255,16 @@ static at_status train_run(run_ctx *x) {
   at_optim *opt = NULL;
   at_ctx *c = NULL;
   int32_t *tok = NULL, *lab = NULL;
-  at_status st = at_task_open(&rc->data, &task);
+  at_task_cfg dc = rc->data;
+  if (dc.kind == AT_TASK_TEXT && !dc.cache[0]) /* the byte cache lives with the results */
+    snprintf(dc.cache, sizeof dc.cache, "%.1000s/token_cache.h5", x->out);
+  at_status st = at_task_open(&dc, &task);
   at_model_cfg mc = rc->model;
-  mc.vocab_size = rc->data.vocab_size;
-  mc.max_seq_len = rc->data.seq_len;
+  mc.vocab_size = dc.vocab_size;
+  mc.max_seq_len = dc.seq_len;
   if (st == AT_OK) st = at_model_new(&mc, rc->seed, &m);
-  if (st == AT_OK) st = at_optim_new(&tc->optim, m->params, &opt);
   if (st == AT_OK && !(c = at_ctx_new(0))) st = at_error(AT_E_NOMEM, "out of memory");
-  int64_t B = tc->batch_size, T = rc->data.seq_len;
+  int64_t B = tc->batch_size, T = dc.seq_len;
   if (st == AT_OK) {
     tok = malloc((size_t)(B * T) * sizeof *tok);
     lab = malloc((size_t)(B * T) * sizeof *lab);
@@ -224,6 +273,7 @@ static at_status train_run(run_ctx *x) {
   if (st != AT_OK) {
     snprintf(rr->status, sizeof rr->status, "stopped: %s", at_errmsg());
     say(pg, "[%s] cannot start: %s\n", rc->name, at_errmsg());
+    st = AT_OK;
     goto done;
   }
   rr->params = at_model_num_params(m);
@@ -237,46 +287,70 @@ static at_status train_run(run_ctx *x) {
     at_results_set_groups(rr, ng, names);
   }
 
+  stage stages[AT_MAX_STAGES];
+  int n_stages = stages_of(tc, stages);
   at_train_state ts;
   at_train_state_init(&ts);
-  if (x->opts->resume && access(x->ckpt, F_OK) == 0) {
-    st = at_checkpoint_load(x->ckpt, m->params, opt, &ts, NULL);
-    if (st != AT_OK) { /* refuse clearly; the experiment stops (nothing is lost) */
+  int resuming = x->opts->resume && access(x->ckpt, F_OK) == 0;
+  /* The checkpoint's step says which stage, and so which optimiser, to
+   * restore: read the parameters and state first, the optimiser second. */
+  if (resuming && (st = at_checkpoint_load(x->ckpt, m->params, NULL, &ts, NULL)) != AT_OK) {
+    at_error_prefix(st, "[%s] cannot resume", rc->name);
+    goto done;
+  }
+  int k = 0;
+  while (k + 1 < n_stages && ts.step >= stages[k].first + stages[k].steps) k++;
+  set_trainable(m->params, stages[k].trainable);
+  if ((st = stage_optim(tc, &stages[k], m->params, &opt)) != AT_OK) goto done;
+  if (resuming) {
+    if (ts.step > stages[k].first && (st = at_checkpoint_load(x->ckpt, m->params, opt, &ts, NULL)) != AT_OK) {
       at_error_prefix(st, "[%s] cannot resume", rc->name);
       goto done;
     }
-    at_results_truncate(rr, ts.step);
+    at_results_truncate(rr, ts.step - 1);
     say(pg, "[%s] resuming at step %lld\n", rc->name, (long long)ts.step);
   } else {
     at_results_truncate(rr, -1);
   }
+  if (n_stages > 1 && ts.step < tc->steps)
+    say(pg, "[%s] stage %s: %lld steps, lr %g\n", rc->name, stages[k].name, (long long)stages[k].steps, stages[k].lr);
+
   uint64_t data_pos = ts.n_data_pos ? ts.data_pos[0] : 0;
   int64_t eval_n = tc->eval_examples > 0 ? AT_MIN(tc->eval_examples, at_task_size(task, AT_SPLIT_TEST))
                                          : at_task_size(task, AT_SPLIT_TEST);
   double t_run0 = at_now() - ts.wall_seconds;
   int bad_in_row = 0;
   char why[256] = "";
-  double loss_acc = 0;
-  int64_t acc_lab = 0, acc_cor = 0, n_acc = 0;
+  double loss_acc = 0, kl_acc = 0, recall_acc = 0;
+  int64_t acc_lab = 0, acc_cor = 0, n_acc = 0, n_dsa = 0;
 
   for (int64_t step = ts.step; step < tc->steps; step++) {
+    if (step == stages[k].first + stages[k].steps) { /* the next stage: its own optimiser */
+      k++;
+      at_optim_free(opt);
+      opt = NULL;
+      set_trainable(m->params, stages[k].trainable);
+      if ((st = stage_optim(tc, &stages[k], m->params, &opt)) != AT_OK) goto done;
+      say(pg, "[%s] stage %s: %lld steps, lr %g\n", rc->name, stages[k].name, (long long)stages[k].steps, stages[k].lr);
+    }
     double t0 = at_now();
     at_task_batch(task, AT_SPLIT_TRAIN, (int64_t)data_pos, B, tok, lab, NULL);
     data_pos += (uint64_t)B;
     at_itensor *ti = at_inew(c, AT_SHAPE(B, T)), *li = at_inew(c, AT_SHAPE(B, T));
     at_tensor *loss = NULL;
+    at_mixer_io io;
+    double lm = NAN;
     int64_t n_lab = 0, n_cor = 0;
     if (ti && li) {
       memcpy(ti->data, tok, (size_t)(B * T) * sizeof *tok);
       memcpy(li->data, lab, (size_t)(B * T) * sizeof *lab);
-      loss = at_model_loss(c, m, ti, li, &n_lab, &n_cor);
+      loss = at_model_train_loss(c, m, ti, li, &stages[k].mode, &io, &lm, &n_lab, &n_cor);
     }
     if (!loss) {
       snprintf(why, sizeof why, "forward failed at step %lld: %s", (long long)step, at_errmsg());
       break;
     }
-    double lv = loss->data[0];
-    int bad = !isfinite(lv);
+    int bad = !isfinite(loss->data[0]);
     if (!bad) {
       at_params_zero_grad(m->params);
       if (at_backward(c, loss) != AT_OK) {
@@ -300,28 +374,34 @@ static at_status train_run(run_ctx *x) {
       }
     } else {
       bad_in_row = 0;
-      at_results_log_train(rr, step, lv);
-      loss_acc += lv, acc_lab += n_lab, acc_cor += n_cor, n_acc++;
+      at_results_log_train(rr, step, lm);
+      loss_acc += lm, acc_lab += n_lab, acc_cor += n_cor, n_acc++;
+      if (io.dsa_layers) {
+        double kl = io.dsa_kl / io.dsa_layers, recall = io.dsa_recall / io.dsa_layers;
+        at_results_log_series(rr, "indexer_kl", step, kl);
+        at_results_log_series(rr, "topk_recall", step, recall);
+        kl_acc += kl, recall_acc += recall, n_dsa++;
+      }
     }
     int last = ts.step == tc->steps;
     double now = at_now();
     if (n_acc && (pg->tty ? now - pg->last_draw > 0.2 || last : ts.step % tc->log_every == 0 || last)) {
       double tps = (double)ts.tokens / ts.train_seconds;
       double per_step = (now - t_run0) / (double)ts.step;
-      char eta[32];
+      char eta[32], dsa[64] = "";
       fmt_duration(per_step * (double)(tc->steps - ts.step), eta, sizeof eta);
-      status_line(pg, "[%s] step %lld/%lld  loss %.4f  acc %5.1f%%  %.0f tok/s  ETA %s", rc->name,
+      if (n_dsa)
+        snprintf(dsa, sizeof dsa, "  kl %.3f  recall %.1f%%", kl_acc / (double)n_dsa, 100 * recall_acc / (double)n_dsa);
+      status_line(pg, "[%s] step %lld/%lld  loss %.4f  acc %5.1f%%%s  %.0f tok/s  ETA %s", rc->name,
                   (long long)ts.step, (long long)tc->steps, loss_acc / (double)n_acc,
-                  acc_lab ? 100.0 * (double)acc_cor / (double)acc_lab : 0.0, tps, eta);
+                  acc_lab ? 100.0 * (double)acc_cor / (double)acc_lab : 0.0, dsa, tps, eta);
       pg->last_draw = now;
-      loss_acc = 0, acc_lab = acc_cor = n_acc = 0;
+      loss_acc = kl_acc = recall_acc = 0, acc_lab = acc_cor = n_acc = n_dsa = 0;
     }
     if (ts.step % tc->eval_every == 0 || last) {
       eval_result er;
-      st = evaluate(c, m, task, eval_n, B, &er);
-      if (st != AT_OK) {
+      if (evaluate(c, m, task, eval_n, B, &stages[k].mode, &er) != AT_OK) {
         snprintf(why, sizeof why, "%s", at_errmsg());
-        st = AT_OK;
         break;
       }
       at_results_log_eval(rr, ts.step - 1, er.loss, er.accuracy, er.n_groups ? er.group_accuracy : NULL);
@@ -330,7 +410,8 @@ static at_status train_run(run_ctx *x) {
       else
         say(pg, "[%s] eval @%lld: loss %.4f  accuracy %.2f%%\n", rc->name, (long long)ts.step, er.loss, 100 * er.accuracy);
     }
-    int ckpt = last || (tc->checkpoint_every > 0 && ts.step % tc->checkpoint_every == 0);
+    int leave = x->opts->stop_after > 0 && ts.step == x->opts->stop_after && !last;
+    int ckpt = last || leave || (tc->checkpoint_every > 0 && ts.step % tc->checkpoint_every == 0);
     if (ckpt || ts.step % tc->eval_every == 0) {
       ts.wall_seconds = at_now() - t_run0;
       ts.n_data_pos = 1;
@@ -340,11 +421,18 @@ static at_status train_run(run_ctx *x) {
       rr->train_seconds = ts.train_seconds, rr->wall_seconds = ts.wall_seconds;
       if ((st = at_results_write(x->results, x->results_path)) != AT_OK) goto done;
     }
+    if (leave) {
+      snprintf(why, sizeof why, "left at step %lld (--stop-after); continue with --resume", (long long)ts.step);
+      break;
+    }
   }
   rr->steps = ts.step, rr->skipped_steps = ts.skipped_steps, rr->train_tokens = ts.tokens;
   rr->train_seconds = ts.train_seconds, rr->wall_seconds = at_now() - t_run0;
-  if (why[0]) {
-    snprintf(rr->status, sizeof rr->status, "stopped: %s", why);
+  if (why[0] && strncmp(why, "left at", 7) == 0) {
+    snprintf(rr->status, sizeof rr->status, "interrupted: %.230s", why);
+    say(pg, "[%s] %s\n", rc->name, why);
+  } else if (why[0]) {
+    snprintf(rr->status, sizeof rr->status, "stopped: %.230s", why);
     say(pg, "[%s] stopped: %s\n", rc->name, why);
   } else {
     snprintf(rr->status, sizeof rr->status, "ok");

@@ -23,6 +23,8 @@ typedef struct at_train_opts {
   int resume;            /* continue from checkpoints; completed runs are kept */
   int progress;          /* 1: redraw one line on a terminal; 0: plain lines */
   FILE *log;             /* progress and summaries (stdout if NULL) */
+  int64_t stop_after;    /* > 0: leave each run after this many steps, checkpointed, as if
+                            interrupted (continue later with resume) */
 } at_train_opts;
 
 /* Creates the output directory (refusing one that cannot be written) and

@@ -14,6 +14,7 @@
 static void usage(FILE *f) {
   fprintf(f,
           "usage: train FILE [--set section.key=value]... [--out DIR] [--resume] [--dry-run]\n"
+          "             [--stop-after N]\n"
           "\n"
           "Trains every run of the experiment FILE (YAML) and writes results.h5, table.md,\n"
           "curves.png and checkpoints to results/<experiment>/ (or DIR).\n"
@@ -21,19 +22,29 @@ static void usage(FILE *f) {
           "  --set k=v   override a shared setting (train.steps=100, lr=3e-3, model.layers=[kda,full])\n"
           "  --out DIR   output directory\n"
           "  --resume    continue from the checkpoints in the output directory; finished runs are kept\n"
-          "  --dry-run   print each run's resolved configuration and parameter count, then stop\n");
+          "  --dry-run   print each run's resolved configuration and parameter count, then stop\n"
+          "  --stop-after N  leave each run after N steps with a checkpoint (continue with --resume)\n");
 }
 
 int main(int argc, char **argv) {
   const char *file = NULL, *out = NULL;
   const char **sets = calloc((size_t)argc, sizeof *sets);
   int n_sets = 0, resume = 0, dry = 0;
+  long long stop_after = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
       usage(stdout);
       free(sets);
       return 0;
+    } else if (!strcmp(a, "--stop-after")) {
+      char *end = NULL;
+      if (i + 1 == argc || (stop_after = strtoll(argv[i + 1], &end, 10)) <= 0 || *end) {
+        fprintf(stderr, "train: --stop-after needs a positive number of steps\n");
+        free(sets);
+        return 2;
+      }
+      i++;
     } else if (!strcmp(a, "--set") || !strcmp(a, "--out")) {
       if (i + 1 == argc) {
         fprintf(stderr, "train: %s needs a value\n", a);
@@ -83,7 +94,8 @@ int main(int argc, char **argv) {
       rc = 2;
     }
   } else {
-    at_train_opts o = {.out_dir = out, .resume = resume, .progress = isatty(STDOUT_FILENO), .log = stdout};
+    at_train_opts o = {.out_dir = out, .resume = resume, .progress = isatty(STDOUT_FILENO), .log = stdout,
+                       .stop_after = stop_after};
     int failed = 0;
     st = at_experiment_train(e, &o, &failed);
     if (st != AT_OK) {
