@@ -143,10 +143,19 @@ at_tensor *at_mla_decode_selected(at_ctx *c, const at_mla *L, at_tensor *x, at_t
       return at_fail(c, AT_E_SHAPE, "mla_decode: indices %s must be [%lld, 1, K]",
                      at_shape_str(indices->ndim, indices->shape, sx), (long long)B);
     K = indices->shape[2];
-    for (int64_t i = 0; i < indices->size; i++)
-      if (indices->data[i] < -1 || indices->data[i] > pos)
-        return at_fail(c, AT_E_ARG, "mla_decode: selected slot %d is not a causal key of position %lld",
-                       indices->data[i], (long long)pos);
+    unsigned char *seen = at_scratch(c, (size_t)(pos + 1));
+    if (!seen) return at_fail(c, AT_E_NOMEM, "mla_decode: out of step memory");
+    for (int64_t b = 0; b < B; b++) {
+      memset(seen, 0, (size_t)(pos + 1));
+      for (int64_t j = 0; j < K; j++) {
+        int32_t s = indices->data[b * K + j];
+        if (s < -1 || s > pos)
+          return at_fail(c, AT_E_ARG, "mla_decode: selected slot %d is not a causal key of position %lld",
+                         s, (long long)pos);
+        if (s >= 0 && seen[s]++)
+          return at_fail(c, AT_E_ARG, "mla_decode: slot %d is selected twice", s);
+      }
+    }
   }
   at_tensor *y = NULL;
   at_no_grad_begin(c);

@@ -93,7 +93,8 @@ int64_t at_mla_cache_dim(const at_mla *L);
 at_tensor *at_mla_decode(at_ctx *c, const at_mla *L, at_tensor *x, at_tensor *cache, int64_t pos);
 
 /* The same step attending only to the cache slots in `indices` [B, 1, K]
- * (entries -1, ignored, or 0 .. pos; the DSA layer's selection). */
+ * (entries -1, ignored, or 0 .. pos, none twice in a row; the DSA layer's
+ * selection); AT_E_ARG otherwise. */
 at_tensor *at_mla_decode_selected(at_ctx *c, const at_mla *L, at_tensor *x, at_tensor *cache,
                                   int64_t pos, const at_itensor *indices);
 

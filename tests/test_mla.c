@@ -63,6 +63,23 @@ Test(mla_layer, decode_refusals) {
   sel->data[0] = 0, sel->data[1] = 2; /* slot 2 is after position 1 */
   cr_expect(at_mla_decode_selected(c, L.state, x, cache, 1, sel) == NULL, "a future slot");
   at_ctx_reset(c);
+  x = AT_RANDN(c, 1, 1.0, 1, 1, 8), cache = AT_ZEROS(c, 1, 4, 8);
+  sel = at_inew(c, AT_SHAPE(1, 1, 3));
+  sel->data[0] = 1, sel->data[1] = -1, sel->data[2] = 1;
+  cr_expect(at_mla_decode_selected(c, L.state, x, cache, 2, sel) == NULL, "a repeated slot");
+  cr_expect(strstr(at_errmsg(), "twice") != NULL, "%s", at_errmsg());
+  at_ctx_reset(c);
+  /* a selection of every slot equals the full step */
+  x = AT_RANDN(c, 1, 1.0, 1, 1, 8), cache = AT_ZEROS(c, 1, 4, 8);
+  at_fill_normal(cache->data, cache->size, 3, 3, 0, 1);
+  sel = at_inew(c, AT_SHAPE(1, 1, 5));
+  const int32_t all[5] = {2, -1, 0, 3, 1};
+  memcpy(sel->data, all, sizeof all);
+  at_tensor *ys = at_mla_decode_selected(c, L.state, x, cache, 3, sel);
+  at_tensor *yf = at_mla_decode(c, L.state, x, cache, 3);
+  cr_assert(ys && yf, "%s", at_errmsg());
+  AT_EXPECT_CLOSE(ys->data, yf->data, yf->size, 1e-6, "every slot selected vs all slots");
+  at_ctx_reset(c);
   test_layer_free(&L);
   at_ctx_free(c);
 }
