@@ -100,11 +100,10 @@ static void indexer(at_ctx *c, const at_dsa_layer *L, at_tensor *x, at_tensor *c
   *wi = at_scale(c, at_linear(c, xd, L->w_wi, NULL), 1.0 / sqrt((double)(L->hi * L->di)));
 }
 
-static at_tensor *dsa_forward(at_ctx *c, void *layer, at_tensor *x, const at_mixer_io *io_in) {
+static at_tensor *dsa_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
   const at_dsa_layer *L = layer;
   /* The io's out fields (aux_loss, statistics) are written through it: the
    * model passes its own, writable at_mixer_io. */
-  at_mixer_io *io = (at_mixer_io *)io_in;
   int64_t pos0 = io ? io->pos0 : 0;
   int sparse = io && io->dsa.sparse, want_loss = io && io->dsa.indexer_loss;
   at_mla_qkv p;

@@ -228,7 +228,7 @@ static at_status mla_create(const at_model_cfg *cfg, int layer_index, at_params 
 
 static void mla_init(void *layer, const at_model_cfg *cfg, uint64_t seed) { at_mla_init(layer, cfg, seed); }
 
-static at_tensor *mla_forward(at_ctx *c, void *layer, at_tensor *x, const at_mixer_io *io) {
+static at_tensor *mla_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
   const at_mla *L = layer;
   at_mla_qkv p;
   at_mla_project(c, L, x, io ? io->pos0 : 0, &p);
