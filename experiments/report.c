@@ -194,7 +194,7 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
     for (int c = 0; c < nc; c++) {
       const cell *cl = &cells[r * nc + c];
       char v[64], bp[256] = "";
-      fmt_metric(metric, text, cl->value, v, sizeof v);
+      fmt_metric(metric, cl->best >= 0 ? e->runs[cl->best].data.kind == AT_TASK_TEXT : text, cl->value, v, sizeof v);
       if (cl->best >= 0) best_point_of(e, &e->runs[cl->best], bp, sizeof bp);
       fprintf(f, " %s%s%s%s |", v, bp[0] ? " (" : "", bp, bp[0] ? ")" : "");
     }

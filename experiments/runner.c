@@ -400,7 +400,8 @@ static at_status train_run(run_ctx *x) {
     }
     if (ts.step % tc->eval_every == 0 || last) {
       eval_result er;
-      if (evaluate(c, m, task, eval_n, B, &stages[k].mode, &er) != AT_OK) {
+      at_dsa_mode em = {stages[k].mode.sparse, 0}; /* no indexer loss when evaluating */
+      if (evaluate(c, m, task, eval_n, B, &em, &er) != AT_OK) {
         snprintf(why, sizeof why, "%s", at_errmsg());
         break;
       }

@@ -740,7 +740,7 @@ static at_status resolve_model(const at_ynode *mm, const at_task_cfg *d, at_cfg_
       if (o->rope_dim < 0) o->rope_dim = o->position == AT_POS_ROPE ? AT_MAX(2, o->head_dim / 2 / 2 * 2) : 0;
     }
     if (!used[k]) continue;
-    if ((k == AT_MIXER_FULL || k == AT_MIXER_DSA) && o->position == AT_POS_ROPE && o->head_dim % 2)
+    if (k == AT_MIXER_FULL && o->position == AT_POS_ROPE && o->head_dim % 2)
       return at_cfg_fail(at_yt_get(om, "head_dim") ? loc_of(om, "head_dim", mfb) : loc_of2(mm, "n_heads", "d_model", fb),
                          "mixer %s uses RoPE, which needs an even head_dim (got %lld%s)", kn,
                          (long long)o->head_dim, at_yt_get(om, "head_dim") ? "" : " = d_model / n_heads");
@@ -796,6 +796,10 @@ static at_status resolve_train(const at_ynode *tm, const at_task_cfg *d, const a
         return at_cfg_fail(sv && i < sv->n ? sv->v[i]->at : sat,
                            "stage '%s' uses the DSA indexer (trainable: indexer, sparse or indexer_loss) "
                            "but model.layers has no dsa layer", st->name);
+      if (st->trainable == AT_TRAINABLE_INDEXER && !st->indexer_loss)
+        return at_cfg_fail(sv && i < sv->n ? sv->v[i]->at : sat,
+                           "stage '%s' trains only the indexer, whose only loss is the indexer's KL: "
+                           "set indexer_loss: true", st->name);
     }
     if (sum != t->steps)
       return at_cfg_fail(sat, "train.stages take %lld steps in all but train.steps is %lld", (long long)sum,

@@ -170,7 +170,7 @@ static at_tensor *decay_gate(at_ctx *c, const delta_layer *L, at_tensor *f, int 
   return at_mul(c, at_softplus(c, f), at_scale(c, A, -1.0));
 }
 
-static at_tensor *delta_forward(at_ctx *c, void *layer, at_tensor *x, const at_mixer_io *io) {
+static at_tensor *delta_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
   (void)io;
   delta_layer *L = layer;
   if (!x) return NULL;

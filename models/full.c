@@ -56,7 +56,7 @@ static void full_init(void *layer, const at_model_cfg *cfg, uint64_t seed) {
   at_layer_init_normal(L->wo, seed, std / sqrt(2.0 * (double)cfg->n_layers));
 }
 
-static at_tensor *full_forward(at_ctx *c, void *layer, at_tensor *x, const at_mixer_io *io) {
+static at_tensor *full_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
   full_layer *L = layer;
   if (!x) return NULL;
   int64_t B = x->shape[0], T = x->shape[1];

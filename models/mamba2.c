@@ -121,7 +121,7 @@ static at_tensor *repeat_heads(at_ctx *c, at_tensor *x, int64_t H) {
   return at_concat(c, xs, (int)H, 2);
 }
 
-static at_tensor *mamba2_forward(at_ctx *c, void *layer, at_tensor *x, const at_mixer_io *io) {
+static at_tensor *mamba2_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
   (void)io;
   mamba2_layer *L = layer;
   if (!x) return NULL;

@@ -6,6 +6,8 @@ extern const at_mixer_impl at_mixer_deltanet; /* models/delta_layers.c */
 extern const at_mixer_impl at_mixer_gdn;
 extern const at_mixer_impl at_mixer_kda;
 extern const at_mixer_impl at_mixer_mamba2;   /* models/mamba2.c */
+extern const at_mixer_impl at_mixer_mla;
+extern const at_mixer_impl at_mixer_dsa;
 
 const at_mixer_impl *at_mixer_impl_of(at_mixer_kind k) {
   switch (k) {
@@ -14,6 +16,8 @@ const at_mixer_impl *at_mixer_impl_of(at_mixer_kind k) {
     case AT_MIXER_GDN: return &at_mixer_gdn;
     case AT_MIXER_KDA: return &at_mixer_kda;
     case AT_MIXER_MAMBA2: return &at_mixer_mamba2;
+    case AT_MIXER_MLA: return &at_mixer_mla;
+    case AT_MIXER_DSA: return &at_mixer_dsa;
     default: return NULL;
   }
 }

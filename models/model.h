@@ -44,8 +44,9 @@ typedef struct at_mixer_impl {
                       void **layer);
   /* Initialises the parameters (after the store is finalized). */
   void (*init)(void *layer, const at_model_cfg *cfg, uint64_t seed);
-  /* x [B, T, d_model] -> [B, T, d_model]. */
-  at_tensor *(*forward)(at_ctx *c, void *layer, at_tensor *x, const at_mixer_io *io);
+  /* x [B, T, d_model] -> [B, T, d_model]; io: the stage in, statistics and
+   * auxiliary losses out. */
+  at_tensor *(*forward)(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io);
   /* Inference memory per layer: cache elements each token adds (softmax
    * attention), and fixed state elements (recurrent mixers). */
   int64_t (*cache_per_token)(const void *layer);

@@ -55,30 +55,76 @@ static void expect_matches(at_h5 *got, const char *gname, at_h5 *want, const cha
   free(a), free(b);
 }
 
-static void check_golden(const char *file) {
-  char in[1024], out[256], msg[2048];
+/* Runs `op` on a golden file and compares the named outputs (1e-5) and
+ * gradients (1e-4) with the file's outputs/ and grads/. */
+static void check_golden_op(const char *file, const char *op, const char *const *outs,
+                            const char *const *grads) {
+  char in[1024], out[256], msg[2048], want[128];
   snprintf(in, sizeof in, "%s/tests/golden/%s", source_dir(), file);
   tmpname(out, "golden");
-  const char *argv[] = {"probe", "attn", in, out};
+  const char *argv[] = {"probe", op, in, out};
   cr_assert(run_probe(4, argv, msg, sizeof msg) == 0, "%s: %s", file, msg);
   at_h5 *g, *w;
   cr_assert(at_h5_open(out, &g) == AT_OK, "%s", at_errmsg());
   cr_assert(at_h5_open(in, &w) == AT_OK, "%s", at_errmsg());
-  expect_matches(g, "o", w, "outputs/o", 1e-5, file);
-  expect_matches(g, "dq", w, "grads/dq", 1e-4, file);
-  expect_matches(g, "dk", w, "grads/dk", 1e-4, file);
-  expect_matches(g, "dv", w, "grads/dv", 1e-4, file);
-  char *op = NULL;
-  cr_expect(at_h5_get_attr_str(g, "/", "op", &op) == AT_OK && op && strcmp(op, "attn") == 0);
-  free(op);
+  for (int i = 0; outs[i]; i++) {
+    snprintf(want, sizeof want, "outputs/%s", outs[i]);
+    expect_matches(g, outs[i], w, want, 1e-5, file);
+  }
+  for (int i = 0; grads[i]; i++) {
+    snprintf(want, sizeof want, "grads/%s", grads[i]);
+    expect_matches(g, grads[i], w, want, 1e-4, file);
+  }
+  char *name = NULL;
+  cr_expect(at_h5_get_attr_str(g, "/", "op", &name) == AT_OK && name && strcmp(name, op) == 0);
+  free(name);
   at_h5_close(g);
   at_h5_close(w);
   remove(out);
 }
 
+static void check_golden(const char *file) {
+  static const char *const outs[] = {"o", NULL}, *const grads[] = {"dq", "dk", "dv", NULL};
+  check_golden_op(file, "attn", outs, grads);
+}
+
 Test(probe, golden_attn_mha) { check_golden("attn_mha.h5"); }
 Test(probe, golden_attn_gqa) { check_golden("attn_gqa.h5"); }
 Test(probe, golden_attn_mqa_window) { check_golden("attn_mqa_window.h5"); }
+
+/* The linear family with initial state and dht: o, final_state and every
+ * gradient including dinitial_state. */
+Test(probe, golden_linear_family) {
+  static const char *const outs[] = {"o", "final_state", NULL};
+  static const char *const g_delta[] = {"dq", "dk", "dv", "dbeta", "dinitial_state", NULL};
+  static const char *const g_gated[] = {"dq", "dk", "dv", "dg", "dbeta", "dinitial_state", NULL};
+  static const char *const g_gla[] = {"dq", "dk", "dv", "dg", "dinitial_state", NULL};
+  check_golden_op("delta_rule.h5", "delta_rule", outs, g_delta);
+  check_golden_op("gated_delta_rule.h5", "gated_delta_rule", outs, g_gated);
+  check_golden_op("kda.h5", "kda", outs, g_gated);
+  check_golden_op("simple_gla.h5", "simple_gla", outs, g_gla);
+}
+
+/* DSA: fla's golden indices contain ties among equal scores, so only o and
+ * the gradients are compared here (test_dsa checks the selection). */
+Test(probe, golden_dsa) {
+  static const char *const outs[] = {NULL}, *const grads[] = {NULL};
+  check_golden_op("dsa.h5", "dsa_indexer", outs, grads);
+  char in[1024], out[256], msg[2048];
+  snprintf(in, sizeof in, "%s/tests/golden/dsa.h5", source_dir());
+  tmpname(out, "dsa");
+  const char *argv[] = {"probe", "dsa", in, out};
+  cr_assert(run_probe(4, argv, msg, sizeof msg) == 0, "%s", msg);
+  at_h5 *g;
+  cr_assert(at_h5_open(out, &g) == AT_OK);
+  int nd;
+  int64_t shape[4];
+  cr_expect(at_h5_shape(g, "indices", &nd, shape) == AT_OK && nd == 3 && shape[2] == 8);
+  cr_expect(at_h5_exists(g, "o") && at_h5_exists(g, "dq") && at_h5_exists(g, "dk") && at_h5_exists(g, "dv"));
+  cr_expect(!at_h5_exists(g, "dq_idx"), "selector inputs get no gradient");
+  at_h5_close(g);
+  remove(out);
+}
 
 /* Writes q, k, v, do at the top level as float64 (optionally leaving one
  * out or giving `do` a wrong shape), with root attributes scale and

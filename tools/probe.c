@@ -18,7 +18,8 @@
  * OUT.h5 (float32, written to OUT.h5.tmp and renamed when complete)
  *   - the outputs (`o`, `final_state`, ...), and `d<input>` for every
  *     differentiable input present: the gradient of
- *     sum(o * do) [+ sum(final_state * dht)];
+ *     sum(o * do) [+ sum(final_state * dht)]; `indices` (int32, -1 padded)
+ *     for the DSA ops;
  *   - a root attribute `op`.
  * Exit status 0 on success; 2, with a message on stderr, for a bad command
  * line, an unknown op, a missing or unreadable file, a missing input, a
@@ -65,6 +66,8 @@ typedef struct probe_run {
   at_h5 *in;
   at_tensor *x[PROBE_MAX_IN];  /* inputs in table order (NULL: optional, absent) */
   at_tensor *y[PROBE_MAX_OUT]; /* outputs in table order, set by the run function */
+  const at_itensor *ints;      /* an integer output (selected indices), or NULL */
+  const char *ints_name;
 } probe_run;
 
 /* Builds the outputs from the inputs on r->c (recording on the tape);
@@ -118,12 +121,88 @@ static at_status run_attn(probe_run *r) {
   return probe_result(r, at_attention(r->c, r->x[0], r->x[1], r->x[2], &o), 0);
 }
 
+/* The linear-attention family: options scale, chunk_size, recurrent. */
+static at_status run_lin(probe_run *r, at_lin_kind kind) {
+  at_lin_opts o = {0, 0, AT_LIN_CHUNK};
+  int64_t rec = 0;
+  at_status st = probe_opt_double(r, "scale", 0, &o.scale);
+  if (st == AT_OK) st = probe_opt_int(r, "chunk_size", 0, &o.chunk_size);
+  if (st == AT_OK) st = probe_opt_int(r, "recurrent", 0, &rec);
+  if (st != AT_OK) return st;
+  if (rec) o.form = AT_LIN_RECURRENT;
+  /* inputs in table order: q k v [g] [beta] initial_state */
+  at_tensor *q = r->x[0], *k = r->x[1], *v = r->x[2], *g = NULL, *beta = NULL, *h0;
+  int i = 3;
+  if (kind != AT_LIN_DELTA_RULE) g = r->x[i++];
+  if (kind != AT_LIN_SIMPLE_GLA) beta = r->x[i++];
+  h0 = r->x[i];
+  at_tensor *ht = NULL;
+  if ((st = probe_result(r, at_lin_attn(r->c, kind, q, k, v, g, beta, h0, &ht, &o), 0)) != AT_OK) return st;
+  return probe_result(r, ht, 1);
+}
+static at_status run_delta_rule(probe_run *r) { return run_lin(r, AT_LIN_DELTA_RULE); }
+static at_status run_gated_delta_rule(probe_run *r) { return run_lin(r, AT_LIN_GATED_DELTA_RULE); }
+static at_status run_kda(probe_run *r) { return run_lin(r, AT_LIN_KDA); }
+static at_status run_simple_gla(probe_run *r) { return run_lin(r, AT_LIN_SIMPLE_GLA); }
+
+static at_status probe_topk(probe_run *r, int64_t *topk) {
+  at_status st = probe_opt_int(r, "topk", -1, topk);
+  if (st == AT_OK && *topk < 1) st = at_error(AT_E_ARG, "the root attribute topk (a positive integer) is required");
+  return st;
+}
+
+static at_status run_dsa(probe_run *r) {
+  at_dsa_opts o = {0, 0};
+  int64_t topk;
+  at_status st = probe_topk(r, &topk);
+  if (st == AT_OK) st = probe_opt_double(r, "scale", 0, &o.scale);
+  if (st != AT_OK) return st;
+  at_itensor *idx = NULL;
+  st = probe_result(r, at_dsa(r->c, r->x[0], r->x[1], r->x[2], r->x[3], r->x[4], r->x[5], topk, &o, &idx), 0);
+  r->ints = idx, r->ints_name = "indices";
+  return st;
+}
+
+static at_status run_dsa_indexer(probe_run *r) {
+  int64_t topk;
+  at_status st = probe_topk(r, &topk);
+  if (st != AT_OK) return st;
+  r->ints = at_dsa_topk(r->c, r->x[0], r->x[1], r->x[2], topk, 0);
+  r->ints_name = "indices";
+  return r->ints ? AT_OK : at_ctx_status(r->c);
+}
+
+#define LIN_OPTIONS "scale (default K^-1/2), chunk_size (default 64), recurrent (0: chunkwise, 1: token by token)"
+#define LIN_OUTPUTS {{"o", "do", 0}, {"final_state", "dht", PROBE_OPTIONAL}}
+
 static const probe_op probe_ops[] = {
     {"attn", "causal softmax attention; k, v may have fewer heads than q (GQA/MQA)",
      "scale (default D^-1/2), window_size (keys i-W+1..i; default 0: none)",
      {{"q", 0}, {"k", 0}, {"v", 0}},
      {{"o", "do", 0}},
      run_attn},
+    {"delta_rule", "DeltaNet: S <- S + beta k (v - S^T k)^T, o = S^T q", LIN_OPTIONS,
+     {{"q", 0}, {"k", 0}, {"v", 0}, {"beta", 0}, {"initial_state", PROBE_OPTIONAL}},
+     LIN_OUTPUTS, run_delta_rule},
+    {"gated_delta_rule", "Gated DeltaNet: S <- exp(g) S, then the delta update (g [B,T,H])", LIN_OPTIONS,
+     {{"q", 0}, {"k", 0}, {"v", 0}, {"g", 0}, {"beta", 0}, {"initial_state", PROBE_OPTIONAL}},
+     LIN_OUTPUTS, run_gated_delta_rule},
+    {"kda", "Kimi Delta Attention: S <- diag(exp g) S, then the delta update (g [B,T,H,K])", LIN_OPTIONS,
+     {{"q", 0}, {"k", 0}, {"v", 0}, {"g", 0}, {"beta", 0}, {"initial_state", PROBE_OPTIONAL}},
+     LIN_OUTPUTS, run_kda},
+    {"simple_gla", "scalar-gated linear attention (Mamba-2 / SSD core): S <- exp(g) S + k v^T", LIN_OPTIONS,
+     {{"q", 0}, {"k", 0}, {"v", 0}, {"g", 0}, {"initial_state", PROBE_OPTIONAL}},
+     LIN_OUTPUTS, run_simple_gla},
+    {"dsa", "DeepSeek sparse attention: lightning-indexer top-k, attention over the selected keys (writes indices too)",
+     "topk (required), scale (default D^-1/2)",
+     {{"q", 0}, {"k", 0}, {"v", 0}, {"q_idx", PROBE_NO_GRAD}, {"k_idx", PROBE_NO_GRAD},
+      {"w_idx", PROBE_NO_GRAD | PROBE_OPTIONAL}},
+     {{"o", "do", 0}},
+     run_dsa},
+    {"dsa_indexer", "the lightning indexer's causal top-k selection alone (indices, -1 padded)", "topk (required)",
+     {{"q_idx", PROBE_NO_GRAD}, {"k_idx", PROBE_NO_GRAD}, {"w_idx", PROBE_NO_GRAD | PROBE_OPTIONAL}},
+     {{NULL, NULL, 0}},
+     run_dsa_indexer},
 };
 
 /* ---- the shared driver ------------------------------------------------------ */
@@ -253,6 +332,8 @@ static int probe(const char *name, const char *in_path, const char *out_path, FI
     snprintf(dname, sizeof dname, "d%s", op->in[i].name);
     if ((st = at_h5_write_real(out, dname, x->ndim, x->shape, g)) != AT_OK) goto fail;
   }
+  if (r.ints && (st = at_h5_write_int(out, r.ints_name, r.ints->ndim, r.ints->shape, r.ints->data)) != AT_OK)
+    goto fail;
   if ((st = at_h5_set_attr_str(out, "/", "op", op->name)) != AT_OK) goto fail;
   st = at_h5_commit(out);
   out = NULL;

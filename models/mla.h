@@ -1,0 +1,113 @@
+/* models/mla.h: multi-head latent attention (DeepSeek-V2) and the DeepSeek
+ * sparse attention layer built on it (DeepSeek-V3.2), beyond the mixer
+ * interface of models/model.h: the layers' structure (for the DSA layer,
+ * which embeds an MLA, and for tests) and the single-token generation forms.
+ *
+ * MLA, per token x [d] (d = d_model, H heads, hd = head_dim, dr = rope_dim,
+ * dc = kv_rank, dq = q_rank):
+ *
+ *   c_Q  = RMSNorm(W_DQ x)                       [dq]   (q_rank > 0; else c_Q = x)
+ *   q_i  = [RoPE(q^R_i); q^C_i] = split(W_UQ c_Q)  per head i, [dr + hd]
+ *   c_KV = RMSNorm(W_DKV x)                      [dc]   the latent (cached)
+ *   k_R  = RoPE(W_KR x)                          [dr]   ONE rotary key shared by all heads (cached)
+ *   k_i  = [k_R; W_UK,i c_KV],  v_i = W_UV,i c_KV       [dr + hd], [hd]
+ *   o_i  = sum_s softmax_s(q_i . k_{s,i} / sqrt(hd + dr)) v_{s,i}   (causal)
+ *   y    = W_O [o_1; ...; o_H]
+ *
+ * The rotary part comes FIRST in each query/key head ([rope | nope]; the
+ * paper writes [nope; rope]: a dot product does not depend on the order, and
+ * this way at_rope rotates exactly the first dr dims). RoPE is rotate-half
+ * (non-interleaved). rope_dim 0 is NoPE (Kimi Linear's MLA): no W_KR, no
+ * rotary query part, the scale is hd^-1/2.
+ *
+ * Training uses this explicit form on top of the fused full-attention kernel
+ * (at_attention with D = dr + hd, Dv = hd). Generation uses the absorbed form:
+ * W_UK,i is folded into the query (q^lat_i = W_UK,i^T q^C_i, [dc]) and W_UV,i
+ * after the attention, so the attention runs in MQA mode over the cache
+ * [k_R; c_KV] (dr + dc per token) with value c_KV:
+ *
+ *   score_{s,i} = ([q^R_i; q^lat_i] . [k_R,s; c_KV,s]) / sqrt(hd + dr)
+ *   o_i = W_UV,i sum_s softmax_s(score_{s,i}) c_KV,s
+ *
+ * which equals the explicit form exactly in exact arithmetic.
+ *
+ * Parameters (under the mixer prefix, e.g. "layers.0.mla."): w_dq [dq, d],
+ * q_norm [dq], w_uq [H (dr+hd), d or dq] (named w_q without compression),
+ * w_dkv [dc, d], kv_norm [dc], w_kr [dr, d] (dr > 0), w_uk [H hd, dc],
+ * w_uv [H hd, dc], w_o [d, H hd]. A DSA layer adds its lightning indexer in
+ * the parameter group AT_GROUP_INDEXER: w_qi [HI DI, dq or d], w_ki [DI, d],
+ * k_norm_w, k_norm_b [DI] (LayerNorm, eps 1e-6), w_wi [HI, d].
+ */
+#ifndef AT_MODELS_MLA_H
+#define AT_MODELS_MLA_H
+
+#include "models/model.h"
+
+typedef struct at_mla {
+  int64_t d, h, hd, dr, dc, dq;  /* d_model, heads, head_dim, rope_dim, kv_rank, q_rank */
+  double rope_theta, norm_eps;
+  at_tensor *w_dq, *q_norm, *w_uq; /* w_uq is w_q when dq == 0 (then w_dq = q_norm = NULL) */
+  at_tensor *w_dkv, *kv_norm, *w_kr, *w_uk, *w_uv, *w_o;
+} at_mla;
+
+/* The DSA layer: MLA main attention plus a lightning indexer with HI heads
+ * of dim DI (RoPE on its first dr dims when the layer uses RoPE). */
+typedef struct at_dsa_layer {
+  at_mla mla;                    /* first member: an at_dsa_layer* is an at_mla* */
+  int64_t hi, di, topk;
+  at_tensor *w_qi, *w_ki, *k_norm_w, *k_norm_b, *w_wi;
+} at_dsa_layer;
+
+/* Declares an MLA's parameters under `prefix` from the options of mixer
+ * `kind` (AT_MIXER_MLA, or AT_MIXER_DSA for the DSA layer's main attention),
+ * resolving unset options as the experiment loader does (kv_rank 0 ->
+ * 4 head_dim, rope_dim -1 -> head_dim / 2 rounded down to even with RoPE, 0
+ * without); AT_E_ARG with a message on bad options. at_mla_init initialises
+ * them (after the store is finalized). */
+at_status at_mla_declare(at_mla *L, const at_model_cfg *cfg, at_mixer_kind kind, at_params *p,
+                         const char *prefix);
+void at_mla_init(at_mla *L, const at_model_cfg *cfg, uint64_t seed);
+
+/* The explicit projections of one forward: x [B, T, d] at positions
+ * pos0 .. pos0+T-1 -> q, k [B, T, H, dr+hd] (rotated), v [B, T, H, hd], and
+ * the query latent c_Q [B, T, dq] (NULL without query compression). */
+typedef struct at_mla_qkv {
+  at_tensor *q, *k, *v, *cq;
+} at_mla_qkv;
+void at_mla_project(at_ctx *c, const at_mla *L, at_tensor *x, int64_t pos0, at_mla_qkv *out);
+/* o [B, T, H, hd] -> y = W_O o [B, T, d]. */
+at_tensor *at_mla_output(at_ctx *c, const at_mla *L, at_tensor *o);
+/* The softmax scale (hd + dr)^-1/2. */
+double at_mla_scale(const at_mla *L);
+
+/* Elements per token of the latent cache: dr + dc (layout [k_R | c_KV]). */
+int64_t at_mla_cache_dim(const at_mla *L);
+
+/* One generation step in the absorbed form. x [B, 1, d] is the layer's input
+ * (after the block's norm) for the token at position pos; its cache entry
+ * [k_R | c_KV] is written into slot pos of `cache` [B, S, dr+dc] (0 <= pos <
+ * S; slots 0 .. pos-1 must hold the earlier tokens' entries), then the token
+ * attends to slots 0 .. pos. Returns y [B, 1, d], equal to row pos of the
+ * explicit layer forward over positions 0 .. pos. Inference only: nothing is
+ * recorded, and `cache` is the one thing written. */
+at_tensor *at_mla_decode(at_ctx *c, const at_mla *L, at_tensor *x, at_tensor *cache, int64_t pos);
+
+/* The same step attending only to the cache slots in `indices` [B, 1, K]
+ * (entries -1, ignored, or 0 .. pos, none twice in a row; the DSA layer's
+ * selection); AT_E_ARG otherwise. */
+at_tensor *at_mla_decode_selected(at_ctx *c, const at_mla *L, at_tensor *x, at_tensor *cache,
+                                  int64_t pos, const at_itensor *indices);
+
+/* Index-key elements per token of a DSA layer's cache (DI). */
+int64_t at_dsa_layer_index_dim(const at_dsa_layer *L);
+
+/* One generation step of a DSA layer: as at_mla_decode, plus the token's
+ * index key written into slot pos of `index_cache` [B, S, DI]; with `sparse`
+ * the token attends only to the indexer's top-k slots (at_dsa_topk_decode),
+ * otherwise to all of 0 .. pos. Equal to row pos of the layer forward in the
+ * same mode (sparse selections computed in float may swap two keys whose
+ * index scores differ by a rounding error; see at_dsa_topk_decode). */
+at_tensor *at_dsa_layer_decode(at_ctx *c, const at_dsa_layer *L, at_tensor *x, at_tensor *cache,
+                               at_tensor *index_cache, int64_t pos, int sparse);
+
+#endif
