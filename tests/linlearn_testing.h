@@ -107,8 +107,24 @@ static inline learn_result train_mqar(at_mixer_kind kind, int64_t steps, int64_t
   return r;
 }
 
-static inline void expect_learns(at_mixer_kind kind, int64_t steps, double min_acc) {
-  learn_result r = train_mqar(kind, steps, 16, 1e-2);
+/* Under AddressSanitizer (the debug build: -O0 kernels, ~20x slower) only
+ * the first 40 steps run and the training loss must fall by 0.35 (measured
+ * 0.55..0.72): the sanitizers check the whole training path, the release
+ * build checks the learning. */
+#if defined(__SANITIZE_ADDRESS__)
+#define AT_LEARN_SHORT 1
+#else
+#define AT_LEARN_SHORT 0
+#endif
+
+static inline void expect_learns(at_mixer_kind kind, double min_acc) {
+  if (AT_LEARN_SHORT) {
+    learn_result r = train_mqar(kind, 40, 16, 1e-2);
+    cr_expect(r.last_loss < r.first_loss - 0.35, "%s: training loss %.3f -> %.3f in 40 steps",
+              at_mixer_name(kind), r.first_loss, r.last_loss);
+    return;
+  }
+  learn_result r = train_mqar(kind, 250, 16, 1e-2);
   /* ln 32 = 3.47: what knowing only that the answer is some value gives */
   cr_expect(r.last_loss < 2.9, "%s: training loss %.3f -> %.3f", at_mixer_name(kind), r.first_loss,
             r.last_loss);
