@@ -1,7 +1,8 @@
 /* The linear-attention mixer layers in float: the chunk form of a whole
  * layer equals its recurrent form (outputs and every gradient), a layer is
  * causal, and extreme decay gates (about -20 per token and beyond, and about
- * 0) give finite outputs and gradients. */
+ * 0) give finite outputs and gradients; experiments/linear_smoke.yaml builds. */
+#include "experiments/config.h"
 #include "linlayer_testing.h"
 
 static const at_mixer_kind kinds[] = {AT_MIXER_DELTANET, AT_MIXER_GDN, AT_MIXER_KDA, AT_MIXER_MAMBA2};
@@ -191,4 +192,35 @@ Test(linear_layers, state_sizes) {
     cr_expect_eq(L.impl->cache_per_token(L.layer), 0);
     layer_free(&L);
   }
+}
+
+/* experiments/linear_smoke.yaml loads and builds: one run per linear mixer
+ * (2 layers of it) and the 3:1 kda:full hybrid; only the full layer caches
+ * keys and values. */
+Test(linear_layers, smoke_experiment_builds) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/experiments/linear_smoke.yaml", AT_SOURCE_DIR);
+  at_experiment *e = NULL;
+  cr_assert(at_experiment_load(path, NULL, 0, &e) == AT_OK, "%s", at_errmsg());
+  cr_assert_eq(e->n_runs, 5);
+  const at_mixer_kind single[] = {AT_MIXER_DELTANET, AT_MIXER_GDN, AT_MIXER_KDA, AT_MIXER_MAMBA2};
+  for (int i = 0; i < e->n_runs; i++) {
+    const at_run_cfg *rc = &e->runs[i];
+    const at_model_cfg *mc = &rc->model;
+    if (i < 4) {
+      cr_expect_str_eq(rc->name, at_mixer_name(single[i]));
+      cr_expect(mc->n_layers == 2 && mc->layers[0] == single[i] && mc->layers[1] == single[i],
+                "%s: layers", rc->name);
+    } else {
+      cr_expect_str_eq(rc->name, "hybrid");
+      cr_expect(mc->n_layers == 4 && mc->layers[0] == AT_MIXER_KDA && mc->layers[2] == AT_MIXER_KDA &&
+                mc->layers[3] == AT_MIXER_FULL, "hybrid: layers");
+    }
+    at_model *m = NULL;
+    cr_assert(at_model_new(mc, rc->seed, &m) == AT_OK, "%s: %s", rc->name, at_errmsg());
+    cr_expect_eq(at_model_cache_per_token(m), i < 4 ? 0 : 2 * 32, "%s: cache per token", rc->name);
+    cr_expect(at_model_state_elems(m) > 0, "%s: no recurrent state", rc->name);
+    at_model_free(m);
+  }
+  at_experiment_free(e);
 }
