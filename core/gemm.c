@@ -2,6 +2,7 @@
 #include "core/gemm.h"
 
 #include <blis.h>
+#include <string.h>
 
 #include "core/threads.h"
 
@@ -24,33 +25,57 @@
 #define VL ((int64_t)(64 / sizeof(real))) /* reals per 64-byte vector */
 typedef real vreal __attribute__((vector_size(64), aligned(64)));
 
+static inline vreal vload(const real *p) {
+  vreal v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
 static void small_gemm(at_trans ta, at_trans tb, int64_t m, int64_t n, int64_t k, real alpha,
                        const real *a, int64_t rsa, int64_t csa, const real *b, int64_t rsb,
                        int64_t csb, real beta, real *c, int64_t rsc, int64_t csc) {
-  const int64_t np = (n + 2 * VL - 1) / (2 * VL) * (2 * VL); /* whole pairs of vectors */
   vreal bbuf[AT_GEMM_SMALL * (AT_GEMM_SMALL / VL + 2)];
-  real abuf[AT_GEMM_SMALL * AT_GEMM_SMALL + 4 * AT_GEMM_SMALL];
-  real *bp = (real *)bbuf;
+  real abuf[AT_GEMM_SMALL * AT_GEMM_SMALL], zeros[AT_GEMM_SMALL];
   if (ta == AT_T) { int64_t t = rsa; rsa = csa; csa = t; } /* op(A)[i,p] = a[i*rsa + p*csa] */
   if (tb == AT_T) { int64_t t = rsb; rsb = csb; csb = t; } /* op(B)[p,j] = b[p*rsb + j*csb] */
-  for (int64_t i = 0; i < m; i++)
-    for (int64_t p = 0; p < k; p++) abuf[i * k + p] = a[i * rsa + p * csa];
-  for (int64_t i = m; i < (m + 3) / 4 * 4; i++) /* rows beyond m read zeros */
-    for (int64_t p = 0; p < k; p++) abuf[i * k + p] = 0;
-  for (int64_t p = 0; p < k; p++) {
-    real *row = bp + p * np;
-    for (int64_t j = 0; j < n; j++) row[j] = b[p * rsb + j * csb];
-    for (int64_t j = n; j < np; j++) row[j] = 0;
+  /* op(A): rows used in place when contiguous, else packed */
+  const real *arows = a;
+  int64_t lda = rsa;
+  if (csa != 1) {
+    for (int64_t i = 0; i < m; i++)
+      for (int64_t p = 0; p < k; p++) abuf[i * k + p] = a[i * rsa + p * csa];
+    arows = abuf, lda = k;
+  }
+  memset(zeros, 0, (size_t)k * sizeof(real));
+  /* op(B): rows read in place when contiguous and whole vector pairs, else
+   * packed into rows of np (zero-padded) */
+  int64_t np = (n + 2 * VL - 1) / (2 * VL) * (2 * VL), ldb;
+  const real *brows;
+  if (csb == 1 && np == n) {
+    brows = b, ldb = rsb;
+  } else {
+    real *bp = (real *)bbuf;
+    if (csb == 1) {
+      for (int64_t p = 0; p < k; p++) {
+        memcpy(bp + p * np, b + p * rsb, (size_t)n * sizeof(real));
+        memset(bp + p * np + n, 0, (size_t)(np - n) * sizeof(real));
+      }
+    } else {
+      for (int64_t p = 0; p < k; p++) memset(bp + p * np + n, 0, (size_t)(np - n) * sizeof(real));
+      for (int64_t j = 0; j < n; j++) /* read along the stored rows (rsb is usually 1 here) */
+        for (int64_t p = 0; p < k; p++) bp[p * np + j] = b[p * rsb + j * csb];
+    }
+    brows = bp, ldb = np;
   }
   for (int64_t i = 0; i < m; i += 4) {
-    const real *a0 = abuf + i * k, *a1 = a0 + k, *a2 = a1 + k, *a3 = a2 + k;
     int64_t rows = AT_MIN(4, m - i);
+    const real *a0 = arows + i * lda, *a1 = rows > 1 ? a0 + lda : zeros, *a2 = rows > 2 ? a0 + 2 * lda : zeros,
+               *a3 = rows > 3 ? a0 + 3 * lda : zeros;
     for (int64_t j = 0; j < np; j += 2 * VL) {
       vreal c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-      const vreal *bv = (const vreal *)(bp + j);
-      const int64_t step = np / VL;
-      for (int64_t p = 0; p < k; p++, bv += step) {
-        vreal b0 = bv[0], b1 = bv[1];
+      const real *bv = brows + j;
+      for (int64_t p = 0; p < k; p++, bv += ldb) {
+        vreal b0 = vload(bv), b1 = vload(bv + VL);
         c00 += a0[p] * b0, c01 += a0[p] * b1;
         c10 += a1[p] * b0, c11 += a1[p] * b1;
         c20 += a2[p] * b0, c21 += a2[p] * b1;
@@ -60,6 +85,14 @@ static void small_gemm(at_trans ta, at_trans tb, int64_t m, int64_t n, int64_t k
       int64_t cols = AT_MIN(2 * VL, n - j);
       for (int64_t r = 0; r < rows; r++) {
         real *crow = c + (i + r) * rsc + j * csc;
+        if (csc == 1 && cols == 2 * VL) { /* whole vectors */
+          for (int h = 0; h < 2; h++) {
+            vreal v = alpha * acc[r][h];
+            if (beta != 0) v += beta * vload(crow + h * VL);
+            memcpy(crow + h * VL, &v, sizeof v);
+          }
+          continue;
+        }
         const real *v = (const real *)acc[r];
         if (beta == 0)
           for (int64_t q = 0; q < cols; q++) crow[q * csc] = alpha * v[q];

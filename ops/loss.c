@@ -14,6 +14,7 @@
 #include <tgmath.h>
 #include <string.h>
 
+#include "core/fastmath.h"
 #include "ops/util.h"
 
 typedef struct ce_saved {
@@ -36,7 +37,7 @@ static void ce_backward(at_ctx *c, at_node *nd) {
     if (l == ignore) continue;
     const real *zr = z->data + r * v;
     real *dr = dz + r * v, mx = sv->mx[r], ls = sv->ls[r];
-    for (int64_t j = 0; j < v; j++) dr[j] += scale * exp((zr[j] - mx) - ls);
+    for (int64_t j = 0; j < v; j++) dr[j] += scale * at_expr((zr[j] - mx) - ls);
     dr[l] -= scale;
   }
 }
@@ -77,7 +78,7 @@ at_tensor *at_cross_entropy(at_ctx *c, at_tensor *logits, const at_itensor *labe
     for (int64_t j = 1; j < v; j++)
       if (zr[j] > mx) mx = zr[j], arg = j;
     double s = 0;
-    for (int64_t j = 0; j < v; j++) s += exp(zr[j] - mx);
+    for (int64_t j = 0; j < v; j++) s += at_expr(zr[j] - mx);
     double ls = log(s);
     mxs[r] = mx, lss[r] = (real)ls;
     loss[r] = ls - (double)(zr[lab[r]] - mx);

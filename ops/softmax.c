@@ -14,6 +14,7 @@
  */
 #include <tgmath.h>
 
+#include "core/fastmath.h"
 #include "ops/util.h"
 
 typedef struct mask_map {
@@ -68,7 +69,7 @@ static int row_forward(const real *x, const real *m, int64_t mstep, int64_t n, i
   }
   double s = 0;
   for (int64_t j = 0; j < n; j++) {
-    real e = exp(y[j] - mx);
+    real e = at_expr(y[j] - mx);
     s += e;
     if (!log_out) y[j] = e;
   }
@@ -103,7 +104,7 @@ static void softmax_backward(at_ctx *c, at_node *nd) {
       for (int64_t j = 0; j < n; j++)
         if (yr[j] != -INFINITY) s += gr[j];
       for (int64_t j = 0; j < n; j++)
-        if (yr[j] != -INFINITY) dr[j] += gr[j] - (real)exp(yr[j]) * (real)s;
+        if (yr[j] != -INFINITY) dr[j] += gr[j] - at_expr(yr[j]) * (real)s;
     }
   }
 }

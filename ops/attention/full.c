@@ -32,13 +32,10 @@
 #include "core/gemm.h"
 #include "core/threads.h"
 #include "ops/attention/full.h"
+#include "core/fastmath.h"
 #include "ops/ops.h"
 
-#ifdef AT_DOUBLE
-#define EXP exp
-#else
-#define EXP expf
-#endif
+#define EXP at_expr /* vectorisable; exactly 0 for masked -inf */
 
 enum { BQ = AT_ATTN_TILE_Q, BK = AT_ATTN_TILE_K };
 
