@@ -171,6 +171,7 @@ static at_status check_runs(const at_ynode *v) {
 
 static at_status check_sweep(loader *L, const at_ynode *v) {
   at_status s;
+  L->n_sweep = 0; /* a --set of the sweep checks the whole new grid again */
   if ((s = at_cfg_expect_map(v, "sweep"))) return s;
   if (v->n > MAX_SWEEP_KEYS) return at_cfg_fail(v->kloc[MAX_SWEEP_KEYS], "at most %d sweep keys", MAX_SWEEP_KEYS);
   static const char *const sweep_top[] = {"seed", "data", "model", "train"};
@@ -271,7 +272,7 @@ static at_status check_top(loader *L, const at_ynode *m, int from_set) {
       at_train_cfg t;
       at_cfg_train_defaults(&t);
       s = at_cfg_apply_train(v, &t);
-    } else if ((!strcmp(k, "runs") || !strcmp(k, "sweep")) && from_set) {
+    } else if (!strcmp(k, "runs") && from_set) {
       s = at_cfg_fail(m->kloc[i], "'%s' can only be given in the file", k);
     } else if (!strcmp(k, "runs")) {
       s = check_runs(v);
@@ -310,8 +311,20 @@ static at_status apply_sets(loader *L, const char *const *sets, int n_sets) {
       val->s = "";
       val->at = at;
     }
+    if (!strcmp(parts[0], "sweep") && np > 2) { /* sweep.model.d_model=[...]: one dotted sweep key */
+      const char *rest = key + strlen("sweep.");
+      parts[1] = rest;
+      np = 2;
+    }
     const at_ynode *tree = at_yt_path_tree(L->a, parts, np, val, at);
     if (!tree) return nomem();
+    if (!strcmp(parts[0], "sweep")) { /* sweep=..., sweep.lr=[...]: replace keys of the grid */
+      const at_ynode *merged = at_yt_merge(L->a, L->shared, tree);
+      if (!merged) return nomem();
+      if ((s = check_sweep(L, at_yt_get(merged, "sweep")))) return s;
+      L->shared = merged;
+      continue;
+    }
     if ((s = check_top(L, tree, 1))) return s;
     if (!(L->shared = at_yt_merge(L->a, L->shared, tree))) return nomem();
   }
@@ -400,7 +413,7 @@ static at_status emit_yaml(loader *L, const at_experiment *e, at_run_cfg *rc, co
 
 static at_status expand(loader *L, at_experiment *e) {
   const at_ynode *runs = at_yt_get(L->root, "runs");
-  const at_ynode *sweep = at_yt_get(L->root, "sweep");
+  const at_ynode *sweep = at_yt_get(L->shared, "sweep");
   int n_base = runs ? runs->n : 1;
   long long points = 1;
   for (int k = 0; k < L->n_sweep && n_base * points <= MAX_RUNS; k++) points *= L->sweep[k].values->n;

@@ -388,6 +388,26 @@ Test(config_errors, set_arguments) {
   expect_set_error("example.yaml", "model..d_model=3", "has an empty part");
   /* found only once the runs are resolved: still reported at the --set */
   expect_set_error("example.yaml", "model.n_heads=3", "model.d_model 64 is not divisible by model.n_heads 3 (in run 'full lr=0.001')");
+  expect_set_error("example.yaml", "sweep.lr=[]", "sweep lr: expected a non-empty list of values");
+  expect_set_error("example.yaml", "sweep.model.d_modl=[32]", "unknown key 'd_modl' in model; did you mean 'd_model'?");
+}
+
+/* The grid can be replaced from the command line, key by key. */
+Test(config, set_replaces_sweep_keys) {
+  const char *one[] = {"sweep.lr=[3.0e-3]"};
+  at_experiment *e = load_ok_sets("example.yaml", one, 1);
+  cr_expect(e->n_runs == 2 && e->n_sweep == 1, "%d runs", e->n_runs);
+  cr_expect(e->runs[0].train.optim.lr == 3e-3);
+  at_experiment_free(e);
+  const char *grid[] = {"sweep.lr=[1.0e-3, 2.0e-3, 4.0e-3]", "sweep.seed=[1, 2]"};
+  e = load_ok_sets("example.yaml", grid, 2);
+  cr_expect(e->n_runs == 12 && e->n_sweep == 2, "%d runs", e->n_runs);
+  cr_expect(e->runs[11].seed == 2 && e->runs[11].train.optim.lr == 4e-3);
+  at_experiment_free(e);
+  const char *fresh[] = {"sweep={model.d_model: [32, 64]}"};
+  e = load_ok_sets("minimal.yaml", fresh, 1);
+  cr_expect(e->n_runs == 2 && e->runs[1].model.d_model == 64);
+  at_experiment_free(e);
 }
 
 Test(config_errors, first_error_in_file_order) {
