@@ -6,7 +6,8 @@
  * |r| <= ln2 / 2, e^r by its Taylor series to degree 7 (truncation below
  * 6e-9 relative, under float's rounding), 2^n built in the exponent bits.
  * Below -87.3 (e^x under the smallest normal float) it returns 0, so a
- * masked -INFINITY gives exactly 0; inputs above 88 give e^88 (about 1.7e38).
+ * masked -INFINITY gives exactly 0; inputs above 88 give e^88 (about 1.7e38);
+ * NaN gives NaN.
  * In the double library it is libm's exp, so gradient checks see exact
  * arithmetic.
  */
@@ -24,7 +25,7 @@ static inline real at_expr(real x) { return exp(x); }
 #else
 static inline real at_expr(real x) {
   const float lo = -87.3f, hi = 88.0f; /* 2^n stays finite: n <= 127 */
-  float xc = x < lo ? lo : (x > hi ? hi : x);
+  float xc = x >= lo ? (x <= hi ? x : hi) : lo; /* NaN takes lo: n stays in range */
   /* round to nearest with the 1.5 * 2^23 trick (|x / ln2| < 2^22 here) */
   float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   float r = (xc - n * 0.693145751953125f) - n * 1.42860682030941723e-6f; /* ln2 in two parts */
@@ -36,10 +37,10 @@ static inline real at_expr(real x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  int32_t e = ((int32_t)n + 127) << 23;
+  uint32_t e = (uint32_t)((int32_t)n + 127) << 23;
   float s;
   memcpy(&s, &e, sizeof s);
-  return x < lo ? 0.0f : p * s;
+  return x < lo ? 0.0f : (x == x ? p * s : x); /* NaN propagates */
 }
 #endif
 

@@ -396,7 +396,7 @@ Test(dsa_loss, gradcheck_both_stages) {
                      {0, 0, sparse}, no_w};
         u.idx = at_dsa_topk(c, qi, ki, w, z[7], 0);
         at_tensor *in[] = {qi, ki, w};
-        char what[64];
+        char what[96];
         snprintf(what, sizeof what, "dsa_indexer_loss case %d sparse %d no_w %d", i, sparse, no_w);
         AT_GRADCHECK(c, kl_fn, in, no_w ? 2 : 3, &u, what);
       }
