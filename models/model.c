@@ -104,8 +104,9 @@ static at_tensor *swiglu(at_ctx *c, const at_block *b, at_tensor *x) {
   return at_linear(c, at_mul(c, g, at_linear(c, x, b->w_up, NULL)), b->w_down, NULL);
 }
 
-/* The forward with a mixer io (mode in, aux losses and statistics out). */
-static at_tensor *forward(at_ctx *c, at_model *m, const at_itensor *tokens, at_mixer_io *io) {
+/* The forward up to the final norm, with a mixer io (mode in, aux losses and
+ * statistics out): [B, T, d_model]. */
+static at_tensor *hidden(at_ctx *c, at_model *m, const at_itensor *tokens, at_mixer_io *io) {
   const at_model_cfg *cfg = &m->cfg;
   if (tokens->ndim != 2)
     return at_fail(c, AT_E_SHAPE, "model: tokens must be [B, T], got rank %d", tokens->ndim);
@@ -122,8 +123,36 @@ static at_tensor *forward(at_ctx *c, at_model *m, const at_itensor *tokens, at_m
     x = at_add(c, x, b->mixer->forward(c, b->mixer_state, at_rmsnorm(c, x, b->norm1, cfg->norm_eps), io));
     if (b->w_gate) x = at_add(c, x, swiglu(c, b, at_rmsnorm(c, x, b->norm2, cfg->norm_eps)));
   }
-  x = at_rmsnorm(c, x, m->final_norm, cfg->norm_eps);
+  return at_rmsnorm(c, x, m->final_norm, cfg->norm_eps);
+}
+
+static at_tensor *head(at_ctx *c, at_model *m, at_tensor *x) {
   return at_linear(c, x, m->lm_head ? m->lm_head : m->tok_emb, NULL);
+}
+
+static at_tensor *forward(at_ctx *c, at_model *m, const at_itensor *tokens, at_mixer_io *io) {
+  return head(c, m, hidden(c, m, tokens, io));
+}
+
+/* The loss over the labelled positions. When at most half of them carry a
+ * label (MQAR labels a few queries per sequence), only their rows go through
+ * the LM head: the same loss and gradients for a fraction of the head's cost. */
+static at_tensor *labelled_loss(at_ctx *c, at_model *m, at_tensor *x, const at_itensor *labels,
+                                int64_t *n_labelled, int64_t *n_correct) {
+  if (!x) return NULL;
+  int64_t n = x->size / x->shape[x->ndim - 1], d = x->shape[x->ndim - 1], k = 0;
+  if (labels->size != n) return at_cross_entropy(c, head(c, m, x), labels, AT_IGNORE_LABEL, n_labelled, n_correct);
+  for (int64_t i = 0; i < n; i++) k += labels->data[i] != AT_IGNORE_LABEL;
+  if (k == 0 || 2 * k > n)
+    return at_cross_entropy(c, head(c, m, x), labels, AT_IGNORE_LABEL, n_labelled, n_correct);
+  at_itensor *rows = at_inew(c, AT_SHAPE(k, d)), *lab = at_inew(c, AT_SHAPE(k));
+  for (int64_t i = 0, j = 0; i < n; i++) {
+    if (labels->data[i] == AT_IGNORE_LABEL) continue;
+    for (int64_t e = 0; e < d; e++) rows->data[j * d + e] = i;
+    lab->data[j++] = labels->data[i];
+  }
+  at_tensor *sel = at_gather(c, AT_RESHAPE(c, x, n, d), 0, rows);
+  return at_cross_entropy(c, head(c, m, sel), lab, AT_IGNORE_LABEL, n_labelled, n_correct);
 }
 
 at_tensor *at_model_logits_mode(at_ctx *c, at_model *m, const at_itensor *tokens,
@@ -144,8 +173,7 @@ at_tensor *at_model_train_loss(at_ctx *c, at_model *m, const at_itensor *tokens,
   if (!io) io = &local;
   memset(io, 0, sizeof *io);
   if (mode) io->dsa = *mode;
-  at_tensor *logits = forward(c, m, tokens, io);
-  at_tensor *loss = at_cross_entropy(c, logits, labels, AT_IGNORE_LABEL, n_labelled, n_correct);
+  at_tensor *loss = labelled_loss(c, m, hidden(c, m, tokens, io), labels, n_labelled, n_correct);
   if (lm_loss) *lm_loss = loss ? loss->data[0] : NAN;
   return io->aux_loss ? at_add(c, loss, io->aux_loss) : loss;
 }
