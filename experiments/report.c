@@ -75,7 +75,7 @@ static at_status plot(const at_experiment *e, const at_results *res, const char 
   if (!g) return at_error(AT_E_IO, "%s: cannot write", gp);
   int acc = strcmp(metric, "eval_loss") != 0;
   fprintf(g, "# gnuplot script written by ./train; run: gnuplot %s\n", gp);
-  fprintf(g, "set terminal pngcairo size %d,700 font ',9'\nset output '%s'\n", 420 * (nc > 0 ? nc : 1) + 80, png);
+  fprintf(g, "set terminal pngcairo size %d,700 font ',9' noenhanced\nset output '%s'\n", 420 * (nc > 0 ? nc : 1) + 80, png);
   fprintf(g, "set multiplot layout 2,%d title '%s'\nset key bottom right font ',8'\nset grid\n", nc > 0 ? nc : 1, e->name);
   for (int panel = 0; panel < 2; panel++)
     for (int c = 0; c < nc; c++) {
