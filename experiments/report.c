@@ -177,12 +177,13 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
   }
   int text = e->n_runs && e->runs[0].data.kind == AT_TASK_TEXT;
   fprintf(f, "# %s\n\n", e->name);
-  fprintf(f, "Final %s%s (best point of the sweep over", strcmp(metric, "eval_loss") ? "evaluation accuracy" : "evaluation loss",
+  fprintf(f, "Final %s%s", strcmp(metric, "eval_loss") ? "evaluation accuracy" : "evaluation loss",
           text && !strcmp(metric, "eval_loss") ? " in bits per byte" : "");
   int any_best = 0;
   for (int k = 0; k < e->n_sweep; k++)
-    if (e->sweep_best[k]) fprintf(f, "%s %s", any_best++ ? "," : "", e->sweep_keys[k]);
-  fprintf(f, "%s).\n\n", any_best ? "" : " nothing: no sweep");
+    if (e->sweep_best[k])
+      fprintf(f, "%s %s", any_best++ ? "," : " (best point of the sweep over", e->sweep_keys[k]);
+  fprintf(f, "%s.\n\n", any_best ? ")" : "");
   /* pivot */
   fprintf(f, "| run |");
   for (int c = 0; c < nc; c++) fprintf(f, " %s |", cols[c][0] ? cols[c] : metric);
