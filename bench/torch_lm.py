@@ -13,8 +13,7 @@ random tokens. Prints one line:
     torch mixer=kda tokens_per_second=12345.6 step_ms=...
 
 The linear mixers' parameter names follow attnlab's (q_proj, f_proj.down,
-A_log, ...), so attnlab weights can be loaded for a value check
-(bench/check_linear_layers.py).
+A_log, ...).
 
 Needs python3-torch (Debian: apt-get install python3-torch). Never run by the
 tests; bench/compare.sh runs it next to attnlab's bench_train.

@@ -25,11 +25,9 @@
 #define VL ((int64_t)(64 / sizeof(real))) /* reals per 64-byte vector */
 typedef real vreal __attribute__((vector_size(64), aligned(64)));
 
-static inline vreal vload(const real *p) {
-  vreal v;
-  memcpy(&v, p, sizeof v);
-  return v;
-}
+/* An unaligned vector load; a macro, not a function, because returning a
+ * 64-byte vector from a function is an ABI question without AVX-512. */
+#define VLOAD(v, p) memcpy(&(v), (p), sizeof(vreal))
 
 static void small_gemm(at_trans ta, at_trans tb, int64_t m, int64_t n, int64_t k, real alpha,
                        const real *a, int64_t rsa, int64_t csa, const real *b, int64_t rsb,
@@ -75,7 +73,9 @@ static void small_gemm(at_trans ta, at_trans tb, int64_t m, int64_t n, int64_t k
       vreal c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
       const real *bv = brows + j;
       for (int64_t p = 0; p < k; p++, bv += ldb) {
-        vreal b0 = vload(bv), b1 = vload(bv + VL);
+        vreal b0, b1;
+        VLOAD(b0, bv);
+        VLOAD(b1, bv + VL);
         c00 += a0[p] * b0, c01 += a0[p] * b1;
         c10 += a1[p] * b0, c11 += a1[p] * b1;
         c20 += a2[p] * b0, c21 += a2[p] * b1;
@@ -88,7 +88,11 @@ static void small_gemm(at_trans ta, at_trans tb, int64_t m, int64_t n, int64_t k
         if (csc == 1 && cols == 2 * VL) { /* whole vectors */
           for (int h = 0; h < 2; h++) {
             vreal v = alpha * acc[r][h];
-            if (beta != 0) v += beta * vload(crow + h * VL);
+            if (beta != 0) {
+              vreal old;
+              VLOAD(old, crow + h * VL);
+              v += beta * old;
+            }
             memcpy(crow + h * VL, &v, sizeof v);
           }
           continue;
