@@ -22,7 +22,9 @@
  *                n_kv_heads [n_heads], mlp [swiglu] (none | swiglu),
  *                mlp_hidden [8/3 d_model rounded up to 16], position [rope]
  *                (rope | nope | learned), rope_theta [10000], norm_eps [1e-5],
- *                init_std [0.02], tie_embeddings [false],
+ *                init_std [0.02], residual_init [scaled] (scaled: output projections
+ *                into the residual stream at init_std / sqrt(2 n_layers); plain:
+ *                init_std), tie_embeddings [false],
  *                layers [full x n_layers]: a list of mixers, or {pattern: [...]}
  *                repeated to n_layers,
  *                attention: {<mixer>: {options}} with the options below.
@@ -81,7 +83,7 @@
 #define LATENT (MIX(AT_MIXER_MLA) | MIX(AT_MIXER_DSA))
 
 _Static_assert(sizeof(at_position) == sizeof(int) && sizeof(at_mlp_kind) == sizeof(int) &&
-               sizeof(at_out_gate) == sizeof(int) && sizeof(at_decay_gate) == sizeof(int) &&
+               sizeof(at_out_gate) == sizeof(int) && sizeof(at_decay_gate) == sizeof(int) && sizeof(at_residual_init) == sizeof(int) &&
                sizeof(at_optimizer_kind) == sizeof(int) && sizeof(at_schedule_kind) == sizeof(int) &&
                sizeof(at_trainable) == sizeof(int) && sizeof(at_task_kind) == sizeof(int),
                "enum fields are written as int");
@@ -112,6 +114,7 @@ typedef struct field {
 #define FX(k, t) {.key = k, .type = t}
 
 static const char *const mlp_names[] = {"none", "swiglu", NULL};
+static const char *const resid_names[] = {"scaled", "plain", NULL};
 static const char *const model_pos_names[] = {"rope", "nope", "learned", NULL};
 static const int model_pos_vals[] = {AT_POS_ROPE, AT_POS_NOPE, AT_POS_LEARNED};
 static const char *const mixer_pos_names[] = {"rope", "nope", "inherit", NULL};
@@ -161,6 +164,7 @@ static const field model_fields[] = {
   FR("rope_theta", at_model_cfg, rope_theta, 0, INFINITY, 1, 1, 0),
   FR("norm_eps", at_model_cfg, norm_eps, 0, 1, 1, 0, 0),
   FR("init_std", at_model_cfg, init_std, 0, INFINITY, 1, 1, 0),
+  FE("residual_init", at_model_cfg, residual_init, resid_names, NULL, 0),
   FB("tie_embeddings", at_model_cfg, tie_embeddings, 0),
   FX("layers", F_LAYERS),
   FX("attention", F_ATTENTION),

@@ -67,6 +67,7 @@ void at_model_cfg_defaults(at_model_cfg *cfg) {
   cfg->rope_theta = 10000.0;
   cfg->norm_eps = 1e-5;
   cfg->init_std = 0.02;
+  cfg->residual_init = AT_RESID_SCALED;
   cfg->tie_embeddings = 0;
   for (int i = 0; i < AT_MAX_LAYERS; i++) cfg->layers[i] = AT_MIXER_FULL;
   for (int k = 0; k < AT_MIXER_COUNT; k++) at_mixer_opts_defaults(&cfg->mixer[k], (at_mixer_kind)k);

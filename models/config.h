@@ -25,6 +25,9 @@ typedef enum at_position { AT_POS_INHERIT = -1, AT_POS_ROPE, AT_POS_NOPE, AT_POS
 typedef enum at_mlp_kind { AT_MLP_NONE, AT_MLP_SWIGLU } at_mlp_kind;
 typedef enum at_out_gate { AT_GATE_SIGMOID, AT_GATE_SWISH, AT_GATE_NONE } at_out_gate;
 typedef enum at_decay_gate { AT_DECAY_UNBOUNDED, AT_DECAY_BOUNDED } at_decay_gate;
+/* Initial std of the projections that write into the residual stream (mixer
+ * outputs, MLP down): init_std / sqrt(2 n_layers) (GPT-2, fla) or init_std. */
+typedef enum at_residual_init { AT_RESID_SCALED, AT_RESID_PLAIN } at_residual_init;
 
 /* Options of one mixer kind (model.attention.<mixer>: {...}); each kind
  * reads the fields that concern it. */
@@ -67,6 +70,7 @@ typedef struct at_model_cfg {
   double rope_theta;
   double norm_eps;
   double init_std;
+  at_residual_init residual_init;
   int tie_embeddings;
   at_mixer_kind layers[AT_MAX_LAYERS]; /* n_layers entries */
   at_mixer_opts mixer[AT_MIXER_COUNT]; /* options per mixer kind */

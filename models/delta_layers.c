@@ -158,7 +158,7 @@ static void delta_init(void *layer, const at_model_cfg *cfg, uint64_t seed) {
     at_lin_init_dt_bias(L->dt_bias, seed);
   if (L->g_bias) at_layer_init_const(L->g_bias, 0);
   at_layer_init_const(L->o_norm, 1);
-  at_layer_init_normal(L->wo, seed, std / sqrt(2.0 * (double)cfg->n_layers));
+  at_layer_init_out(L->wo, cfg, seed);
 }
 
 /* The log-decay g <= 0 from f = (pre-activation + dt_bias) [B,T,H(,K)] and

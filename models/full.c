@@ -53,7 +53,7 @@ static void full_init(void *layer, const at_model_cfg *cfg, uint64_t seed) {
   at_layer_init_normal(L->wq, seed, std);
   at_layer_init_normal(L->wk, seed, std);
   at_layer_init_normal(L->wv, seed, std);
-  at_layer_init_normal(L->wo, seed, std / sqrt(2.0 * (double)cfg->n_layers));
+  at_layer_init_out(L->wo, cfg, seed);
 }
 
 static at_tensor *full_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {

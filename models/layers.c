@@ -26,6 +26,12 @@ void at_layer_init_normal(at_tensor *t, uint64_t seed, double std) {
   at_fill_normal(t->data, t->size, seed, at_stream_of(t->name), 0.0, std);
 }
 
+void at_layer_init_out(at_tensor *t, const at_model_cfg *cfg, uint64_t seed) {
+  double std = cfg->init_std;
+  if (cfg->residual_init == AT_RESID_SCALED) std /= sqrt(2.0 * (double)cfg->n_layers);
+  at_layer_init_normal(t, seed, std);
+}
+
 void at_layer_init_const(at_tensor *t, double v) { at_fill(t->data, t->size, (real)v); }
 
 int64_t at_layer_head_dim(const at_model_cfg *cfg, at_mixer_kind k) {

@@ -106,7 +106,7 @@ static void mamba2_init(void *layer, const at_model_cfg *cfg, uint64_t seed) {
   at_lin_init_dt_bias(L->dt_bias, seed);
   at_layer_init_const(L->D, 1);
   at_layer_init_const(L->norm, 1);
-  at_layer_init_normal(L->wo, seed, std / sqrt(2.0 * (double)cfg->n_layers));
+  at_layer_init_out(L->wo, cfg, seed);
 }
 
 /* [B,T,N] -> [B,T,H,N], the same vector for every head. */

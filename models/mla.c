@@ -65,7 +65,7 @@ void at_mla_init(at_mla *L, const at_model_cfg *cfg, uint64_t seed) {
   at_tensor *w[] = {L->w_dq, L->w_uq, L->w_dkv, L->w_kr, L->w_uk, L->w_uv};
   for (int i = 0; i < AT_ARRAY_LEN(w); i++)
     if (w[i]) at_layer_init_normal(w[i], seed, std);
-  at_layer_init_normal(L->w_o, seed, std / sqrt(2.0 * (double)cfg->n_layers));
+  at_layer_init_out(L->w_o, cfg, seed);
   if (L->q_norm) at_layer_init_const(L->q_norm, 1);
   at_layer_init_const(L->kv_norm, 1);
 }

@@ -51,7 +51,7 @@ static at_status declare(at_model *m) {
  * 1/sqrt(2 n_layers), norms at 1. Mixers initialise their own parameters. */
 static void init(at_model *m, uint64_t seed) {
   const at_model_cfg *cfg = &m->cfg;
-  double std = cfg->init_std, std_out = std / sqrt(2.0 * (double)cfg->n_layers);
+  double std = cfg->init_std;
   at_layer_init_normal(m->tok_emb, seed, std);
   if (m->pos_emb) at_layer_init_normal(m->pos_emb, seed, std);
   for (int l = 0; l < cfg->n_layers; l++) {
@@ -62,7 +62,7 @@ static void init(at_model *m, uint64_t seed) {
       at_layer_init_const(b->norm2, 1);
       at_layer_init_normal(b->w_gate, seed, std);
       at_layer_init_normal(b->w_up, seed, std);
-      at_layer_init_normal(b->w_down, seed, std_out);
+      at_layer_init_out(b->w_down, cfg, seed);
     }
   }
   at_layer_init_const(m->final_norm, 1);

@@ -117,6 +117,8 @@ at_tensor *at_layer_param_group(at_params *p, const char *prefix, const char *na
                                 const int64_t *shape, int flags, int group);
 /* Fills a parameter with N(0, std) from its name's stream. */
 void at_layer_init_normal(at_tensor *t, uint64_t seed, double std);
+/* Fills a projection that writes into the residual stream (cfg->residual_init). */
+void at_layer_init_out(at_tensor *t, const at_model_cfg *cfg, uint64_t seed);
 void at_layer_init_const(at_tensor *t, double v);
 /* Head dim of a mixer (its head_dim option or d_model / n_heads). */
 int64_t at_layer_head_dim(const at_model_cfg *cfg, at_mixer_kind k);

@@ -1,0 +1,180 @@
+/* The full-attention layer and a whole 2-layer LM with it against an
+ * independent PyTorch model written from the papers (tests/ref/
+ * gen_full_attention.py -> tests/golden/full_attention.h5): with the same
+ * weights and input, the output (or loss and accuracy) and the gradient of
+ * every parameter and of the input agree. Shapes are those of training
+ * (kda_vs_full's full run: B 32, T 97, d 64, 2 heads of 32, RoPE; GQA with a
+ * window at a ragged T), in float, on two threads. */
+#include <string.h>
+
+#include "core/h5io.h"
+#include "core/threads.h"
+#include "models/model.h"
+#include "testing.h"
+
+static real *read_exact(at_h5 *h, const char *name, int64_t n) {
+  int nd;
+  int64_t shape[4];
+  real *x = NULL;
+  cr_assert(at_h5_read_real_alloc(h, name, &nd, shape, &x) == AT_OK, "%s", at_errmsg());
+  cr_assert(at_shape_size(nd, shape) == n, "%s: %lld elements, expected %lld", name,
+            (long long)at_shape_size(nd, shape), (long long)n);
+  return x;
+}
+
+static int64_t attr_int(at_h5 *h, const char *grp, const char *name) {
+  int64_t v;
+  cr_assert(at_h5_get_attr_int(h, grp, name, &v) == AT_OK, "%s/%s: %s", grp, name, at_errmsg());
+  return v;
+}
+
+static at_h5 *open_golden(void) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/tests/golden/full_attention.h5", AT_SOURCE_DIR);
+  at_h5 *h;
+  cr_assert(at_h5_open(path, &h) == AT_OK, "%s", at_errmsg());
+  return h;
+}
+
+static at_model_cfg case_cfg(at_h5 *h, const char *grp, int n_layers) {
+  at_model_cfg cfg;
+  at_model_cfg_defaults(&cfg);
+  cfg.d_model = attr_int(h, grp, "d_model");
+  cfg.n_heads = attr_int(h, grp, "n_heads");
+  cfg.n_kv_heads = attr_int(h, grp, "n_kv_heads");
+  cfg.n_layers = n_layers;
+  cfg.mlp = AT_MLP_NONE;
+  char *pos = NULL;
+  cr_assert(at_h5_get_attr_str(h, grp, "position", &pos) == AT_OK);
+  cfg.position = strcmp(pos, "rope") == 0 ? AT_POS_ROPE : AT_POS_NOPE;
+  free(pos);
+  at_mixer_opts *o = &cfg.mixer[AT_MIXER_FULL];
+  o->head_dim = attr_int(h, grp, "head_dim");
+  o->window = attr_int(h, grp, "window");
+  o->position = AT_POS_INHERIT;
+  for (int l = 0; l < n_layers; l++) cfg.layers[l] = AT_MIXER_FULL;
+  return cfg;
+}
+
+/* Every parameter of `p` (named prefix + file name) is in grp/params, and
+ * nothing else; copies the values in. */
+static void load_params(at_h5 *h, const char *grp, at_params *p, size_t prefix_len) {
+  char path[256];
+  snprintf(path, sizeof path, "%s/params", grp);
+  char **names;
+  int n_names;
+  cr_assert(at_h5_list(h, path, &names, &n_names) == AT_OK, "%s", at_errmsg());
+  at_h5_free_list(names, n_names);
+  /* h5 lists nested groups (layers/0/...) as one name: count the leaves */
+  int leaves = 0;
+  for (int i = 0; i < p->n; i++) {
+    at_tensor *t = p->list[i].t;
+    snprintf(path, sizeof path, "%s/params/%s", grp, p->list[i].name + prefix_len);
+    cr_assert(at_h5_exists(h, path), "%s: no %s in the file", grp, path);
+    real *v = read_exact(h, path, t->size);
+    memcpy(t->data, v, (size_t)t->size * sizeof(real));
+    free(v);
+    leaves++;
+  }
+  cr_expect(leaves == p->n && n_names >= 1, "%s: parameters", grp);
+}
+
+static void expect_grads(at_h5 *h, const char *grp, at_params *p, size_t prefix_len, double tol) {
+  char path[256], what[200];
+  for (int i = 0; i < p->n; i++) {
+    at_tensor *t = p->list[i].t;
+    snprintf(path, sizeof path, "%s/grads/%s", grp, p->list[i].name + prefix_len);
+    real *g = read_exact(h, path, t->size);
+    snprintf(what, sizeof what, "%s d%s", grp, p->list[i].name);
+    AT_EXPECT_CLOSE(t->grad, g, t->size, tol, what);
+    free(g);
+  }
+}
+
+static void check_layer(const char *grp) {
+  at_set_threads(2);
+  at_h5 *h = open_golden();
+  at_model_cfg cfg = case_cfg(h, grp, 1);
+  const at_mixer_impl *impl = at_mixer_impl_of(AT_MIXER_FULL);
+  at_params *p = at_params_new();
+  void *layer = NULL;
+  cr_assert(impl->create(&cfg, 0, p, "mix.", &layer) == AT_OK, "%s", at_errmsg());
+  cr_assert(at_params_finalize(p) == AT_OK);
+  load_params(h, grp, p, strlen("mix."));
+  char path[256], what[200];
+  int nd;
+  int64_t xs[4];
+  snprintf(path, sizeof path, "%s/x", grp);
+  cr_assert(at_h5_shape(h, path, &nd, xs) == AT_OK && nd == 3);
+  at_ctx *c = at_ctx_new(256 << 20);
+  real *xv = read_exact(h, path, xs[0] * xs[1] * xs[2]);
+  at_tensor *x = at_from(c, xv, 3, xs);
+  x->requires_grad = 1;
+  at_params_zero_grad(p);
+  at_mixer_io io = {0};
+  at_tensor *y = impl->forward(c, layer, x, &io);
+  cr_assert(y != NULL, "%s: %s", grp, at_errmsg());
+  snprintf(path, sizeof path, "%s/y", grp);
+  real *yref = read_exact(h, path, y->size);
+  snprintf(what, sizeof what, "%s output", grp);
+  AT_EXPECT_CLOSE(y->data, yref, y->size, 1e-5, what);
+  snprintf(path, sizeof path, "%s/dy", grp);
+  real *dy = read_exact(h, path, y->size);
+  memcpy(at_grad(c, y), dy, (size_t)y->size * sizeof(real));
+  cr_assert(at_backward_from_seeded(c) == AT_OK, "%s", at_errmsg());
+  snprintf(path, sizeof path, "%s/dx", grp);
+  real *dx = read_exact(h, path, x->size);
+  snprintf(what, sizeof what, "%s dx", grp);
+  AT_EXPECT_CLOSE(x->grad, dx, x->size, 1e-5, what);
+  expect_grads(h, grp, p, strlen("mix."), 1e-5);
+  free(xv), free(yref), free(dy), free(dx);
+  at_ctx_free(c);
+  impl->destroy(layer);
+  at_params_free(p);
+  at_h5_close(h);
+}
+
+static void check_model(const char *grp) {
+  at_set_threads(2);
+  at_h5 *h = open_golden();
+  at_model_cfg cfg = case_cfg(h, grp, (int)attr_int(h, grp, "n_layers"));
+  cfg.vocab_size = attr_int(h, grp, "vocab_size");
+  char path[256];
+  int nd;
+  int64_t ts[4];
+  snprintf(path, sizeof path, "%s/tokens", grp);
+  cr_assert(at_h5_shape(h, path, &nd, ts) == AT_OK && nd == 2);
+  cfg.max_seq_len = ts[1];
+  at_model *m;
+  cr_assert(at_model_new(&cfg, 0, &m) == AT_OK, "%s", at_errmsg());
+  load_params(h, grp, m->params, 0);
+  at_ctx *c = at_ctx_new(256 << 20);
+  at_itensor *tok = at_inew(c, 2, ts), *lab = at_inew(c, 2, ts);
+  cr_assert(at_h5_read_int(h, path, 2, ts, tok->data) == AT_OK, "%s", at_errmsg());
+  snprintf(path, sizeof path, "%s/labels", grp);
+  cr_assert(at_h5_read_int(h, path, 2, ts, lab->data) == AT_OK, "%s", at_errmsg());
+  for (int64_t i = 0; i < lab->size; i++)
+    if (lab->data[i] == -100) lab->data[i] = AT_IGNORE_LABEL;
+  at_params_zero_grad(m->params);
+  int64_t n_lab = 0, n_ok = 0;
+  at_tensor *loss = at_model_loss(c, m, tok, lab, &n_lab, &n_ok);
+  cr_assert(loss != NULL, "%s: %s", grp, at_errmsg());
+  double ref_loss;
+  cr_assert(at_h5_get_attr_double(h, grp, "loss", &ref_loss) == AT_OK, "%s", at_errmsg());
+  int64_t ref_ok = attr_int(h, grp, "n_correct");
+  cr_expect(fabs(loss->data[0] - ref_loss) <= 1e-5 * fabs(ref_loss), "%s: loss %.9g vs %.9g", grp,
+            (double)loss->data[0], ref_loss);
+  cr_expect(llabs(n_ok - ref_ok) <= 1, "%s: %lld correct vs %lld", grp, (long long)n_ok,
+            (long long)ref_ok);
+  cr_assert(at_backward(c, loss) == AT_OK, "%s", at_errmsg());
+  expect_grads(h, grp, m->params, 0, 2e-5);
+  at_ctx_free(c);
+  at_model_free(m);
+  at_h5_close(h);
+}
+
+Test(full_golden, layer_rope_training_shape) { check_layer("layer_rope"); }
+Test(full_golden, layer_gqa_window_ragged) { check_layer("layer_gqa_window"); }
+Test(full_golden, layer_nope_mqa) { check_layer("layer_nope"); }
+Test(full_golden, model_palindrome_rope) { check_model("model_rope"); }
+Test(full_golden, model_gqa_window) { check_model("model_gqa_window"); }
