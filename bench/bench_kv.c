@@ -40,6 +40,7 @@
 #include "core/threads.h"
 #include "experiments/config.h"
 #include "models/mla.h"
+#include "models/model.h"
 
 static int64_t arg_int(int argc, char **argv, const char *name, int64_t dflt) {
   for (int i = 1; i + 1 < argc; i++)
@@ -142,11 +143,12 @@ static int layer_new(const sizes *z, layer *L) {
   at_model_cfg_defaults(&cfg);
   cfg.d_model = z->d, cfg.n_heads = z->h, cfg.n_kv_heads = z->h;
   cfg.position = z->dr > 0 ? AT_POS_ROPE : AT_POS_NOPE;
-  at_mixer_opts *o = &cfg.mixer[AT_MIXER_DSA];
-  o->position = cfg.position, o->head_dim = z->hd, o->kv_rank = z->dc, o->rope_dim = z->dr;
+  int dsa = at_mixer_from_name("dsa");
+  at_mla_opts *o = (at_mla_opts *)(void *)cfg.mixer[dsa].bytes;
+  o->common.position = cfg.position, o->common.head_dim = z->hd, o->kv_rank = z->dc, o->rope_dim = z->dr;
   o->q_rank = z->dq, o->index_heads = z->hi, o->index_dim = z->di, o->topk = z->k;
   L->p = at_params_new();
-  L->impl = at_mixer_impl_of(AT_MIXER_DSA);
+  L->impl = at_mixer_impl_of(dsa);
   L->state = NULL;
   if (!L->p || L->impl->create(&cfg, 0, L->p, "bench.dsa.", &L->state) != AT_OK ||
       at_params_finalize(L->p) != AT_OK) {
@@ -175,8 +177,8 @@ static double run_once(layer *L, const sizes *z, int m, at_ctx *c) {
   x->requires_grad = m != M_WARMUP;
   at_mixer_io io;
   memset(&io, 0, sizeof io);
-  io.dsa.sparse = m == M_SPARSE || m == M_SPARSE_KL;
-  io.dsa.indexer_loss = m == M_SPARSE_KL || m == M_WARMUP;
+  io.stage = (m == M_SPARSE || m == M_SPARSE_KL) ? AT_STAGE_SPARSE : 0;
+  io.stage |= (m == M_SPARSE_KL || m == M_WARMUP) ? AT_STAGE_AUX_LOSS : 0;
   double t0 = at_now();
   at_tensor *y = L->impl->forward(c, L->state, x, &io);
   if (!y) goto fail;

@@ -34,6 +34,8 @@
 #include "models/linear_mixers.h"
 #include "ops/attention/attention.h"
 
+#define MIXER(n) at_mixer_from_name(#n)
+
 typedef struct bench_cfg {
   at_model_cfg mc;
   int64_t tokens, chunk;
@@ -134,14 +136,14 @@ static at_tensor *op_fwd(at_ctx *c, void *user) {
   op_run *r = user;
   for (int i = 0; i < 5; i++)
     if (r->in[i]) r->in[i]->grad = NULL;
-  if (r->kind == AT_MIXER_FULL) {
+  if (r->kind == MIXER(full)) {
     at_attn_opts o = {0, 0};
     return at_attention(c, r->in[0], r->in[1], r->in[2], &o);
   }
-  at_lin_opts o = {r->kind == AT_MIXER_MAMBA2 ? 1.0 : 0, r->chunk, AT_LIN_CHUNK};
-  at_lin_kind k = r->kind == AT_MIXER_KDA ? AT_LIN_KDA
-                  : r->kind == AT_MIXER_GDN ? AT_LIN_GATED_DELTA_RULE
-                  : r->kind == AT_MIXER_DELTANET ? AT_LIN_DELTA_RULE : AT_LIN_SIMPLE_GLA;
+  at_lin_opts o = {r->kind == MIXER(mamba2) ? 1.0 : 0, r->chunk, AT_LIN_CHUNK};
+  at_lin_kind k = r->kind == MIXER(kda) ? AT_LIN_KDA
+                  : r->kind == MIXER(gdn) ? AT_LIN_GATED_DELTA_RULE
+                  : r->kind == MIXER(deltanet) ? AT_LIN_DELTA_RULE : AT_LIN_SIMPLE_GLA;
   return at_lin_attn(c, k, r->in[0], r->in[1], r->in[2], r->in[3], r->in[4], NULL, NULL, &o);
 }
 
@@ -155,10 +157,10 @@ static void l2norm_rows(real *x, int64_t rows, int64_t d) {
 
 static timing time_op(const bench_cfg *bc, at_mixer_kind kind, int64_t B, int64_t T) {
   const at_model_cfg *mc = &bc->mc;
-  const at_mixer_opts *o = &mc->mixer[kind];
-  int64_t H = mc->n_heads, K = at_layer_head_dim(mc, kind), V = K;
-  if (kind == AT_MIXER_GDN || kind == AT_MIXER_KDA) V = o->expand_v * K;
-  if (kind == AT_MIXER_MAMBA2) { /* q = C, k = B [.., d_state], v = dt x [.., head_dim] */
+  const at_lin_mixer_opts *o = (const at_lin_mixer_opts *)(const void *)mc->mixer[kind].bytes;
+  int64_t H = mc->n_heads, K = at_layer_head_dim(mc, at_mixer_impl_of(kind)), V = K;
+  if (kind == MIXER(gdn) || kind == MIXER(kda)) V = o->expand_v * K;
+  if (kind == MIXER(mamba2)) { /* q = C, k = B [.., d_state], v = dt x [.., head_dim] */
     H = o->expand * mc->d_model / K;
     V = K;
     K = o->d_state;
@@ -168,9 +170,9 @@ static timing time_op(const bench_cfg *bc, at_mixer_kind kind, int64_t B, int64_
   r.in[0] = at_tensor_alloc(a, AT_SHAPE(B, T, H, K));
   r.in[1] = at_tensor_alloc(a, AT_SHAPE(B, T, H, K));
   r.in[2] = at_tensor_alloc(a, AT_SHAPE(B, T, H, V));
-  if (kind == AT_MIXER_KDA) r.in[3] = at_tensor_alloc(a, AT_SHAPE(B, T, H, K));
-  if (kind == AT_MIXER_GDN || kind == AT_MIXER_MAMBA2) r.in[3] = at_tensor_alloc(a, AT_SHAPE(B, T, H));
-  if (kind == AT_MIXER_KDA || kind == AT_MIXER_GDN || kind == AT_MIXER_DELTANET)
+  if (kind == MIXER(kda)) r.in[3] = at_tensor_alloc(a, AT_SHAPE(B, T, H, K));
+  if (kind == MIXER(gdn) || kind == MIXER(mamba2)) r.in[3] = at_tensor_alloc(a, AT_SHAPE(B, T, H));
+  if (kind == MIXER(kda) || kind == MIXER(gdn) || kind == MIXER(deltanet))
     r.in[4] = at_tensor_alloc(a, AT_SHAPE(B, T, H));
   for (int i = 0; i < 5; i++) {
     if (!r.in[i]) {
@@ -182,7 +184,7 @@ static timing time_op(const bench_cfg *bc, at_mixer_kind kind, int64_t B, int64_
     else at_fill_normal(r.in[i]->data, r.in[i]->size, 10 + (uint64_t)i, 1, 0, 1);
     r.in[i]->requires_grad = 1;
   }
-  if (kind != AT_MIXER_FULL && kind != AT_MIXER_MAMBA2) {
+  if (kind != MIXER(full) && kind != MIXER(mamba2)) {
     l2norm_rows(r.in[0]->data, B * T * H, K);
     l2norm_rows(r.in[1]->data, B * T * H, K);
   }
@@ -224,9 +226,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench_layers: sizes must be positive\n");
     return 2;
   }
-  for (int k = 0; k < AT_MIXER_COUNT; k++) {
-    bc.mc.mixer[k].head_dim = head_dim;
-    bc.mc.mixer[k].chunk_size = bc.chunk;
+  for (int k = 0; k < at_mixer_count(); k++) {
+    at_mixer_opt_set(&bc.mc, k, "head_dim", (double)head_dim);
+    at_mixer_opt_set(&bc.mc, k, "chunk_size", (double)bc.chunk); /* where the mixer has one */
   }
   at_set_threads(threads);
   printf("# bench_layers: d_model=%lld heads=%lld head_dim=%lld tokens/step=%lld chunk=%lld "
@@ -239,12 +241,12 @@ int main(int argc, char **argv) {
   snprintf(list, sizeof list, "%s", mixers);
   for (char *name = strtok(list, ","); name; name = strtok(NULL, ",")) {
     int kind = at_mixer_from_name(name);
-    if (kind < 0 || !at_mixer_impl_of((at_mixer_kind)kind) || kind == AT_MIXER_MLA || kind == AT_MIXER_DSA) {
+    if (kind < 0 || !at_mixer_impl_of((at_mixer_kind)kind) || kind == MIXER(mla) || kind == MIXER(dsa)) {
       fprintf(stderr, "bench_layers: mixer %s is not benchmarked here\n", name);
       return 2;
     }
     for (int64_t T = tmin; T <= tmax; T *= 2) {
-      if (kind == AT_MIXER_FULL && T > full_tmax) break;
+      if (kind == MIXER(full) && T > full_tmax) break;
       int64_t B = AT_MAX(1, bc.tokens / T);
       double n = (double)(B * T);
       timing lt = time_layer(&bc, (at_mixer_kind)kind, B, T);

@@ -89,12 +89,10 @@ int main(int argc, char **argv) {
   cfg.position = AT_POS_ROPE;
   cfg.tie_embeddings = 0;
   for (int l = 0; l < a.layers; l++) cfg.layers[l] = (at_mixer_kind)kind;
-  at_mixer_opts *mo = &cfg.mixer[kind];
-  mo->head_dim = a.head_dim > 0 ? a.head_dim : a.d_model / a.heads;
-  mo->chunk_size = a.chunk;
-  mo->d_state = a.d_state;
-  mo->position = kind == AT_MIXER_FULL || kind == AT_MIXER_MLA ? AT_POS_ROPE : AT_POS_NOPE;
-  if (kind == AT_MIXER_MLA) mo->kv_rank = 4 * mo->head_dim, mo->rope_dim = mo->head_dim / 2;
+  /* the options each mixer has (at_mixer_opt_set refuses the others) */
+  at_mixer_opt_set(&cfg, kind, "head_dim", a.head_dim > 0 ? a.head_dim : a.d_model / a.heads);
+  at_mixer_opt_set(&cfg, kind, "chunk_size", a.chunk);
+  at_mixer_opt_set(&cfg, kind, "d_state", a.d_state);
   at_model *m = NULL;
   if (at_model_new(&cfg, 1, &m) != AT_OK) {
     fprintf(stderr, "bench_train: %s\n", at_errmsg());
@@ -135,8 +133,9 @@ int main(int argc, char **argv) {
    * half of 2 x 2 T d per layer forward, x3 with backward). */
   double n_weights = (double)at_model_num_params(m) - (double)(a.vocab * a.d_model);
   double flops_tok = 6 * n_weights;
-  if (kind == AT_MIXER_FULL || kind == AT_MIXER_MLA)
-    flops_tok += 3.0 * 2.0 * (double)a.layers * (double)T * (double)(a.heads * mo->head_dim);
+  if (!strcmp(a.mixer, "full") || !strcmp(a.mixer, "mla"))
+    flops_tok += 3.0 * 2.0 * (double)a.layers * (double)T *
+                 (double)(a.heads * at_layer_head_dim(&m->cfg, at_mixer_impl_of(kind)));
   double model_gflops = flops_tok * tps / 1e9;
   double peak = sgemm_peak((int)a.threads);
   printf("attnlab mixer=%s tokens_per_second=%.1f step_ms=%.2f params=%lld model_gflops=%.1f "

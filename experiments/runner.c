@@ -114,51 +114,43 @@ typedef struct eval_result {
 } eval_result;
 
 /* Mean loss and accuracy over labelled positions of the first n test
- * examples (and accuracy per example group), under the DSA stage `mode`.
- * Gradients off. */
+ * examples (and accuracy per example group), under stage flags `stage`.
+ * Gradients off; memory linear in batch x T (at_model_eval). */
 static at_status evaluate(at_ctx *c, at_model *m, at_task *task, int64_t n, int64_t batch,
-                          const at_dsa_mode *mode, eval_result *r) {
-  int64_t T = m->cfg.max_seq_len, V = m->cfg.vocab_size;
+                          unsigned stage, eval_result *r) {
+  int64_t T = m->cfg.max_seq_len, BT = batch * T;
   int ng = AT_MIN(at_task_num_groups(task), MAX_GROUPS);
   double loss_sum = 0;
   int64_t labelled = 0, correct = 0, g_lab[MAX_GROUPS] = {0}, g_cor[MAX_GROUPS] = {0};
-  int32_t *tok = malloc((size_t)(batch * T) * sizeof *tok), *lab = malloc((size_t)(batch * T) * sizeof *lab);
+  int32_t *tok = malloc((size_t)BT * sizeof *tok), *lab = malloc((size_t)BT * sizeof *lab);
   int32_t *grp = malloc((size_t)batch * sizeof *grp);
-  at_status st = (tok && lab && grp) ? AT_OK : at_error(AT_E_NOMEM, "out of memory");
+  double *loss = malloc((size_t)BT * sizeof *loss);
+  uint8_t *ok = malloc((size_t)BT);
+  at_status st = (tok && lab && grp && loss && ok) ? AT_OK : at_error(AT_E_NOMEM, "out of memory");
   for (int64_t first = 0; st == AT_OK && first < n; first += batch) {
     int64_t b = AT_MIN(batch, n - first);
     at_task_batch(task, AT_SPLIT_TEST, first, b, tok, lab, grp);
-    at_no_grad_begin(c);
-    at_itensor *ti = at_inew(c, AT_SHAPE(b, T));
-    at_tensor *logits = NULL;
-    if (ti) {
-      memcpy(ti->data, tok, (size_t)(b * T) * sizeof *tok);
-      logits = at_model_logits_mode(c, m, ti, mode);
+    at_itensor *ti = at_inew(c, AT_SHAPE(b, T)), *li = at_inew(c, AT_SHAPE(b, T));
+    if (!ti || !li) {
+      st = at_error_prefix(at_ctx_status(c), "evaluation");
+      break;
     }
-    at_no_grad_end(c);
-    if (!logits) {
-      st = at_error_prefix(at_ctx_status(c) ? at_ctx_status(c) : AT_E_STATE, "evaluation");
+    memcpy(ti->data, tok, (size_t)(b * T) * sizeof *tok);
+    memcpy(li->data, lab, (size_t)(b * T) * sizeof *lab);
+    if ((st = at_model_eval(c, m, ti, li, stage, loss, ok)) != AT_OK) {
+      st = at_error_prefix(st, "evaluation");
       break;
     }
     for (int64_t i = 0; i < b * T; i++) {
-      int32_t y = lab[i];
-      if (y == AT_IGNORE_LABEL) continue;
-      const real *z = logits->data + i * V;
-      int64_t arg = 0;
-      double mx = z[0];
-      for (int64_t j = 1; j < V; j++)
-        if (z[j] > mx) mx = z[j], arg = j;
-      double s = 0;
-      for (int64_t j = 0; j < V; j++) s += exp((double)z[j] - mx);
-      loss_sum += mx + log(s) - (double)z[y];
-      int ok = arg == y;
-      labelled++, correct += ok;
+      if (lab[i] == AT_IGNORE_LABEL) continue;
+      loss_sum += loss[i];
+      labelled++, correct += ok[i];
       int g = ng > 1 ? grp[i / T] : 0;
-      if (g >= 0 && g < ng) g_lab[g]++, g_cor[g] += ok;
+      if (g >= 0 && g < ng) g_lab[g]++, g_cor[g] += ok[i];
     }
     at_ctx_reset(c);
   }
-  free(tok), free(lab), free(grp);
+  free(tok), free(lab), free(grp), free(loss), free(ok);
   if (st != AT_OK) return st;
   r->loss = labelled ? loss_sum / (double)labelled : NAN;
   r->accuracy = labelled ? (double)correct / (double)labelled : NAN;
@@ -170,19 +162,19 @@ static at_status evaluate(at_ctx *c, at_model *m, at_task *task, int64_t n, int6
 /* ---- stages ---------------------------------------------------------------------- */
 
 /* A stretch of training with its own learning rate, trainable parameters
- * and DSA mode (the DeepSeek-V3.2 recipe: dense warm-up of the indexer, then
- * sparse training). Without `stages:` a run is one stage. */
+ * and stage flags (the DeepSeek-V3.2 recipe: dense warm-up of the indexer,
+ * then sparse training). Without `stages:` a run is one stage. */
 typedef struct stage {
   char name[32];
   int64_t first, steps;
   double lr;
   at_trainable trainable;
-  at_dsa_mode mode;
+  unsigned flags; /* AT_STAGE_* */
 } stage;
 
 static int stages_of(const at_train_cfg *tc, stage *out) {
   if (tc->n_stages == 0) {
-    out[0] = (stage){"train", 0, tc->steps, tc->optim.lr, AT_TRAINABLE_ALL, {0, 0}};
+    out[0] = (stage){"train", 0, tc->steps, tc->optim.lr, AT_TRAINABLE_ALL, 0};
     return 1;
   }
   int64_t first = 0;
@@ -191,7 +183,7 @@ static int stages_of(const at_train_cfg *tc, stage *out) {
     stage *s = &out[i];
     snprintf(s->name, sizeof s->name, "%s", sc->name[0] ? sc->name : "stage");
     s->first = first, s->steps = sc->steps, s->lr = sc->lr, s->trainable = sc->trainable;
-    s->mode.sparse = sc->sparse, s->mode.indexer_loss = sc->indexer_loss;
+    s->flags = (sc->sparse ? AT_STAGE_SPARSE : 0u) | (sc->indexer_loss ? AT_STAGE_AUX_LOSS : 0u);
     first += sc->steps;
   }
   return tc->n_stages;
@@ -225,7 +217,304 @@ typedef struct run_ctx {
   progress *pg;
 } run_ctx;
 
+/* Sums of the training figures between two progress lines. */
+typedef struct window {
+  double loss;
+  int64_t labelled, correct, steps;
+  int n_stats;
+  const char *stat_name[AT_MAX_STATS];
+  double stat_sum[AT_MAX_STATS];
+  int64_t stat_n[AT_MAX_STATS];
+} window;
+
+/* Everything a run holds while it trains. */
+typedef struct run_state {
+  run_ctx *x;
+  const at_run_cfg *rc;
+  const at_train_cfg *tc;
+  at_results_run *rr;
+  at_task *task;
+  at_model *m;
+  at_optim *opt;
+  at_ctx *c;
+  int32_t *tok, *lab;
+  stage stages[AT_MAX_STAGES];
+  int n_stages, k;      /* stages, the current one */
+  at_train_state ts;
+  uint64_t data_pos;
+  int64_t eval_n;
+  double t_run0;
+  int bad_in_row;
+  window win;
+  char why[256];        /* why the run left its loop ("" while training) */
+} run_state;
+
 static int is_text(const at_run_cfg *rc) { return rc->data.kind == AT_TASK_TEXT; }
+
+/* The task, the model, the step context and the batch buffers; the run's
+ * entry in the results with its sizes. A run that cannot start is recorded
+ * as stopped (r->why) and AT_OK returned. */
+static at_status run_open(run_state *r) {
+  const at_run_cfg *rc = r->rc;
+  at_task_cfg dc = rc->data;
+  if (dc.kind == AT_TASK_TEXT && !dc.cache[0]) /* the byte cache lives with the results */
+    snprintf(dc.cache, sizeof dc.cache, "%.1000s/token_cache.h5", r->x->out);
+  at_status st = at_task_open(&dc, &r->task);
+  at_model_cfg mc = rc->model;
+  mc.vocab_size = dc.vocab_size;
+  mc.max_seq_len = dc.seq_len;
+  if (st == AT_OK) st = at_model_new(&mc, rc->seed, &r->m);
+  if (st == AT_OK && !(r->c = at_ctx_new(0))) st = at_error(AT_E_NOMEM, "out of memory");
+  int64_t BT = r->tc->batch_size * dc.seq_len;
+  if (st == AT_OK && (!(r->tok = malloc((size_t)BT * sizeof *r->tok)) || !(r->lab = malloc((size_t)BT * sizeof *r->lab))))
+    st = at_error(AT_E_NOMEM, "out of memory");
+  if (st != AT_OK) {
+    snprintf(r->why, sizeof r->why, "cannot start: %.200s", at_errmsg());
+    return AT_OK;
+  }
+  at_results_run *rr = r->rr;
+  rr->params = at_model_num_params(r->m);
+  at_results_set_num(rr, "cache_bytes_per_token", 4.0 * (double)at_model_cache_per_token(r->m));
+  at_results_set_num(rr, "state_bytes", 4.0 * (double)at_model_state_elems(r->m));
+  int ng = at_task_num_groups(r->task);
+  if (ng > 1 && rr->n_groups == 0) {
+    const char *names[MAX_GROUPS];
+    ng = AT_MIN(ng, MAX_GROUPS);
+    for (int g = 0; g < ng; g++) names[g] = at_task_group_name(r->task, g);
+    at_results_set_groups(rr, ng, names);
+  }
+  int64_t n_test = at_task_size(r->task, AT_SPLIT_TEST);
+  r->eval_n = r->tc->eval_examples > 0 ? AT_MIN(r->tc->eval_examples, n_test) : n_test;
+  return AT_OK;
+}
+
+/* Enters stage k: its trainable parameters and a fresh optimiser. */
+static at_status enter_stage(run_state *r, int k) {
+  r->k = k;
+  at_optim_free(r->opt);
+  r->opt = NULL;
+  set_trainable(r->m->params, r->stages[k].trainable);
+  return stage_optim(r->tc, &r->stages[k], r->m->params, &r->opt);
+}
+
+/* From the checkpoint when resuming (parameters and train state first: the
+ * step says which stage, and so which optimiser, to restore), else fresh. */
+static at_status run_resume(run_state *r) {
+  run_ctx *x = r->x;
+  r->n_stages = stages_of(r->tc, r->stages);
+  at_train_state_init(&r->ts);
+  int resuming = x->opts->resume && access(x->ckpt, F_OK) == 0;
+  at_status st;
+  if (resuming && (st = at_checkpoint_load(x->ckpt, r->m->params, NULL, &r->ts, NULL)) != AT_OK)
+    return at_error_prefix(st, "[%s] cannot resume", r->rc->name);
+  int k = 0;
+  while (k + 1 < r->n_stages && r->ts.step >= r->stages[k].first + r->stages[k].steps) k++;
+  if ((st = enter_stage(r, k)) != AT_OK) return st;
+  if (resuming) {
+    if (r->ts.step > r->stages[k].first && (st = at_checkpoint_load(x->ckpt, r->m->params, r->opt, &r->ts, NULL)) != AT_OK)
+      return at_error_prefix(st, "[%s] cannot resume", r->rc->name);
+    at_results_truncate(r->rr, r->ts.step - 1);
+    say(x->pg, "[%s] resuming at step %lld\n", r->rc->name, (long long)r->ts.step);
+  } else {
+    at_results_truncate(r->rr, -1);
+  }
+  if (r->n_stages > 1 && r->ts.step < r->tc->steps)
+    say(x->pg, "[%s] stage %s: %lld steps, lr %g\n", r->rc->name, r->stages[k].name,
+        (long long)r->stages[k].steps, r->stages[k].lr);
+  r->data_pos = r->ts.n_data_pos ? r->ts.data_pos[0] : 0;
+  r->t_run0 = at_now() - r->ts.wall_seconds;
+  return AT_OK;
+}
+
+static void window_add_stats(window *w, const at_mixer_io *io, at_results_run *rr, int64_t step) {
+  for (int i = 0; i < io->n_stats; i++) {
+    const at_mixer_stat *s = &io->stats[i];
+    double v = s->sum / (double)s->n;
+    at_results_log_series(rr, s->name, step, v);
+    int j = 0;
+    while (j < w->n_stats && strcmp(w->stat_name[j], s->name)) j++;
+    if (j == w->n_stats) {
+      if (j == AT_MAX_STATS) continue;
+      w->stat_name[w->n_stats++] = s->name;
+    }
+    w->stat_sum[j] += v, w->stat_n[j]++;
+  }
+}
+
+/* One optimiser step (forward, backward, update) on the next batch; a
+ * non-finite loss or gradient skips the update. Returns 0, or -1 with
+ * r->why when the run must stop. */
+static int run_step(run_state *r, int64_t step) {
+  const stage *sg = &r->stages[r->k];
+  int64_t B = r->tc->batch_size, T = r->rc->data.seq_len;
+  double t0 = at_now();
+  at_task_batch(r->task, AT_SPLIT_TRAIN, (int64_t)r->data_pos, B, r->tok, r->lab, NULL);
+  r->data_pos += (uint64_t)B;
+  at_ctx *c = r->c;
+  at_itensor *ti = at_inew(c, AT_SHAPE(B, T)), *li = at_inew(c, AT_SHAPE(B, T));
+  at_tensor *loss = NULL;
+  at_mixer_io io;
+  double lm = NAN;
+  int64_t n_lab = 0, n_cor = 0;
+  if (ti && li) {
+    memcpy(ti->data, r->tok, (size_t)(B * T) * sizeof *r->tok);
+    memcpy(li->data, r->lab, (size_t)(B * T) * sizeof *r->lab);
+    loss = at_model_train_loss(c, r->m, ti, li, sg->flags, &io, &lm, &n_lab, &n_cor);
+  }
+  if (!loss) {
+    snprintf(r->why, sizeof r->why, "forward failed at step %lld: %.200s", (long long)step, at_errmsg());
+    return -1;
+  }
+  int bad = !isfinite(loss->data[0]);
+  if (!bad) {
+    at_params_zero_grad(r->m->params);
+    if (at_backward(c, loss) != AT_OK) {
+      snprintf(r->why, sizeof r->why, "backward failed at step %lld: %.200s", (long long)step, at_errmsg());
+      return -1;
+    }
+    at_step_info info;
+    at_optim_step(r->opt, &info);
+    bad = info.skipped;
+  }
+  at_ctx_reset(c);
+  r->ts.step = step + 1;
+  r->ts.tokens += B * T;
+  r->ts.train_seconds += at_now() - t0;
+  if (bad) {
+    r->ts.skipped_steps++;
+    if (++r->bad_in_row >= r->tc->max_bad_steps) {
+      snprintf(r->why, sizeof r->why, "%d non-finite losses or gradients in a row at step %lld (last good checkpoint kept)",
+               r->bad_in_row, (long long)step);
+      return -1;
+    }
+    return 0;
+  }
+  r->bad_in_row = 0;
+  at_results_log_train(r->rr, step, lm);
+  window *w = &r->win;
+  w->loss += lm, w->labelled += n_lab, w->correct += n_cor, w->steps++;
+  window_add_stats(w, &io, r->rr, step);
+  return 0;
+}
+
+/* The progress line (every log_every steps, or redrawn on a terminal). */
+static void run_progress(run_state *r) {
+  progress *pg = r->x->pg;
+  window *w = &r->win;
+  int last = r->ts.step == r->tc->steps;
+  double now = at_now();
+  if (!w->steps || !(pg->tty ? now - pg->last_draw > 0.2 || last : r->ts.step % r->tc->log_every == 0 || last))
+    return;
+  double tps = (double)r->ts.tokens / r->ts.train_seconds;
+  double per_step = (now - r->t_run0) / (double)r->ts.step;
+  char eta[32], stats[160] = "";
+  fmt_duration(per_step * (double)(r->tc->steps - r->ts.step), eta, sizeof eta);
+  for (int i = 0, len = 0; i < w->n_stats && len < (int)sizeof stats; i++)
+    len += snprintf(stats + len, sizeof stats - (size_t)len, "  %s %.4g", w->stat_name[i],
+                    w->stat_sum[i] / (double)AT_MAX(w->stat_n[i], 1));
+  status_line(pg, "[%s] step %lld/%lld  loss %.4f  acc %5.1f%%%s  %.0f tok/s  ETA %s", r->rc->name,
+              (long long)r->ts.step, (long long)r->tc->steps, w->loss / (double)w->steps,
+              w->labelled ? 100.0 * (double)w->correct / (double)w->labelled : 0.0, stats, tps, eta);
+  pg->last_draw = now;
+  *w = (window){0};
+}
+
+/* An evaluation on the test split (no auxiliary losses), logged. */
+static at_status run_evaluate(run_state *r) {
+  eval_result er;
+  unsigned flags = r->stages[r->k].flags & ~(unsigned)AT_STAGE_AUX_LOSS;
+  at_status st = evaluate(r->c, r->m, r->task, r->eval_n, r->tc->batch_size, flags, &er);
+  if (st != AT_OK) {
+    snprintf(r->why, sizeof r->why, "%.250s", at_errmsg());
+    return st;
+  }
+  at_results_log_eval(r->rr, r->ts.step - 1, er.loss, er.accuracy, er.n_groups ? er.group_accuracy : NULL);
+  if (is_text(r->rc))
+    say(r->x->pg, "[%s] eval @%lld: loss %.4f (%.4f bits/byte)\n", r->rc->name, (long long)r->ts.step, er.loss,
+        er.loss / log(2.0));
+  else
+    say(r->x->pg, "[%s] eval @%lld: loss %.4f  accuracy %.2f%%\n", r->rc->name, (long long)r->ts.step, er.loss,
+        100 * er.accuracy);
+  return AT_OK;
+}
+
+static void record_counts(run_state *r) {
+  at_results_run *rr = r->rr;
+  rr->steps = r->ts.step, rr->skipped_steps = r->ts.skipped_steps, rr->train_tokens = r->ts.tokens;
+  rr->train_seconds = r->ts.train_seconds, rr->wall_seconds = r->ts.wall_seconds;
+}
+
+/* The checkpoint (if `ckpt`) and the results file, both atomically. */
+static at_status run_checkpoint(run_state *r, int ckpt) {
+  r->ts.wall_seconds = at_now() - r->t_run0;
+  r->ts.n_data_pos = 1;
+  r->ts.data_pos[0] = r->data_pos;
+  at_status st;
+  if (ckpt && (st = at_checkpoint_save(r->x->ckpt, r->m->params, r->opt, &r->ts, r->rc->yaml)) != AT_OK) return st;
+  record_counts(r);
+  return at_results_write(r->x->results, r->x->results_path);
+}
+
+/* The run's final status and summary line. */
+static void run_finish(run_state *r) {
+  at_results_run *rr = r->rr;
+  progress *pg = r->x->pg;
+  r->ts.wall_seconds = at_now() - r->t_run0;
+  record_counts(r);
+  if (r->why[0] && strncmp(r->why, "left at", 7) == 0) {
+    snprintf(rr->status, sizeof rr->status, "interrupted: %.230s", r->why);
+    say(pg, "[%s] %s\n", r->rc->name, r->why);
+    return;
+  }
+  if (r->why[0]) {
+    snprintf(rr->status, sizeof rr->status, "stopped: %.230s", r->why);
+    say(pg, "[%s] stopped: %s\n", r->rc->name, r->why);
+    return;
+  }
+  snprintf(rr->status, sizeof rr->status, "ok");
+  if (is_text(r->rc) && rr->n_eval) at_results_set_num(rr, "bits_per_byte", rr->eval_loss[rr->n_eval - 1] / log(2.0));
+  char wall[32], cache[32], state[32];
+  fmt_duration(rr->wall_seconds, wall, sizeof wall);
+  fmt_bytes(4.0 * (double)at_model_cache_per_token(r->m), cache, sizeof cache);
+  fmt_bytes(4.0 * (double)at_model_state_elems(r->m), state, sizeof state);
+  say(pg, "[%s] done: %lld params, %.0f tok/s, %s; inference memory %s/token + %s state%s\n", r->rc->name,
+      (long long)rr->params, (double)r->ts.tokens / r->ts.train_seconds, wall, cache, state,
+      r->ts.skipped_steps ? " (some steps skipped: non-finite)" : "");
+}
+
+static void run_close(run_state *r) {
+  free(r->tok), free(r->lab);
+  at_ctx_free(r->c);
+  at_optim_free(r->opt);
+  at_model_free(r->m);
+  at_task_free(r->task);
+}
+
+/* The training loop: steps, stage changes, progress, evaluations and
+ * checkpoints, until the last step, --stop-after or a failure (r->why). */
+static at_status run_loop(run_state *r) {
+  const at_train_cfg *tc = r->tc;
+  at_status st = AT_OK;
+  for (int64_t step = r->ts.step; step < tc->steps && st == AT_OK; step++) {
+    const stage *next = &r->stages[r->k];
+    if (step == next->first + next->steps) { /* the next stage: its own optimiser */
+      if ((st = enter_stage(r, r->k + 1)) != AT_OK) break;
+      say(r->x->pg, "[%s] stage %s: %lld steps, lr %g\n", r->rc->name, r->stages[r->k].name,
+          (long long)r->stages[r->k].steps, r->stages[r->k].lr);
+    }
+    if (run_step(r, step) != 0) break;
+    run_progress(r);
+    int last = r->ts.step == tc->steps, eval = r->ts.step % tc->eval_every == 0 || last;
+    if (eval && run_evaluate(r) != AT_OK) break;
+    int leave = r->x->opts->stop_after > 0 && r->ts.step == r->x->opts->stop_after && !last;
+    int ckpt = last || leave || (tc->checkpoint_every > 0 && r->ts.step % tc->checkpoint_every == 0);
+    if (ckpt || eval) st = run_checkpoint(r, ckpt);
+    if (st == AT_OK && leave)
+      snprintf(r->why, sizeof r->why, "left at step %lld (--stop-after); continue with --resume", (long long)r->ts.step);
+    if (leave) break;
+  }
+  return st;
+}
 
 /* Runs one (run, sweep point). Returns a status only for failures that
  * should stop the whole experiment (I/O, a checkpoint that cannot be
@@ -233,228 +522,35 @@ static int is_text(const at_run_cfg *rc) { return rc->data.kind == AT_TASK_TEXT;
  * returned. */
 static at_status train_run(run_ctx *x) {
   const at_run_cfg *rc = x->rc;
-  const at_train_cfg *tc = &rc->train;
-  progress *pg = x->pg;
   at_results_run *rr = at_results_find(x->results, rc->run_id);
   if (rr && x->opts->resume && strcmp(rr->status, "ok") == 0) {
-    say(pg, "[%s] complete in %s, kept\n", rc->name, x->results_path);
+    say(x->pg, "[%s] complete in %s, kept\n", rc->name, x->results_path);
     return AT_OK;
   }
-  if (!rr) {
-    at_status st = at_results_add_run(x->results, rc->run_id, rc->yaml, &rr);
-    if (st != AT_OK) return st;
-  }
+  at_status st;
+  if (!rr && (st = at_results_add_run(x->results, rc->run_id, rc->yaml, &rr)) != AT_OK) return st;
   snprintf(rr->name, sizeof rr->name, "%s", rc->name);
   snprintf(rr->base_name, sizeof rr->base_name, "%s", rc->base_name);
   snprintf(rr->sweep_point, sizeof rr->sweep_point, "%s", rc->sweep_point);
   snprintf(rr->status, sizeof rr->status, "running");
-
-  at_set_threads(tc->threads);
-  at_task *task = NULL;
-  at_model *m = NULL;
-  at_optim *opt = NULL;
-  at_ctx *c = NULL;
-  int32_t *tok = NULL, *lab = NULL;
-  at_task_cfg dc = rc->data;
-  if (dc.kind == AT_TASK_TEXT && !dc.cache[0]) /* the byte cache lives with the results */
-    snprintf(dc.cache, sizeof dc.cache, "%.1000s/token_cache.h5", x->out);
-  at_status st = at_task_open(&dc, &task);
-  at_model_cfg mc = rc->model;
-  mc.vocab_size = dc.vocab_size;
-  mc.max_seq_len = dc.seq_len;
-  if (st == AT_OK) st = at_model_new(&mc, rc->seed, &m);
-  if (st == AT_OK && !(c = at_ctx_new(0))) st = at_error(AT_E_NOMEM, "out of memory");
-  int64_t B = tc->batch_size, T = dc.seq_len;
-  if (st == AT_OK) {
-    tok = malloc((size_t)(B * T) * sizeof *tok);
-    lab = malloc((size_t)(B * T) * sizeof *lab);
-    if (!tok || !lab) st = at_error(AT_E_NOMEM, "out of memory");
-  }
-  if (st != AT_OK) {
-    snprintf(rr->status, sizeof rr->status, "stopped: %s", at_errmsg());
-    say(pg, "[%s] cannot start: %s\n", rc->name, at_errmsg());
-    st = AT_OK;
-    goto done;
-  }
-  rr->params = at_model_num_params(m);
-  at_results_set_num(rr, "cache_bytes_per_token", 4.0 * (double)at_model_cache_per_token(m));
-  at_results_set_num(rr, "state_bytes", 4.0 * (double)at_model_state_elems(m));
-  int ng = at_task_num_groups(task);
-  if (ng > 1 && rr->n_groups == 0) {
-    const char *names[MAX_GROUPS];
-    ng = AT_MIN(ng, MAX_GROUPS);
-    for (int g = 0; g < ng; g++) names[g] = at_task_group_name(task, g);
-    at_results_set_groups(rr, ng, names);
-  }
-
-  stage stages[AT_MAX_STAGES];
-  int n_stages = stages_of(tc, stages);
-  at_train_state ts;
-  at_train_state_init(&ts);
-  int resuming = x->opts->resume && access(x->ckpt, F_OK) == 0;
-  /* The checkpoint's step says which stage, and so which optimiser, to
-   * restore: read the parameters and state first, the optimiser second. */
-  if (resuming && (st = at_checkpoint_load(x->ckpt, m->params, NULL, &ts, NULL)) != AT_OK) {
-    at_error_prefix(st, "[%s] cannot resume", rc->name);
-    goto done;
-  }
-  int k = 0;
-  while (k + 1 < n_stages && ts.step >= stages[k].first + stages[k].steps) k++;
-  set_trainable(m->params, stages[k].trainable);
-  if ((st = stage_optim(tc, &stages[k], m->params, &opt)) != AT_OK) goto done;
-  if (resuming) {
-    if (ts.step > stages[k].first && (st = at_checkpoint_load(x->ckpt, m->params, opt, &ts, NULL)) != AT_OK) {
-      at_error_prefix(st, "[%s] cannot resume", rc->name);
-      goto done;
-    }
-    at_results_truncate(rr, ts.step - 1);
-    say(pg, "[%s] resuming at step %lld\n", rc->name, (long long)ts.step);
+  at_set_threads(rc->train.threads);
+  run_state r = {.x = x, .rc = rc, .tc = &rc->train, .rr = rr};
+  st = run_open(&r);
+  if (st == AT_OK && r.why[0]) { /* cannot start: recorded, the others still run */
+    snprintf(rr->status, sizeof rr->status, "stopped: %.230s", r.why);
+    say(x->pg, "[%s] %s\n", rc->name, r.why);
+    st = at_results_write(x->results, x->results_path);
   } else {
-    at_results_truncate(rr, -1);
-  }
-  if (n_stages > 1 && ts.step < tc->steps)
-    say(pg, "[%s] stage %s: %lld steps, lr %g\n", rc->name, stages[k].name, (long long)stages[k].steps, stages[k].lr);
-
-  uint64_t data_pos = ts.n_data_pos ? ts.data_pos[0] : 0;
-  int64_t eval_n = tc->eval_examples > 0 ? AT_MIN(tc->eval_examples, at_task_size(task, AT_SPLIT_TEST))
-                                         : at_task_size(task, AT_SPLIT_TEST);
-  double t_run0 = at_now() - ts.wall_seconds;
-  int bad_in_row = 0;
-  char why[256] = "";
-  double loss_acc = 0, kl_acc = 0, recall_acc = 0;
-  int64_t acc_lab = 0, acc_cor = 0, n_acc = 0, n_dsa = 0;
-
-  for (int64_t step = ts.step; step < tc->steps; step++) {
-    if (step == stages[k].first + stages[k].steps) { /* the next stage: its own optimiser */
-      k++;
-      at_optim_free(opt);
-      opt = NULL;
-      set_trainable(m->params, stages[k].trainable);
-      if ((st = stage_optim(tc, &stages[k], m->params, &opt)) != AT_OK) goto done;
-      say(pg, "[%s] stage %s: %lld steps, lr %g\n", rc->name, stages[k].name, (long long)stages[k].steps, stages[k].lr);
-    }
-    double t0 = at_now();
-    at_task_batch(task, AT_SPLIT_TRAIN, (int64_t)data_pos, B, tok, lab, NULL);
-    data_pos += (uint64_t)B;
-    at_itensor *ti = at_inew(c, AT_SHAPE(B, T)), *li = at_inew(c, AT_SHAPE(B, T));
-    at_tensor *loss = NULL;
-    at_mixer_io io;
-    double lm = NAN;
-    int64_t n_lab = 0, n_cor = 0;
-    if (ti && li) {
-      memcpy(ti->data, tok, (size_t)(B * T) * sizeof *tok);
-      memcpy(li->data, lab, (size_t)(B * T) * sizeof *lab);
-      loss = at_model_train_loss(c, m, ti, li, &stages[k].mode, &io, &lm, &n_lab, &n_cor);
-    }
-    if (!loss) {
-      snprintf(why, sizeof why, "forward failed at step %lld: %s", (long long)step, at_errmsg());
-      break;
-    }
-    int bad = !isfinite(loss->data[0]);
-    if (!bad) {
-      at_params_zero_grad(m->params);
-      if (at_backward(c, loss) != AT_OK) {
-        snprintf(why, sizeof why, "backward failed at step %lld: %s", (long long)step, at_errmsg());
-        break;
-      }
-      at_step_info info;
-      at_optim_step(opt, &info);
-      bad = info.skipped;
-    }
-    at_ctx_reset(c);
-    ts.step = step + 1;
-    ts.tokens += B * T;
-    ts.train_seconds += at_now() - t0;
-    if (bad) {
-      ts.skipped_steps++;
-      if (++bad_in_row >= tc->max_bad_steps) {
-        snprintf(why, sizeof why, "%d non-finite losses or gradients in a row at step %lld (last good checkpoint kept)",
-                 bad_in_row, (long long)step);
-        break;
-      }
-    } else {
-      bad_in_row = 0;
-      at_results_log_train(rr, step, lm);
-      loss_acc += lm, acc_lab += n_lab, acc_cor += n_cor, n_acc++;
-      if (io.dsa_layers) {
-        double kl = io.dsa_kl / io.dsa_layers, recall = io.dsa_recall / io.dsa_layers;
-        at_results_log_series(rr, "indexer_kl", step, kl);
-        at_results_log_series(rr, "topk_recall", step, recall);
-        kl_acc += kl, recall_acc += recall, n_dsa++;
-      }
-    }
-    int last = ts.step == tc->steps;
-    double now = at_now();
-    if (n_acc && (pg->tty ? now - pg->last_draw > 0.2 || last : ts.step % tc->log_every == 0 || last)) {
-      double tps = (double)ts.tokens / ts.train_seconds;
-      double per_step = (now - t_run0) / (double)ts.step;
-      char eta[32], dsa[64] = "";
-      fmt_duration(per_step * (double)(tc->steps - ts.step), eta, sizeof eta);
-      if (n_dsa)
-        snprintf(dsa, sizeof dsa, "  kl %.3f  recall %.1f%%", kl_acc / (double)n_dsa, 100 * recall_acc / (double)n_dsa);
-      status_line(pg, "[%s] step %lld/%lld  loss %.4f  acc %5.1f%%%s  %.0f tok/s  ETA %s", rc->name,
-                  (long long)ts.step, (long long)tc->steps, loss_acc / (double)n_acc,
-                  acc_lab ? 100.0 * (double)acc_cor / (double)acc_lab : 0.0, dsa, tps, eta);
-      pg->last_draw = now;
-      loss_acc = kl_acc = recall_acc = 0, acc_lab = acc_cor = n_acc = n_dsa = 0;
-    }
-    if (ts.step % tc->eval_every == 0 || last) {
-      eval_result er;
-      at_dsa_mode em = {stages[k].mode.sparse, 0}; /* no indexer loss when evaluating */
-      if (evaluate(c, m, task, eval_n, B, &em, &er) != AT_OK) {
-        snprintf(why, sizeof why, "%s", at_errmsg());
-        break;
-      }
-      at_results_log_eval(rr, ts.step - 1, er.loss, er.accuracy, er.n_groups ? er.group_accuracy : NULL);
-      if (is_text(rc))
-        say(pg, "[%s] eval @%lld: loss %.4f (%.4f bits/byte)\n", rc->name, (long long)ts.step, er.loss, er.loss / log(2.0));
-      else
-        say(pg, "[%s] eval @%lld: loss %.4f  accuracy %.2f%%\n", rc->name, (long long)ts.step, er.loss, 100 * er.accuracy);
-    }
-    int leave = x->opts->stop_after > 0 && ts.step == x->opts->stop_after && !last;
-    int ckpt = last || leave || (tc->checkpoint_every > 0 && ts.step % tc->checkpoint_every == 0);
-    if (ckpt || ts.step % tc->eval_every == 0) {
-      ts.wall_seconds = at_now() - t_run0;
-      ts.n_data_pos = 1;
-      ts.data_pos[0] = data_pos;
-      if (ckpt && (st = at_checkpoint_save(x->ckpt, m->params, opt, &ts, rc->yaml)) != AT_OK) goto done;
-      rr->steps = ts.step, rr->skipped_steps = ts.skipped_steps, rr->train_tokens = ts.tokens;
-      rr->train_seconds = ts.train_seconds, rr->wall_seconds = ts.wall_seconds;
-      if ((st = at_results_write(x->results, x->results_path)) != AT_OK) goto done;
-    }
-    if (leave) {
-      snprintf(why, sizeof why, "left at step %lld (--stop-after); continue with --resume", (long long)ts.step);
-      break;
+    if (st == AT_OK) st = run_resume(&r);
+    if (st == AT_OK) st = run_loop(&r);
+    if (st == AT_OK) {
+      run_finish(&r);
+      st = at_results_write(x->results, x->results_path);
+    } else if (strcmp(rr->status, "running") == 0) {
+      snprintf(rr->status, sizeof rr->status, "stopped: %.230s", at_errmsg());
     }
   }
-  rr->steps = ts.step, rr->skipped_steps = ts.skipped_steps, rr->train_tokens = ts.tokens;
-  rr->train_seconds = ts.train_seconds, rr->wall_seconds = at_now() - t_run0;
-  if (why[0] && strncmp(why, "left at", 7) == 0) {
-    snprintf(rr->status, sizeof rr->status, "interrupted: %.230s", why);
-    say(pg, "[%s] %s\n", rc->name, why);
-  } else if (why[0]) {
-    snprintf(rr->status, sizeof rr->status, "stopped: %.230s", why);
-    say(pg, "[%s] stopped: %s\n", rc->name, why);
-  } else {
-    snprintf(rr->status, sizeof rr->status, "ok");
-    if (is_text(rc) && rr->n_eval)
-      at_results_set_num(rr, "bits_per_byte", rr->eval_loss[rr->n_eval - 1] / log(2.0));
-    char wall[32], cache[32], state[32];
-    fmt_duration(rr->wall_seconds, wall, sizeof wall);
-    fmt_bytes(4.0 * (double)at_model_cache_per_token(m), cache, sizeof cache);
-    fmt_bytes(4.0 * (double)at_model_state_elems(m), state, sizeof state);
-    say(pg, "[%s] done: %lld params, %.0f tok/s, %s; inference memory %s/token + %s state%s\n",
-        rc->name, (long long)rr->params, (double)ts.tokens / ts.train_seconds, wall, cache, state,
-        ts.skipped_steps ? " (some steps skipped: non-finite)" : "");
-  }
-  st = at_results_write(x->results, x->results_path);
-done:
-  if (st != AT_OK && strcmp(rr->status, "running") == 0) snprintf(rr->status, sizeof rr->status, "stopped: %s", at_errmsg());
-  free(tok), free(lab);
-  at_ctx_free(c);
-  at_optim_free(opt);
-  at_model_free(m);
-  at_task_free(task);
+  run_close(&r);
   return st;
 }
 

@@ -43,24 +43,8 @@
  *                otherwise section.key[.key...]; every run is expanded over the
  *                cartesian product (last key fastest).
  *
- * Mixer options (model.attention.<mixer>); each mixer takes only its own:
- *   position [inherit: rope if model.position is rope, else nope]  full mla dsa
- *   head_dim [0 = d_model / n_heads]                                every mixer
- *   window [0 = none]                                               full
- *   chunk_size [64], short_conv [true], conv_size [4] (2..4)        deltanet gdn kda mamba2
- *   output_gate (sigmoid | swish | none) [deltanet none, gdn swish, kda sigmoid,
- *                mamba2 swish]                                      deltanet gdn kda mamba2
- *   decay_gate [unbounded] (unbounded | bounded), lower_bound [-5]  gdn kda
- *   allow_neg_eigval [false]                                        deltanet gdn kda
- *   expand_v [gdn 2, kda 1]                                         gdn kda
- *   d_state [16], expand [2]                                        mamba2
- *   kv_rank [4 head_dim], q_rank [0 = none],
- *   rope_dim [head_dim / 2 with rope, 0 with nope]                  mla dsa
- *   index_heads [4], index_dim [16], topk [32]                      dsa
- * Sources: flash-linear-attention layer defaults (chunk 64, short conv 4,
- * gate activations, KDA lower bound -5, GDN expand_v 2), DeepSeek-V2 (d_c = 4 d_h,
- * d_R = d_h / 2), toy-scale DSA indexer sizes (research notes, sparse_path §1.6),
- * Zoology's MQAR Mamba sweeps (d_state 8..24).
+ * Mixer options (model.attention.<mixer>): each mixer's own table in its
+ * at_mixer_impl (models/mixer.h; `train --mixers` prints them all).
  *
  * Stages (train.stages or runs[i].stages, at most 4): {name (required),
  * steps (required; the stages' steps sum to train.steps), lr [train.lr],
@@ -69,21 +53,18 @@
  */
 #include "experiments/schema.h"
 
+#include "models/mixer.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #define BIG ((int64_t)1 << 40)
+#define MAX_MIXER_OPTS 32
 #define TASK(k) (1u << (k))
-#define MIX(k) (1u << (k))
-#define SOFTMAX (MIX(AT_MIXER_FULL) | MIX(AT_MIXER_MLA) | MIX(AT_MIXER_DSA))
-#define LINEAR (MIX(AT_MIXER_DELTANET) | MIX(AT_MIXER_GDN) | MIX(AT_MIXER_KDA) | MIX(AT_MIXER_MAMBA2))
-#define DELTA (MIX(AT_MIXER_DELTANET) | MIX(AT_MIXER_GDN) | MIX(AT_MIXER_KDA))
-#define GATED (MIX(AT_MIXER_GDN) | MIX(AT_MIXER_KDA))
-#define LATENT (MIX(AT_MIXER_MLA) | MIX(AT_MIXER_DSA))
 
 _Static_assert(sizeof(at_position) == sizeof(int) && sizeof(at_mlp_kind) == sizeof(int) &&
-               sizeof(at_out_gate) == sizeof(int) && sizeof(at_decay_gate) == sizeof(int) && sizeof(at_residual_init) == sizeof(int) &&
+               sizeof(at_residual_init) == sizeof(int) &&
                sizeof(at_optimizer_kind) == sizeof(int) && sizeof(at_schedule_kind) == sizeof(int) &&
                sizeof(at_trainable) == sizeof(int) && sizeof(at_task_kind) == sizeof(int),
                "enum fields are written as int");
@@ -117,12 +98,6 @@ static const char *const mlp_names[] = {"none", "swiglu", NULL};
 static const char *const resid_names[] = {"scaled", "plain", NULL};
 static const char *const model_pos_names[] = {"rope", "nope", "learned", NULL};
 static const int model_pos_vals[] = {AT_POS_ROPE, AT_POS_NOPE, AT_POS_LEARNED};
-static const char *const mixer_pos_names[] = {"rope", "nope", "inherit", NULL};
-static const int mixer_pos_vals[] = {AT_POS_ROPE, AT_POS_NOPE, AT_POS_INHERIT};
-static const char *const gate_names[] = {"sigmoid", "swish", "none", NULL};
-static const int gate_vals[] = {AT_GATE_SIGMOID, AT_GATE_SWISH, AT_GATE_NONE};
-static const char *const decay_names[] = {"unbounded", "bounded", NULL};
-static const int decay_vals[] = {AT_DECAY_UNBOUNDED, AT_DECAY_BOUNDED};
 static const char *const optimizer_names[] = {"adamw", "sgd", NULL};
 static const int optimizer_vals[] = {AT_OPT_ADAMW, AT_OPT_SGD};
 static const char *const schedule_names[] = {"constant", "cosine", "wsd", NULL};
@@ -168,28 +143,6 @@ static const field model_fields[] = {
   FB("tie_embeddings", at_model_cfg, tie_embeddings, 0),
   FX("layers", F_LAYERS),
   FX("attention", F_ATTENTION),
-};
-
-static const field mixer_fields[] = {
-  FE("position", at_mixer_opts, position, mixer_pos_names, mixer_pos_vals, SOFTMAX),
-  FI("head_dim", at_mixer_opts, head_dim, 0, 4096, 0),
-  FI("window", at_mixer_opts, window, 0, (int64_t)1 << 24, MIX(AT_MIXER_FULL)),
-  FI("chunk_size", at_mixer_opts, chunk_size, 1, 4096, LINEAR),
-  FB("short_conv", at_mixer_opts, short_conv, LINEAR),
-  FI("conv_size", at_mixer_opts, conv_size, 2, 4, LINEAR),
-  FE("output_gate", at_mixer_opts, output_gate, gate_names, gate_vals, LINEAR),
-  FE("decay_gate", at_mixer_opts, decay_gate, decay_names, decay_vals, GATED),
-  FR("lower_bound", at_mixer_opts, lower_bound, -INFINITY, 0, 1, 1, GATED),
-  FB("allow_neg_eigval", at_mixer_opts, allow_neg_eigval, DELTA),
-  FI("expand_v", at_mixer_opts, expand_v, 1, 16, GATED),
-  FI("d_state", at_mixer_opts, d_state, 1, 4096, MIX(AT_MIXER_MAMBA2)),
-  FI("expand", at_mixer_opts, expand, 1, 16, MIX(AT_MIXER_MAMBA2)),
-  FI("kv_rank", at_mixer_opts, kv_rank, 0, 65536, LATENT),
-  FI("q_rank", at_mixer_opts, q_rank, 0, 65536, LATENT),
-  FI("rope_dim", at_mixer_opts, rope_dim, 0, 4096, LATENT),
-  FI("index_heads", at_mixer_opts, index_heads, 1, 1024, MIX(AT_MIXER_DSA)),
-  FI("index_dim", at_mixer_opts, index_dim, 1, 4096, MIX(AT_MIXER_DSA)),
-  FI("topk", at_mixer_opts, topk, 1, (int64_t)1 << 24, MIX(AT_MIXER_DSA)),
 };
 
 static const field train_fields[] = {
@@ -466,21 +419,31 @@ static int section_keys(const section *sec, const char **out) {
 
 static at_status apply_map(const section *sec, const at_ynode *map, void *target);
 
+/* The registered mixers' names, and "unknown mixer" with a suggestion. */
+static int mixer_names(const char **names) {
+  int n = at_mixer_count();
+  for (int k = 0; k < n; k++) names[k] = at_mixer_name(k);
+  return n;
+}
+
+static at_status unknown_mixer(at_cfg_loc at, const char *name, const char *what) {
+  const char *names[AT_MAX_MIXERS];
+  int n = mixer_names(names);
+  const char *near = at_cfg_nearest(name, names, n);
+  if (near) return at_cfg_fail(at, "unknown mixer '%s' in %s; did you mean '%s'?", name, what, near);
+  char list[512];
+  join_names(list, sizeof list, names, n);
+  return at_cfg_fail(at, "unknown mixer '%s' in %s (mixers: %s)", name, what, list);
+}
+
 static at_status check_layer_list(const at_ynode *v, const char *what) {
   if (v->kind != AT_YN_SEQ) return at_cfg_expected(v, what, "a list of mixer names");
   if (v->n == 0) return at_cfg_fail(v->at, "%s is empty", what);
   if (v->n > AT_MAX_LAYERS) return at_cfg_fail(v->v[AT_MAX_LAYERS]->at, "%s: more than %d layers", what, AT_MAX_LAYERS);
-  const char *names[AT_MIXER_COUNT];
-  for (int k = 0; k < AT_MIXER_COUNT; k++) names[k] = at_mixer_name((at_mixer_kind)k);
-  char list[256];
-  join_names(list, sizeof list, names, AT_MIXER_COUNT);
   for (int i = 0; i < v->n; i++) {
     const at_ynode *it = v->v[i];
     if (it->kind != AT_YN_SCALAR || at_yt_is_null(it)) return at_cfg_expected(it, what, "a mixer name");
-    if (at_mixer_from_name(it->s) >= 0) continue;
-    const char *near = at_cfg_nearest(it->s, names, AT_MIXER_COUNT);
-    if (near) return at_cfg_fail(it->at, "unknown mixer '%s' in %s; did you mean '%s'?", it->s, what, near);
-    return at_cfg_fail(it->at, "unknown mixer '%s' in %s (mixers: %s)", it->s, what, list);
+    if (at_mixer_from_name(it->s) < 0) return unknown_mixer(it->at, it->s, what);
   }
   return AT_OK;
 }
@@ -498,26 +461,59 @@ static at_status check_layers(const at_ynode *v) {
   return check_layer_list(p, "model.layers.pattern");
 }
 
+/* A mixer's option table as schema fields (section kind -1: every row applies). */
+static int mixer_fields(const at_mixer_impl *impl, field *out) {
+  static const int types[] = {[AT_OPT_INT] = F_INT, [AT_OPT_REAL] = F_REAL, [AT_OPT_BOOL] = F_BOOL,
+                              [AT_OPT_ENUM] = F_ENUM};
+  AT_ASSERT(impl->n_opts <= MAX_MIXER_OPTS);
+  for (int i = 0; i < impl->n_opts; i++) {
+    const at_mixer_opt *o = &impl->opts[i];
+    out[i] = (field){.key = o->key, .type = types[o->type], .off = o->off,
+                     .size = o->type == AT_OPT_INT ? sizeof(int64_t) : o->type == AT_OPT_REAL ? sizeof(double) : sizeof(int),
+                     .imin = (int64_t)o->lo, .imax = (int64_t)o->hi, .lo = o->lo, .hi = o->hi,
+                     .lo_open = o->lo_open, .hi_open = o->hi_open, .names = o->names, .vals = o->vals};
+  }
+  return impl->n_opts;
+}
+
+/* 1 if some other mixer has option `key`. */
+static int other_mixer_key(const at_mixer_impl *self, const char *key) {
+  for (int k = 0; k < at_mixer_count(); k++) {
+    const at_mixer_impl *m = at_mixer_impl_of(k);
+    for (int i = 0; m != self && i < m->n_opts; i++)
+      if (!strcmp(m->opts[i].key, key)) return 1;
+  }
+  return 0;
+}
+
+static at_status apply_mixer(const at_mixer_impl *impl, const at_ynode *map, void *opts) {
+  char name[96];
+  snprintf(name, sizeof name, "model.attention.%s", impl->name);
+  field f[MAX_MIXER_OPTS];
+  section sec = {name, f, mixer_fields(impl, f), -1, "mixer", impl->name};
+  at_status s = at_cfg_expect_map(map, name);
+  for (int i = 0; s == AT_OK && i < map->n; i++) {
+    int mine = 0;
+    for (int j = 0; j < sec.nf; j++) mine |= !strcmp(f[j].key, map->k[i]);
+    if (mine || !other_mixer_key(impl, map->k[i])) continue;
+    const char *keys[MAX_MIXER_OPTS];
+    char list[1024];
+    int nk = section_keys(&sec, keys);
+    join_names(list, sizeof list, keys, nk);
+    return at_cfg_fail(map->kloc[i], "key '%s' does not apply to mixer '%s' (its keys: %s)", map->k[i],
+                       impl->name, list);
+  }
+  return s ? s : apply_map(&sec, map, opts);
+}
+
 static at_status apply_attention(const at_ynode *v, at_model_cfg *m) {
   at_status s = at_cfg_expect_map(v, "model.attention");
   if (s) return s;
-  const char *names[AT_MIXER_COUNT];
-  for (int k = 0; k < AT_MIXER_COUNT; k++) names[k] = at_mixer_name((at_mixer_kind)k);
   for (int i = 0; i < v->n; i++) {
     if ((s = at_cfg_dup_key(v, i, "model.attention"))) return s;
     int k = at_mixer_from_name(v->k[i]);
-    if (k < 0) {
-      const char *near = at_cfg_nearest(v->k[i], names, AT_MIXER_COUNT);
-      char list[256];
-      join_names(list, sizeof list, names, AT_MIXER_COUNT);
-      if (near)
-        return at_cfg_fail(v->kloc[i], "unknown mixer '%s' in model.attention; did you mean '%s'?", v->k[i], near);
-      return at_cfg_fail(v->kloc[i], "unknown mixer '%s' in model.attention (mixers: %s)", v->k[i], list);
-    }
-    char name[64];
-    snprintf(name, sizeof name, "model.attention.%s", names[k]);
-    section sec = {name, mixer_fields, AT_ARRAY_LEN(mixer_fields), k, "mixer", names[k]};
-    if ((s = apply_map(&sec, v->v[i], &m->mixer[k]))) return s;
+    if (k < 0) return unknown_mixer(v->kloc[i], v->k[i], "model.attention");
+    if ((s = apply_mixer(at_mixer_impl_of(k), v->v[i], m->mixer[k].bytes))) return s;
   }
   return AT_OK;
 }
@@ -709,9 +705,9 @@ static at_status resolve_model(const at_ynode *mm, const at_task_cfg *d, at_cfg_
     else if (lay->kind == AT_YN_SEQ && list->n != m->n_layers)
       return at_cfg_fail(lay->at, "model.layers has %d entries but model.n_layers is %lld", list->n,
                          (long long)m->n_layers);
-    for (int i = 0; i < m->n_layers; i++) m->layers[i] = (at_mixer_kind)at_mixer_from_name(list->v[i % list->n]->s);
+    for (int i = 0; i < m->n_layers; i++) m->layers[i] = at_mixer_from_name(list->v[i % list->n]->s);
   } else {
-    for (int i = 0; i < m->n_layers; i++) m->layers[i] = AT_MIXER_FULL;
+    for (int i = 0; i < m->n_layers; i++) m->layers[i] = at_mixer_from_name("full");
   }
 
   /* heads */
@@ -726,51 +722,32 @@ static at_status resolve_model(const at_ynode *mm, const at_task_cfg *d, at_cfg_
                        (long long)m->n_heads, (long long)m->n_kv_heads);
   if (at_yt_find(mm, "mlp_hidden") < 0) m->mlp_hidden = ((8 * m->d_model + 2) / 3 + 15) / 16 * 16;
 
-  /* mixers */
-  int used[AT_MIXER_COUNT] = {0};
-  for (int i = 0; i < m->n_layers; i++) used[m->layers[i]] = 1;
-  const at_ynode *att = at_yt_get(mm, "attention");
-  int64_t std_head = m->d_model / m->n_heads;
-  for (int k = 0; k < AT_MIXER_COUNT; k++) {
-    at_mixer_opts *o = &m->mixer[k];
-    const at_ynode *om = at_yt_get(att, at_mixer_name((at_mixer_kind)k));
-    at_cfg_loc mfb = om ? om->at : (att ? att->at : (mm ? mm->at : fb));
-    const char *kn = at_mixer_name((at_mixer_kind)k);
-    if (o->head_dim == 0) o->head_dim = std_head;
-    if (o->position == AT_POS_INHERIT) o->position = m->position == AT_POS_ROPE ? AT_POS_ROPE : AT_POS_NOPE;
-    int latent = k == AT_MIXER_MLA || k == AT_MIXER_DSA;
-    if (latent) {
-      if (o->kv_rank == 0) o->kv_rank = 4 * o->head_dim;
-      if (o->rope_dim < 0) o->rope_dim = o->position == AT_POS_ROPE ? AT_MAX(2, o->head_dim / 2 / 2 * 2) : 0;
-    }
-    if (!used[k]) continue;
-    if (k == AT_MIXER_FULL && o->position == AT_POS_ROPE && o->head_dim % 2)
-      return at_cfg_fail(at_yt_get(om, "head_dim") ? loc_of(om, "head_dim", mfb) : loc_of2(mm, "n_heads", "d_model", fb),
-                         "mixer %s uses RoPE, which needs an even head_dim (got %lld%s)", kn,
-                         (long long)o->head_dim, at_yt_get(om, "head_dim") ? "" : " = d_model / n_heads");
-    if (latent) {
-      if (o->position == AT_POS_ROPE && o->rope_dim == 0)
-        return at_cfg_fail(loc_of2(om, "rope_dim", "position", mfb),
-                           "mixer %s: rope_dim 0 means no RoPE, but its position is rope "
-                           "(set position: nope, or rope_dim > 0)", kn);
-      if (o->position == AT_POS_NOPE && o->rope_dim > 0)
-        return at_cfg_fail(loc_of2(om, "rope_dim", "position", mfb),
-                           "mixer %s: rope_dim %lld needs position rope (its position is nope)", kn,
-                           (long long)o->rope_dim);
-      if (o->rope_dim % 2)
-        return at_cfg_fail(loc_of(om, "rope_dim", mfb), "mixer %s: rope_dim must be even (got %lld)", kn,
-                           (long long)o->rope_dim);
-    }
-    if (k == AT_MIXER_DSA && o->position == AT_POS_ROPE && o->index_dim < o->rope_dim)
-      return at_cfg_fail(loc_of2(om, "index_dim", "rope_dim", mfb),
-                         "mixer dsa: index_dim %lld is smaller than rope_dim %lld (the indexer rotates "
-                         "its first rope_dim dimensions)", (long long)o->index_dim, (long long)o->rope_dim);
-    if (k == AT_MIXER_MAMBA2 && (o->expand * m->d_model) % o->head_dim)
-      return at_cfg_fail(loc_of2(om, "head_dim", "expand", mfb),
-                         "mixer mamba2: expand * d_model = %lld is not divisible by head_dim %lld",
-                         (long long)(o->expand * m->d_model), (long long)o->head_dim);
+  /* mixers: derived values and each mixer's own check, placed at the option
+   * at fault, else at the mixer's options, else where the layers name it */
+  at_mixer_kind bad;
+  const char *key;
+  if ((s = at_model_cfg_resolve(m, &bad, &key)) == AT_OK) return AT_OK;
+  char msg[1024];
+  snprintf(msg, sizeof msg, "%s", at_errmsg());
+  const at_ynode *om = at_yt_get(at_yt_get(mm, "attention"), at_mixer_name(bad));
+  at_cfg_loc at = om ? om->at : loc_of(mm, "layers", fb);
+  if (key && !strncmp(key, "model.", 6)) at = loc_of(mm, key + 6, at);
+  else if (key) at = loc_of(om, key, at);
+  return at_cfg_fail(at, "mixer %s: %s", at_mixer_name(bad), msg);
+}
+
+/* The mixers that respond to every stage flag ("dsa"). */
+static const char *indexer_mixers(void) {
+  static char buf[256];
+  const char *names[AT_MAX_MIXERS];
+  int n = 0;
+  for (int k = 0; k < at_mixer_count(); k++) {
+    const at_mixer_impl *m = at_mixer_impl_of(k);
+    if ((m->stage_flags & (AT_STAGE_SPARSE | AT_STAGE_AUX_LOSS)) && (m->groups & (1u << AT_GROUP_INDEXER)))
+      names[n++] = m->name;
   }
-  return AT_OK;
+  join_names(buf, sizeof buf, names, n);
+  return buf;
 }
 
 static at_status resolve_train(const at_ynode *tm, const at_task_cfg *d, const at_model_cfg *m,
@@ -790,16 +767,23 @@ static at_status resolve_train(const at_ynode *tm, const at_task_cfg *d, const a
     const at_ynode *sv = at_yt_get(tm, "stages");
     at_cfg_loc sat = loc_of(tm, "stages", fb);
     int64_t sum = 0;
-    int dsa = 0;
-    for (int i = 0; i < m->n_layers; i++) dsa |= m->layers[i] == AT_MIXER_DSA;
+    unsigned flags = 0, groups = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+      flags |= at_mixer_impl_of(m->layers[i])->stage_flags;
+      groups |= at_mixer_impl_of(m->layers[i])->groups;
+    }
     for (int i = 0; i < t->n_stages; i++) {
       at_stage_cfg *st = &t->stages[i];
       sum += st->steps;
       if (st->lr == 0) st->lr = t->optim.lr;
-      if (!dsa && (st->trainable == AT_TRAINABLE_INDEXER || st->sparse || st->indexer_loss))
+      const char *need = st->sparse && !(flags & AT_STAGE_SPARSE) ? "sparse"
+                         : st->indexer_loss && !(flags & AT_STAGE_AUX_LOSS) ? "indexer_loss"
+                         : st->trainable == AT_TRAINABLE_INDEXER && !(groups & (1u << AT_GROUP_INDEXER))
+                             ? "trainable: indexer" : NULL;
+      if (need)
         return at_cfg_fail(sv && i < sv->n ? sv->v[i]->at : sat,
-                           "stage '%s' uses the DSA indexer (trainable: indexer, sparse or indexer_loss) "
-                           "but model.layers has no dsa layer", st->name);
+                           "stage '%s' asks for %s, which no mixer of model.layers supports "
+                           "(mixers with an indexer: %s)", st->name, need, indexer_mixers());
       if (st->trainable == AT_TRAINABLE_INDEXER && !st->indexer_loss)
         return at_cfg_fail(sv && i < sv->n ? sv->v[i]->at : sat,
                            "stage '%s' trains only the indexer, whose only loss is the indexer's KL: "
@@ -885,18 +869,15 @@ void at_cfg_emit_sections(at_sbuf *b, const at_run_cfg *r, const at_ynode *root)
   for (int i = 0; i < m->n_layers; i++) at_sb_printf(b, "%s%s", i ? ", " : "", at_mixer_name(m->layers[i]));
   at_sb_printf(b, "]\n  attention:\n");
   const at_ynode *att = at_yt_get(at_yt_get(root, "model"), "attention");
-  for (int k = 0; k < AT_MIXER_COUNT; k++) {
-    int show = at_yt_find(att, at_mixer_name((at_mixer_kind)k)) >= 0;
-    for (int i = 0; i < m->n_layers; i++) show |= m->layers[i] == (at_mixer_kind)k;
-    if (!show) continue;
-    at_sb_printf(b, "    %s: {", at_mixer_name((at_mixer_kind)k));
-    int first = 1;
-    for (int i = 0; i < AT_ARRAY_LEN(mixer_fields); i++) {
-      const field *f = &mixer_fields[i];
-      if (!applies(f, k)) continue;
-      at_sb_printf(b, "%s%s: ", first ? "" : ", ", f->key);
-      emit_value(b, f, &m->mixer[k]);
-      first = 0;
+  for (int k = 0; k < at_mixer_count(); k++) { /* the mixers used or given options */
+    if (!at_mixer_used(m, k) && at_yt_find(att, at_mixer_name(k)) < 0) continue;
+    const at_mixer_impl *impl = at_mixer_impl_of(k);
+    field f[MAX_MIXER_OPTS];
+    int nf = mixer_fields(impl, f);
+    at_sb_printf(b, "    %s: {", impl->name);
+    for (int i = 0; i < nf; i++) {
+      at_sb_printf(b, "%s%s: ", i ? ", " : "", f[i].key);
+      emit_value(b, &f[i], m->mixer[k].bytes);
     }
     at_sb_printf(b, "}\n");
   }

@@ -1,4 +1,4 @@
-/* models/config.c: mixer names and model defaults.
+/* models/config.c: model defaults and the resolution of mixer options.
  *
  * The defaults are the ones documented in the experiment schema
  * (experiments/schema.c); change both together. */
@@ -6,54 +6,7 @@
 
 #include <string.h>
 
-static const char *const mixer_names[AT_MIXER_COUNT] = {
-  [AT_MIXER_FULL] = "full", [AT_MIXER_DELTANET] = "deltanet", [AT_MIXER_GDN] = "gdn",
-  [AT_MIXER_KDA] = "kda",   [AT_MIXER_MAMBA2] = "mamba2",     [AT_MIXER_MLA] = "mla",
-  [AT_MIXER_DSA] = "dsa",
-};
-
-const char *at_mixer_name(at_mixer_kind k) {
-  if ((int)k < 0 || k >= AT_MIXER_COUNT) return "unknown";
-  return mixer_names[k];
-}
-
-int at_mixer_from_name(const char *name) {
-  if (!name) return -1;
-  for (int k = 0; k < AT_MIXER_COUNT; k++)
-    if (strcmp(name, mixer_names[k]) == 0) return k;
-  return -1;
-}
-
-void at_mixer_opts_defaults(at_mixer_opts *o, at_mixer_kind k) {
-  memset(o, 0, sizeof *o);
-  int softmax = k == AT_MIXER_FULL || k == AT_MIXER_MLA || k == AT_MIXER_DSA;
-  /* Softmax mixers follow model.position; the linear family has no positions. */
-  o->position = softmax ? AT_POS_INHERIT : AT_POS_NOPE;
-  o->head_dim = 0;                 /* d_model / n_heads */
-  o->window = 0;
-  /* flash-linear-attention layer defaults (chunk 64, short conv of 4). */
-  o->chunk_size = 64;
-  o->short_conv = 1;
-  o->conv_size = 4;
-  switch (k) {
-  case AT_MIXER_GDN:    o->output_gate = AT_GATE_SWISH; break;   /* fla gated_deltanet */
-  case AT_MIXER_KDA:    o->output_gate = AT_GATE_SIGMOID; break; /* Kimi Linear */
-  case AT_MIXER_MAMBA2: o->output_gate = AT_GATE_SWISH; break;   /* RMSNorm(y * silu(z)) */
-  default:              o->output_gate = AT_GATE_NONE; break;    /* fla delta_net: no gate */
-  }
-  o->decay_gate = AT_DECAY_UNBOUNDED;
-  o->lower_bound = -5.0;
-  o->allow_neg_eigval = 0;
-  o->expand_v = k == AT_MIXER_GDN ? 2 : 1;
-  o->d_state = 16;                 /* Zoology's MQAR sweeps use 8..24 */
-  o->expand = 2;
-  o->kv_rank = 0;                  /* 4 * head_dim (DeepSeek-V2: d_c = 4 d_h) */
-  o->q_rank = 0;                   /* no query compression */
-  o->rope_dim = -1;                /* head_dim / 2 (DeepSeek-V2: d_R = d_h / 2) */
-  o->index_heads = 4;              /* toy-scale lightning indexer */
-  o->index_dim = 16;
-  o->topk = 32;
-}
+#include "models/mixer.h"
 
 void at_model_cfg_defaults(at_model_cfg *cfg) {
   memset(cfg, 0, sizeof *cfg);
@@ -69,6 +22,27 @@ void at_model_cfg_defaults(at_model_cfg *cfg) {
   cfg->init_std = 0.02;
   cfg->residual_init = AT_RESID_SCALED;
   cfg->tie_embeddings = 0;
-  for (int i = 0; i < AT_MAX_LAYERS; i++) cfg->layers[i] = AT_MIXER_FULL;
-  for (int k = 0; k < AT_MIXER_COUNT; k++) at_mixer_opts_defaults(&cfg->mixer[k], (at_mixer_kind)k);
+  int full = at_mixer_from_name("full");
+  for (int i = 0; i < AT_MAX_LAYERS; i++) cfg->layers[i] = full;
+  for (int k = 0; k < at_mixer_count(); k++) at_mixer_opts_defaults(at_mixer_impl_of(k), cfg->mixer[k].bytes);
+}
+
+at_status at_model_cfg_resolve(at_model_cfg *cfg, at_mixer_kind *bad_mixer, const char **bad_key) {
+  *bad_mixer = -1;
+  *bad_key = NULL;
+  for (int k = 0; k < at_mixer_count(); k++) {
+    at_mixer_common *o = (at_mixer_common *)(void *)cfg->mixer[k].bytes;
+    if (o->head_dim == 0 && cfg->n_heads > 0) o->head_dim = cfg->d_model / cfg->n_heads;
+    if (o->position == AT_POS_INHERIT) o->position = cfg->position == AT_POS_ROPE ? AT_POS_ROPE : AT_POS_NOPE;
+  }
+  for (int k = 0; k < at_mixer_count(); k++) {
+    const at_mixer_impl *impl = at_mixer_impl_of(k);
+    if (!at_mixer_used(cfg, k) || !impl->check) continue;
+    at_status st = impl->check(cfg, cfg->mixer[k].bytes, bad_key);
+    if (st != AT_OK) {
+      *bad_mixer = k;
+      return st;
+    }
+  }
+  return AT_OK;
 }

@@ -49,6 +49,22 @@
 #include "models/linear_mixers.h"
 #include "ops/ops.h"
 
+extern const at_mixer_impl at_mixer_deltanet, at_mixer_gdn, at_mixer_kda;
+
+static const at_mixer_opt deltanet_options[] = {
+  AT_OPT_HEAD_DIM(at_lin_mixer_opts), AT_LIN_OPT_CHUNK, AT_LIN_OPT_GATE(AT_GATE_NONE), AT_LIN_OPT_NEG_EIG,
+};
+static const at_mixer_opt gdn_options[] = {
+  AT_OPT_HEAD_DIM(at_lin_mixer_opts), AT_LIN_OPT_CHUNK, AT_LIN_OPT_GATE(AT_GATE_SWISH),
+  AT_LIN_OPT_DECAY, AT_LIN_OPT_NEG_EIG,
+  AT_OPT_I("expand_v", at_lin_mixer_opts, expand_v, 1, 16, 2, "value head dim = expand_v head_dim"),
+};
+static const at_mixer_opt kda_options[] = {
+  AT_OPT_HEAD_DIM(at_lin_mixer_opts), AT_LIN_OPT_CHUNK, AT_LIN_OPT_GATE(AT_GATE_SIGMOID),
+  AT_LIN_OPT_DECAY, AT_LIN_OPT_NEG_EIG,
+  AT_OPT_I("expand_v", at_lin_mixer_opts, expand_v, 1, 16, 1, "value head dim = expand_v head_dim"),
+};
+
 typedef struct delta_layer {
   at_lin_layer_base base;
   int64_t d, H, K, V, conv_size, chunk;
@@ -67,18 +83,18 @@ static at_tensor *param(at_params *p, const char *prefix, const char *name, int6
 }
 
 static at_status delta_create(const at_model_cfg *cfg, int layer_index, at_params *p,
-                              const char *prefix, void **out, at_mixer_kind kind) {
+                              const char *prefix, void **out, const at_mixer_impl *kind) {
   (void)layer_index;
-  const at_mixer_opts *o = &cfg->mixer[kind];
+  const at_lin_mixer_opts *o = AT_MIXER_OPTS(cfg, kind, at_lin_mixer_opts);
   delta_layer *L = calloc(1, sizeof *L);
   if (!L) return at_error(AT_E_NOMEM, "out of memory");
   *out = L;
-  L->base.kind = kind;
+  L->base.impl = kind;
   L->base.form = AT_LIN_CHUNK;
   L->d = cfg->d_model;
   L->H = cfg->n_heads;
   L->K = at_layer_head_dim(cfg, kind);
-  L->V = (kind == AT_MIXER_DELTANET ? 1 : o->expand_v) * L->K;
+  L->V = (kind == &at_mixer_deltanet ? 1 : o->expand_v) * L->K;
   L->conv_size = o->conv_size;
   L->chunk = o->chunk_size;
   L->short_conv = o->short_conv;
@@ -89,13 +105,13 @@ static at_status delta_create(const at_model_cfg *cfg, int layer_index, at_param
   L->norm_eps = cfg->norm_eps;
   if (L->H < 1 || L->K < 1 || L->V < 1)
     return at_error(AT_E_ARG, "%s: heads %lld, head_dim %lld and value dim %lld must be positive",
-                    at_mixer_name(kind), (long long)L->H, (long long)L->K, (long long)L->V);
+                    kind->name, (long long)L->H, (long long)L->K, (long long)L->V);
   if (L->short_conv && (L->conv_size < 1 || L->conv_size > 64))
-    return at_error(AT_E_ARG, "%s: conv_size %lld outside 1..64", at_mixer_name(kind),
+    return at_error(AT_E_ARG, "%s: conv_size %lld outside 1..64", kind->name,
                     (long long)L->conv_size);
-  if (L->chunk < 1) return at_error(AT_E_ARG, "%s: chunk_size must be positive", at_mixer_name(kind));
-  if (kind != AT_MIXER_DELTANET && L->decay == AT_DECAY_BOUNDED && !(L->lower_bound < 0))
-    return at_error(AT_E_ARG, "%s: the bounded gate needs lower_bound < 0, got %g", at_mixer_name(kind),
+  if (L->chunk < 1) return at_error(AT_E_ARG, "%s: chunk_size must be positive", kind->name);
+  if (kind != &at_mixer_deltanet && L->decay == AT_DECAY_BOUNDED && !(L->lower_bound < 0))
+    return at_error(AT_E_ARG, "%s: the bounded gate needs lower_bound < 0, got %g", kind->name,
                     L->lower_bound);
   int64_t d = L->d, HK = L->H * L->K, HV = L->H * L->V;
   if (!(L->wq = at_layer_weight(p, prefix, "q_proj", HK, d)) ||
@@ -108,15 +124,15 @@ static at_status delta_create(const at_model_cfg *cfg, int layer_index, at_param
        !(L->ck = at_layer_weight(p, prefix, "k_conv", HK, L->conv_size)) ||
        !(L->cv = at_layer_weight(p, prefix, "v_conv", HV, L->conv_size))))
     return AT_E_ARG;
-  if (kind == AT_MIXER_KDA &&
+  if (kind == &at_mixer_kda &&
       (!(L->f_down = at_layer_weight(p, prefix, "f_proj.down", L->V, d)) ||
        !(L->f_up = at_layer_weight(p, prefix, "f_proj.up", HK, L->V)) ||
        !(L->dt_bias = param(p, prefix, "dt_bias", HK, AT_PARAM_NO_DECAY))))
     return AT_E_ARG;
-  if (kind == AT_MIXER_GDN && (!(L->wa = at_layer_weight(p, prefix, "a_proj", L->H, d)) ||
+  if (kind == &at_mixer_gdn && (!(L->wa = at_layer_weight(p, prefix, "a_proj", L->H, d)) ||
                                !(L->dt_bias = param(p, prefix, "dt_bias", L->H, AT_PARAM_NO_DECAY))))
     return AT_E_ARG;
-  if (kind != AT_MIXER_DELTANET && !(L->A_log = param(p, prefix, "A_log", L->H, AT_PARAM_NO_DECAY)))
+  if (kind != &at_mixer_deltanet && !(L->A_log = param(p, prefix, "A_log", L->H, AT_PARAM_NO_DECAY)))
     return AT_E_ARG;
   if (L->out_gate == AT_GATE_SIGMOID &&
       (!(L->g_down = at_layer_weight(p, prefix, "g_proj.down", L->V, d)) ||
@@ -133,15 +149,15 @@ static at_status delta_create(const at_model_cfg *cfg, int layer_index, at_param
 
 static at_status deltanet_create(const at_model_cfg *cfg, int li, at_params *p, const char *prefix,
                                  void **out) {
-  return delta_create(cfg, li, p, prefix, out, AT_MIXER_DELTANET);
+  return delta_create(cfg, li, p, prefix, out, &at_mixer_deltanet);
 }
 static at_status gdn_create(const at_model_cfg *cfg, int li, at_params *p, const char *prefix,
                             void **out) {
-  return delta_create(cfg, li, p, prefix, out, AT_MIXER_GDN);
+  return delta_create(cfg, li, p, prefix, out, &at_mixer_gdn);
 }
 static at_status kda_create(const at_model_cfg *cfg, int li, at_params *p, const char *prefix,
                             void **out) {
-  return delta_create(cfg, li, p, prefix, out, AT_MIXER_KDA);
+  return delta_create(cfg, li, p, prefix, out, &at_mixer_kda);
 }
 
 static void delta_init(void *layer, const at_model_cfg *cfg, uint64_t seed) {
@@ -174,11 +190,7 @@ static at_tensor *delta_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_i
   (void)io;
   delta_layer *L = layer;
   if (!x) return NULL;
-  if (x->ndim != 3 || x->shape[2] != L->d) {
-    char b[96];
-    return at_fail(c, AT_E_SHAPE, "%s: x must be [B, T, %lld], got %s", at_mixer_name(L->base.kind),
-                   (long long)L->d, AT_SHAPE_STR(x, b));
-  }
+  if (x->ndim != 3 || x->shape[2] != L->d) return at_layer_bad_input(c, L->base.impl, x, L->d);
   int64_t B = x->shape[0], T = x->shape[1], H = L->H, K = L->K, V = L->V;
   at_tensor *q = at_lin_short_conv(c, at_linear(c, x, L->wq, NULL), L->cq);
   at_tensor *k = at_lin_short_conv(c, at_linear(c, x, L->wk, NULL), L->ck);
@@ -190,12 +202,12 @@ static at_tensor *delta_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_i
   if (L->neg_eig) beta = at_scale(c, beta, 2.0);
   at_lin_opts opts = {.scale = 0, .chunk_size = L->chunk, .form = L->base.form};
   at_tensor *o;
-  if (L->base.kind == AT_MIXER_KDA) {
+  if (L->base.impl == &at_mixer_kda) {
     at_tensor *f = at_linear(c, at_linear(c, x, L->f_down, NULL), L->f_up, NULL);
     f = AT_RESHAPE(c, at_add(c, f, L->dt_bias), B, T, H, K);
     at_tensor *g = decay_gate(c, L, f, AT_SHAPE(H, 1));
     o = at_kda(c, q, k, v, g, beta, NULL, NULL, &opts);
-  } else if (L->base.kind == AT_MIXER_GDN) {
+  } else if (L->base.impl == &at_mixer_gdn) {
     at_tensor *f = at_add(c, at_linear(c, x, L->wa, NULL), L->dt_bias);
     at_tensor *g = decay_gate(c, L, f, AT_SHAPE(H));
     o = at_gated_delta_rule(c, q, k, v, g, beta, NULL, NULL, &opts);
@@ -221,37 +233,25 @@ static int64_t delta_state_elems(const void *layer) {
   return n;
 }
 
-static int64_t no_cache(const void *layer) {
-  (void)layer;
-  return 0;
-}
+#define DELTA_IMPL(n, table, text)                                 \
+  const at_mixer_impl at_mixer_##n = {                            \
+    .name = #n,                                                   \
+    .family = "linear",                                           \
+    .summary = text,                                              \
+    .opts = table,                                                \
+    .n_opts = AT_ARRAY_LEN(table),                                \
+    .opts_size = sizeof(at_lin_mixer_opts),                       \
+    .create = n##_create,                                         \
+    .init = delta_init,                                           \
+    .forward = delta_forward,                                     \
+    .state_elems = delta_state_elems,                             \
+    .destroy = free,                                              \
+  };
 
-const at_mixer_impl at_mixer_deltanet = {
-  .kind = AT_MIXER_DELTANET,
-  .create = deltanet_create,
-  .init = delta_init,
-  .forward = delta_forward,
-  .cache_per_token = no_cache,
-  .state_elems = delta_state_elems,
-  .destroy = free,
-};
-
-const at_mixer_impl at_mixer_gdn = {
-  .kind = AT_MIXER_GDN,
-  .create = gdn_create,
-  .init = delta_init,
-  .forward = delta_forward,
-  .cache_per_token = no_cache,
-  .state_elems = delta_state_elems,
-  .destroy = free,
-};
-
-const at_mixer_impl at_mixer_kda = {
-  .kind = AT_MIXER_KDA,
-  .create = kda_create,
-  .init = delta_init,
-  .forward = delta_forward,
-  .cache_per_token = no_cache,
-  .state_elems = delta_state_elems,
-  .destroy = free,
-};
+DELTA_IMPL(deltanet, deltanet_options,
+           "DeltaNet: S <- S + beta k (v - S^T k)^T, o = S^T q (L2-normalised q, k; short convs)")
+DELTA_IMPL(gdn, gdn_options,
+           "Gated DeltaNet: S <- exp(g) S, then the delta update; scalar decay per head, swish output gate")
+DELTA_IMPL(kda, kda_options,
+           "Kimi Delta Attention: per-channel decay diag(exp g) (low-rank gate), delta update, "
+           "sigmoid output gate")

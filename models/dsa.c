@@ -10,26 +10,26 @@
  * the indexer alone and nothing of it reaches the main model (DeepSeek:
  * "we detach the indexer input from the computational graph").
  *
- * Forward by the stage (io->dsa, set by the training loop):
- *   sparse 0  dense MLA attention (the indexer is not run unless its loss is on)
- *   sparse 1  top-k selection S_t (topk keys, shared by all heads of token t;
+ * Forward by the stage flags (io->stage, set by the training loop):
+ *   no flag     dense MLA attention (the indexer is not run unless its loss is on)
+ *   AT_STAGE_SPARSE  top-k selection S_t (topk keys, shared by all heads of token t;
  *             rows with t+1 <= topk are dense), attention over S_t only
  *             (at_dsa_attention in MHA mode: q/k dim dr + hd, v dim hd);
  *             the selection is integer, so the LM loss gives the indexer no
  *             gradient
- *   indexer_loss 1  adds KL(p_t || softmax(I[t, L_t])), the mean over the
+ *   AT_STAGE_AUX_LOSS  adds KL(p_t || softmax(I[t, L_t])), the mean over the
  *             B T rows, to io->aux_loss, with p_t the main attention's
  *             probabilities summed over heads and L1-normalised (a constant):
- *             L_t = every causal key (sparse 0, DeepSeek's Eq. 3) or S_t with
- *             teacher and student renormalised over it (sparse 1, Eq. 4);
- *             and reports the KL and the top-k recall (below) in io.
+ *             L_t = every causal key (dense, DeepSeek's Eq. 3) or S_t with
+ *             teacher and student renormalised over it (sparse, Eq. 4);
+ *             and reports the statistics "indexer_kl" and "topk_recall" in io.
  *
- * io->dsa_recall receives the share of the dense attention mass (heads
+ * The statistic "topk_recall" is the share of the dense attention mass (heads
  * summed, normalised) inside the top-k selection, averaged over the query
  * rows that have more causal keys than topk (the rows where the selection
  * matters: at_dsa_loss_stats.recall_tail); when no row has (T <= topk) it is
  * the mean over all rows, 1. The statistics are computed only when
- * indexer_loss is on (in the sparse stage the recall costs one extra pass of
+ * the indexer loss is on (in the sparse stage the recall costs one extra pass of
  * q.k over all causal keys, O(T^2 H (dr+hd))).
  */
 #include <math.h>
@@ -43,15 +43,35 @@
 /* DeepSeek-V3.2's indexer LayerNorm eps. */
 #define INDEX_NORM_EPS 1e-6
 
+extern const at_mixer_impl at_mixer_dsa;
+
+static const at_mixer_opt dsa_options[] = {
+  AT_MLA_OPTS,
+  AT_OPT_I("index_heads", at_mla_opts, index_heads, 1, 1024, 4, "indexer heads HI"),
+  AT_OPT_I("index_dim", at_mla_opts, index_dim, 1, 4096, 16, "indexer head dim DI (>= rope_dim)"),
+  AT_OPT_I("topk", at_mla_opts, topk, 1, 1 << 24, 32, "keys each token attends to in the sparse stage"),
+};
+
+static at_status dsa_check(const at_model_cfg *cfg, void *opts, const char **bad) {
+  at_status st = at_mla_check(cfg, opts, bad);
+  const at_mla_opts *o = opts;
+  if (st == AT_OK && o->index_dim < o->rope_dim) {
+    *bad = "index_dim";
+    return at_error(AT_E_CONFIG, "index_dim %lld is smaller than rope_dim %lld (the indexer rotates its "
+                    "first rope_dim dimensions)", (long long)o->index_dim, (long long)o->rope_dim);
+  }
+  return st;
+}
+
 static at_status dsa_create(const at_model_cfg *cfg, int layer_index, at_params *p,
                             const char *prefix, void **out) {
   (void)layer_index;
   at_dsa_layer *L = calloc(1, sizeof *L);
   if (!L) return at_error(AT_E_NOMEM, "out of memory");
   *out = L;
-  at_status st = at_mla_declare(&L->mla, cfg, AT_MIXER_DSA, p, prefix);
+  at_status st = at_mla_declare(&L->mla, cfg, &at_mixer_dsa, p, prefix);
   if (st != AT_OK) return st;
-  const at_mixer_opts *o = &cfg->mixer[AT_MIXER_DSA];
+  const at_mla_opts *o = AT_MIXER_OPTS(cfg, &at_mixer_dsa, at_mla_opts);
   L->hi = o->index_heads, L->di = o->index_dim, L->topk = o->topk;
   if (L->hi < 1 || L->di < 1 || L->topk < 1)
     return at_error(AT_E_ARG, "dsa: index_heads %lld, index_dim %lld and topk %lld must be >= 1",
@@ -105,7 +125,7 @@ static at_tensor *dsa_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io 
   /* The io's out fields (aux_loss, statistics) are written through it: the
    * model passes its own, writable at_mixer_io. */
   int64_t pos0 = io ? io->pos0 : 0;
-  int sparse = io && io->dsa.sparse, want_loss = io && io->dsa.indexer_loss;
+  int sparse = io && (io->stage & AT_STAGE_SPARSE), want_loss = io && (io->stage & AT_STAGE_AUX_LOSS);
   at_mla_qkv p;
   at_mla_project(c, &L->mla, x, pos0, &p);
   double scale = at_mla_scale(&L->mla);
@@ -131,9 +151,8 @@ static at_tensor *dsa_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io 
     at_tensor *kl = at_dsa_indexer_loss(c, qi, ki, wi, p.q, p.k, sel, &lo, &st);
     if (!kl) return NULL;
     io->aux_loss = io->aux_loss ? at_add(c, io->aux_loss, kl) : kl;
-    io->dsa_layers++;
-    io->dsa_kl += st.kl;
-    io->dsa_recall += st.tail_rows > 0 ? st.recall_tail : st.recall;
+    at_mixer_io_stat(io, "indexer_kl", st.kl);
+    at_mixer_io_stat(io, "topk_recall", st.tail_rows > 0 ? st.recall_tail : st.recall);
   }
   return at_mla_output(c, &L->mla, o);
 }
@@ -176,11 +195,19 @@ at_tensor *at_dsa_layer_decode(at_ctx *c, const at_dsa_layer *L, at_tensor *x, a
 }
 
 const at_mixer_impl at_mixer_dsa = {
-  .kind = AT_MIXER_DSA,
+  .name = "dsa",
+  .family = "sparse",
+  .summary = "DeepSeek sparse attention: MLA plus the lightning indexer I[t,s] = sum_j w[t,j] "
+             "ReLU(q_idx[t,j] . k_idx[s]), top-k keys shared by the heads; trained by stages",
+  .opts = dsa_options,
+  .n_opts = AT_ARRAY_LEN(dsa_options),
+  .opts_size = sizeof(at_mla_opts),
+  .check = dsa_check,
+  .stage_flags = AT_STAGE_SPARSE | AT_STAGE_AUX_LOSS,
+  .groups = 1u << AT_GROUP_INDEXER,
   .create = dsa_create,
   .init = dsa_init,
   .forward = dsa_forward,
   .cache_per_token = dsa_cache_per_token,
-  .state_elems = NULL,
   .destroy = free,
 };

@@ -9,9 +9,33 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "models/model.h"
+#include "models/mixer.h"
 #include "ops/attention/attention.h"
 #include "ops/ops.h"
+
+typedef struct full_opts {
+  at_mixer_common common;
+  int64_t window;
+} full_opts;
+
+static const at_mixer_opt full_options[] = {
+  AT_OPT_POSITION(full_opts),
+  AT_OPT_HEAD_DIM(full_opts),
+  AT_OPT_I("window", full_opts, window, 0, 1 << 24, 0,
+           "sliding window: query i sees keys i-W+1 .. i; 0 = none"),
+};
+
+extern const at_mixer_impl at_mixer_full;
+
+static at_status full_check(const at_model_cfg *cfg, void *opts, const char **bad) {
+  const full_opts *o = opts;
+  if (o->common.position == AT_POS_ROPE && o->common.head_dim % 2) {
+    *bad = "head_dim";
+    return at_error(AT_E_CONFIG, "RoPE needs an even head_dim, got %lld%s", (long long)o->common.head_dim,
+                    o->common.head_dim == cfg->d_model / cfg->n_heads ? " (d_model / n_heads)" : "");
+  }
+  return AT_OK;
+}
 
 typedef struct full_layer {
   at_tensor *wq, *wk, *wv, *wo;
@@ -23,14 +47,14 @@ typedef struct full_layer {
 static at_status full_create(const at_model_cfg *cfg, int layer_index, at_params *p,
                              const char *prefix, void **out) {
   (void)layer_index;
-  const at_mixer_opts *o = &cfg->mixer[AT_MIXER_FULL];
+  const full_opts *o = AT_MIXER_OPTS(cfg, &at_mixer_full, full_opts);
   full_layer *L = calloc(1, sizeof *L);
   if (!L) return at_error(AT_E_NOMEM, "out of memory");
   L->hq = cfg->n_heads;
   L->h = cfg->n_kv_heads;
-  L->hd = at_layer_head_dim(cfg, AT_MIXER_FULL);
+  L->hd = at_layer_head_dim(cfg, &at_mixer_full);
   L->window = o->window;
-  L->position = at_layer_position(cfg, AT_MIXER_FULL);
+  L->position = at_layer_position(cfg, &at_mixer_full);
   L->rope_theta = cfg->rope_theta;
   *out = L;
   if (L->hq % L->h != 0)
@@ -80,11 +104,17 @@ static int64_t full_cache_per_token(const void *layer) {
 }
 
 const at_mixer_impl at_mixer_full = {
-  .kind = AT_MIXER_FULL,
+  .name = "full",
+  .family = "softmax",
+  .summary = "causal softmax attention (MHA / GQA / MQA by n_kv_heads, optional sliding window), "
+             "FlashAttention-2 tiling in O(T) memory",
+  .opts = full_options,
+  .n_opts = AT_ARRAY_LEN(full_options),
+  .opts_size = sizeof(full_opts),
+  .check = full_check,
   .create = full_create,
   .init = full_init,
   .forward = full_forward,
   .cache_per_token = full_cache_per_token,
-  .state_elems = NULL,
   .destroy = free,
 };

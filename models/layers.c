@@ -3,7 +3,7 @@
 #include <stdio.h>
 
 #include "core/rng.h"
-#include "models/model.h"
+#include "models/mixer.h"
 
 at_tensor *at_layer_param_group(at_params *p, const char *prefix, const char *name, int ndim,
                                 const int64_t *shape, int flags, int group) {
@@ -34,12 +34,23 @@ void at_layer_init_out(at_tensor *t, const at_model_cfg *cfg, uint64_t seed) {
 
 void at_layer_init_const(at_tensor *t, double v) { at_fill(t->data, t->size, (real)v); }
 
-int64_t at_layer_head_dim(const at_model_cfg *cfg, at_mixer_kind k) {
-  int64_t hd = cfg->mixer[k].head_dim;
+const at_mixer_common *at_layer_common(const at_model_cfg *cfg, const at_mixer_impl *impl) {
+  return AT_MIXER_OPTS(cfg, impl, at_mixer_common);
+}
+
+int64_t at_layer_head_dim(const at_model_cfg *cfg, const at_mixer_impl *impl) {
+  int64_t hd = at_layer_common(cfg, impl)->head_dim;
   return hd > 0 ? hd : cfg->d_model / cfg->n_heads;
 }
 
-at_position at_layer_position(const at_model_cfg *cfg, at_mixer_kind k) {
-  at_position p = cfg->mixer[k].position;
-  return p == AT_POS_INHERIT ? cfg->position : p;
+at_position at_layer_position(const at_model_cfg *cfg, const at_mixer_impl *impl) {
+  at_position p = (at_position)at_layer_common(cfg, impl)->position;
+  if (p == AT_POS_INHERIT) return cfg->position == AT_POS_ROPE ? AT_POS_ROPE : AT_POS_NOPE;
+  return p;
+}
+
+at_tensor *at_layer_bad_input(at_ctx *c, const at_mixer_impl *impl, const at_tensor *x, int64_t d) {
+  char b[96];
+  return at_fail(c, AT_E_SHAPE, "%s: x must be [B, T, %lld], got %s", impl->name, (long long)d,
+                 AT_SHAPE_STR(x, b));
 }

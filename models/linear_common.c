@@ -1,14 +1,18 @@
 /* models/linear_common.c: what the linear-attention mixers share (the form
  * switch, the decay-parameter initialisations, the short convolution). */
 #include <math.h>
+#include <string.h>
 
 #include "core/rng.h"
 #include "models/linear_mixers.h"
 
+const char *const at_lin_gate_names[] = {"sigmoid", "swish", "none", NULL};
+const int at_lin_gate_vals[] = {AT_GATE_SIGMOID, AT_GATE_SWISH, AT_GATE_NONE};
+const char *const at_lin_decay_names[] = {"unbounded", "bounded", NULL};
+
 void at_linear_mixer_set_form(void *layer, at_lin_form form) {
   at_lin_layer_base *b = layer;
-  AT_ASSERT(b && (b->kind == AT_MIXER_DELTANET || b->kind == AT_MIXER_GDN ||
-                  b->kind == AT_MIXER_KDA || b->kind == AT_MIXER_MAMBA2));
+  AT_ASSERT(b && b->impl && (!strcmp(b->impl->family, "linear") || !strcmp(b->impl->family, "state-space")));
   b->form = form;
 }
 

@@ -1,7 +1,7 @@
 /* models/linear_mixers.h: the linear-attention mixers (deltanet, gdn, kda in
  * models/delta_layers.c; mamba2 in models/mamba2.c) and what they share.
  *
- * Each is an at_mixer_impl (models/model.h) registered in models/mixers.c.
+ * Each is an at_mixer_impl (models/mixer.h) registered in models/mixers.c.
  * Their layers hold their parameters under "layers.<i>.<mixer>." and run the
  * ops of ops/attention/delta.h in the chunk form (the training form); a test
  * can switch a layer to the token-by-token recurrent form (the reference)
@@ -11,12 +11,54 @@
 #ifndef AT_LINEAR_MIXERS_H
 #define AT_LINEAR_MIXERS_H
 
-#include "models/model.h"
+#include <math.h>
+
+#include "models/mixer.h"
 #include "ops/attention/delta.h"
+
+typedef enum at_out_gate { AT_GATE_SIGMOID, AT_GATE_SWISH, AT_GATE_NONE } at_out_gate;
+typedef enum at_decay_gate { AT_DECAY_UNBOUNDED, AT_DECAY_BOUNDED } at_decay_gate;
+
+/* The options of the linear mixers (each reads the fields of its table). */
+typedef struct at_lin_mixer_opts {
+  at_mixer_common common;
+  int64_t chunk_size;      /* chunkwise training form */
+  int short_conv;          /* causal depthwise conv + SiLU on the projections */
+  int64_t conv_size;
+  int output_gate;         /* at_out_gate */
+  int decay_gate;          /* at_decay_gate (gdn, kda) */
+  double lower_bound;      /* the bounded gate's lower bound, < 0 */
+  int allow_neg_eigval;    /* beta in (0, 2) (deltanet, gdn, kda) */
+  int64_t expand_v;        /* value dim = expand_v head_dim (gdn, kda) */
+  int64_t d_state, expand; /* mamba2: state size, inner width expand d_model */
+} at_lin_mixer_opts;
+
+/* Option rows the linear mixers share (defaults that differ are arguments). */
+extern const char *const at_lin_gate_names[];
+extern const int at_lin_gate_vals[];
+extern const char *const at_lin_decay_names[];
+#define AT_LIN_OPT_CHUNK                                                                    \
+  AT_OPT_I("chunk_size", at_lin_mixer_opts, chunk_size, 1, 4096, 64,                        \
+           "chunk length of the chunkwise training form"),                                  \
+  AT_OPT_B("short_conv", at_lin_mixer_opts, short_conv, 1,                                  \
+           "causal depthwise convolution (then SiLU) on the projections"),                  \
+  AT_OPT_I("conv_size", at_lin_mixer_opts, conv_size, 2, 4, 4, "its kernel size")
+#define AT_LIN_OPT_GATE(d)                                                                  \
+  AT_OPT_E("output_gate", at_lin_mixer_opts, output_gate, at_lin_gate_names, at_lin_gate_vals, d, \
+           "the output gate's activation")
+#define AT_LIN_OPT_DECAY                                                                    \
+  AT_OPT_E("decay_gate", at_lin_mixer_opts, decay_gate, at_lin_decay_names, NULL,           \
+           AT_DECAY_UNBOUNDED,                                                              \
+           "unbounded: g = -exp(A_log) softplus(f); bounded: g = lower_bound sigmoid(exp(A_log) f)"), \
+  AT_OPT_R("lower_bound", at_lin_mixer_opts, lower_bound, -INFINITY, 0, 1, 1, -5,           \
+           "the bounded gate's lower bound (per-step log-decay >= lower_bound)")
+#define AT_LIN_OPT_NEG_EIG                                                                  \
+  AT_OPT_B("allow_neg_eigval", at_lin_mixer_opts, allow_neg_eigval, 0,                      \
+           "beta in (0, 2) instead of (0, 1): the transition may have negative eigenvalues")
 
 /* Every linear layer's private state starts with this header. */
 typedef struct at_lin_layer_base {
-  at_mixer_kind kind;
+  const at_mixer_impl *impl;
   at_lin_form form;      /* AT_LIN_CHUNK unless a test changes it */
 } at_lin_layer_base;
 

@@ -38,6 +38,27 @@
 #include "models/linear_mixers.h"
 #include "ops/ops.h"
 
+extern const at_mixer_impl at_mixer_mamba2;
+
+static const at_mixer_opt mamba2_options[] = {
+  AT_OPT_I("head_dim", at_lin_mixer_opts, common.head_dim, 0, 4096, 0,
+           "head dim P of the inner width (heads = expand d_model / P); 0 = d_model / n_heads"),
+  AT_LIN_OPT_CHUNK,
+  AT_LIN_OPT_GATE(AT_GATE_SWISH),
+  AT_OPT_I("d_state", at_lin_mixer_opts, d_state, 1, 4096, 16, "state size N (B and C dims)"),
+  AT_OPT_I("expand", at_lin_mixer_opts, expand, 1, 16, 2, "inner width = expand d_model"),
+};
+
+static at_status mamba2_check(const at_model_cfg *cfg, void *opts, const char **bad) {
+  const at_lin_mixer_opts *o = opts;
+  if ((o->expand * cfg->d_model) % o->common.head_dim) {
+    *bad = "head_dim";
+    return at_error(AT_E_CONFIG, "expand * d_model = %lld is not divisible by head_dim %lld",
+                    (long long)(o->expand * cfg->d_model), (long long)o->common.head_dim);
+  }
+  return AT_OK;
+}
+
 typedef struct mamba2_layer {
   at_lin_layer_base base;
   int64_t d, I, P, H, N, conv_size, chunk;
@@ -55,15 +76,15 @@ static at_tensor *vec(at_params *p, const char *prefix, const char *name, int64_
 static at_status mamba2_create(const at_model_cfg *cfg, int layer_index, at_params *p,
                                const char *prefix, void **out) {
   (void)layer_index;
-  const at_mixer_opts *o = &cfg->mixer[AT_MIXER_MAMBA2];
+  const at_lin_mixer_opts *o = AT_MIXER_OPTS(cfg, &at_mixer_mamba2, at_lin_mixer_opts);
   mamba2_layer *L = calloc(1, sizeof *L);
   if (!L) return at_error(AT_E_NOMEM, "out of memory");
   *out = L;
-  L->base.kind = AT_MIXER_MAMBA2;
+  L->base.impl = &at_mixer_mamba2;
   L->base.form = AT_LIN_CHUNK;
   L->d = cfg->d_model;
   L->I = o->expand * cfg->d_model;
-  L->P = at_layer_head_dim(cfg, AT_MIXER_MAMBA2);
+  L->P = at_layer_head_dim(cfg, &at_mixer_mamba2);
   L->N = o->d_state;
   L->conv_size = o->conv_size;
   L->chunk = o->chunk_size;
@@ -125,11 +146,7 @@ static at_tensor *mamba2_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_
   (void)io;
   mamba2_layer *L = layer;
   if (!x) return NULL;
-  if (x->ndim != 3 || x->shape[2] != L->d) {
-    char b[96];
-    return at_fail(c, AT_E_SHAPE, "mamba2: x must be [B, T, %lld], got %s", (long long)L->d,
-                   AT_SHAPE_STR(x, b));
-  }
+  if (x->ndim != 3 || x->shape[2] != L->d) return at_layer_bad_input(c, &at_mixer_mamba2, x, L->d);
   int64_t B = x->shape[0], T = x->shape[1], H = L->H, P = L->P;
   at_tensor *xs = at_lin_short_conv(c, at_linear(c, x, L->wx, NULL), L->cx);
   xs = AT_RESHAPE(c, xs, B, T, H, P);
@@ -156,17 +173,18 @@ static int64_t mamba2_state_elems(const void *layer) {
   return n;
 }
 
-static int64_t no_cache(const void *layer) {
-  (void)layer;
-  return 0;
-}
-
 const at_mixer_impl at_mixer_mamba2 = {
-  .kind = AT_MIXER_MAMBA2,
+  .name = "mamba2",
+  .family = "state-space",
+  .summary = "Mamba-2 (SSD): scalar-decay selective state space, A = -exp(A_log), dt = softplus(.), "
+             "B/C projections, short conv, gated RMSNorm",
+  .opts = mamba2_options,
+  .n_opts = AT_ARRAY_LEN(mamba2_options),
+  .opts_size = sizeof(at_lin_mixer_opts),
+  .check = mamba2_check,
   .create = mamba2_create,
   .init = mamba2_init,
   .forward = mamba2_forward,
-  .cache_per_token = no_cache,
   .state_elems = mamba2_state_elems,
   .destroy = free,
 };

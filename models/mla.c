@@ -12,32 +12,56 @@
 
 /* ---- sizes and parameters (shared with the DSA layer) ------------------------- */
 
-at_status at_mla_declare(at_mla *L, const at_model_cfg *cfg, at_mixer_kind kind, at_params *p,
+extern const at_mixer_impl at_mixer_mla;
+
+static const at_mixer_opt mla_options[] = {AT_MLA_OPTS};
+
+/* kv_rank 0 -> 4 head_dim (DeepSeek-V2: d_c = 4 d_h); rope_dim -1 -> d_R =
+ * d_h / 2 rounded down to even with RoPE, 0 without. */
+at_status at_mla_check(const at_model_cfg *cfg, void *opts, const char **bad) {
+  (void)cfg;
+  at_mla_opts *o = opts;
+  int rope = o->common.position == AT_POS_ROPE;
+  if (o->kv_rank == 0) o->kv_rank = 4 * o->common.head_dim;
+  if (o->rope_dim < 0) o->rope_dim = rope ? AT_MAX(2, o->common.head_dim / 2 / 2 * 2) : 0;
+  *bad = "rope_dim";
+  if (rope && o->rope_dim == 0)
+    return at_error(AT_E_CONFIG, "rope_dim 0 means no RoPE, but its position is rope (set position: "
+                    "nope, or rope_dim > 0)");
+  if (!rope && o->rope_dim > 0)
+    return at_error(AT_E_CONFIG, "rope_dim %lld needs position rope (its position is nope)",
+                    (long long)o->rope_dim);
+  if (o->rope_dim % 2) return at_error(AT_E_CONFIG, "rope_dim must be even (got %lld)", (long long)o->rope_dim);
+  *bad = NULL;
+  return AT_OK;
+}
+
+at_status at_mla_declare(at_mla *L, const at_model_cfg *cfg, const at_mixer_impl *impl, at_params *p,
                          const char *prefix) {
-  const at_mixer_opts *o = &cfg->mixer[kind];
-  at_position pos = at_layer_position(cfg, kind);
+  const at_mla_opts *o = AT_MIXER_OPTS(cfg, impl, at_mla_opts);
+  const char *kind = impl->name;
+  at_position pos = at_layer_position(cfg, impl);
   memset(L, 0, sizeof *L);
   L->d = cfg->d_model;
   L->h = cfg->n_heads;
-  L->hd = at_layer_head_dim(cfg, kind);
-  L->dc = o->kv_rank > 0 ? o->kv_rank : 4 * L->hd;
-  /* rope_dim -1 (unresolved): DeepSeek-V2's d_R = d_h / 2, rounded down to even. */
-  L->dr = o->rope_dim >= 0 ? o->rope_dim : (pos == AT_POS_ROPE ? AT_MAX(2, L->hd / 2 / 2 * 2) : 0);
+  L->hd = at_layer_head_dim(cfg, impl);
+  L->dc = o->kv_rank;
+  L->dr = o->rope_dim;
   L->dq = o->q_rank;
   L->rope_theta = cfg->rope_theta;
   L->norm_eps = cfg->norm_eps;
   if (L->h < 1 || L->hd < 1 || L->dq < 0)
     return at_error(AT_E_ARG, "%s: n_heads %lld, head_dim %lld and q_rank %lld must be positive "
-                    "(q_rank may be 0)", at_mixer_name(kind), (long long)L->h, (long long)L->hd,
+                    "(q_rank may be 0)", kind, (long long)L->h, (long long)L->hd,
                     (long long)L->dq);
   if (pos == AT_POS_ROPE && L->dr == 0)
     return at_error(AT_E_ARG, "%s: position rope needs rope_dim > 0 (rope_dim 0 is NoPE: set "
-                    "position: nope)", at_mixer_name(kind));
+                    "position: nope)", kind);
   if (pos != AT_POS_ROPE && L->dr > 0)
-    return at_error(AT_E_ARG, "%s: rope_dim %lld needs position rope", at_mixer_name(kind),
+    return at_error(AT_E_ARG, "%s: rope_dim %lld needs position rope", kind,
                     (long long)L->dr);
   if (L->dr % 2)
-    return at_error(AT_E_ARG, "%s: rope_dim must be even, got %lld", at_mixer_name(kind),
+    return at_error(AT_E_ARG, "%s: rope_dim must be even, got %lld", kind,
                     (long long)L->dr);
   int64_t d = L->d, qk = L->dr + L->hd;
   if (L->dq > 0) {
@@ -223,7 +247,7 @@ static at_status mla_create(const at_model_cfg *cfg, int layer_index, at_params 
   at_mla *L = calloc(1, sizeof *L);
   if (!L) return at_error(AT_E_NOMEM, "out of memory");
   *out = L;
-  return at_mla_declare(L, cfg, AT_MIXER_MLA, p, prefix);
+  return at_mla_declare(L, cfg, &at_mixer_mla, p, prefix);
 }
 
 static void mla_init(void *layer, const at_model_cfg *cfg, uint64_t seed) { at_mla_init(layer, cfg, seed); }
@@ -240,11 +264,17 @@ static at_tensor *mla_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io 
 static int64_t mla_cache_per_token(const void *layer) { return at_mla_cache_dim(layer); }
 
 const at_mixer_impl at_mixer_mla = {
-  .kind = AT_MIXER_MLA,
+  .name = "mla",
+  .family = "latent",
+  .summary = "DeepSeek-V2 multi-head latent attention: KV down-projection to c_KV (RMSNorm), "
+             "up-projections, optional query compression, decoupled RoPE; absorbed decode",
+  .opts = mla_options,
+  .n_opts = AT_ARRAY_LEN(mla_options),
+  .opts_size = sizeof(at_mla_opts),
+  .check = at_mla_check,
   .create = mla_create,
   .init = mla_init,
   .forward = mla_forward,
   .cache_per_token = mla_cache_per_token,
-  .state_elems = NULL,
   .destroy = free,
 };

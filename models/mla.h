@@ -41,7 +41,26 @@
 #ifndef AT_MODELS_MLA_H
 #define AT_MODELS_MLA_H
 
-#include "models/model.h"
+#include "models/mixer.h"
+
+/* The options of mla and dsa (dsa also reads the index_* and topk fields). */
+typedef struct at_mla_opts {
+  at_mixer_common common;
+  int64_t kv_rank;    /* latent dim dc; 0: 4 head_dim (resolved by the check) */
+  int64_t q_rank;     /* query latent dim; 0: no query compression */
+  int64_t rope_dim;   /* decoupled RoPE dim; -1: head_dim / 2 rounded down to even with
+                         RoPE, 0 with NoPE (resolved by the check) */
+  int64_t index_heads, index_dim, topk; /* dsa's lightning indexer and selection */
+} at_mla_opts;
+
+/* The option rows mla and dsa share, and their check (derived values). */
+#define AT_MLA_OPTS                                                                       \
+  AT_OPT_POSITION(at_mla_opts), AT_OPT_HEAD_DIM(at_mla_opts),                            \
+  AT_OPT_I("kv_rank", at_mla_opts, kv_rank, 0, 65536, 0, "latent c_KV dim; 0 = 4 head_dim"), \
+  AT_OPT_I("q_rank", at_mla_opts, q_rank, 0, 65536, 0, "query latent dim; 0 = no query compression"), \
+  AT_OPT_I("rope_dim", at_mla_opts, rope_dim, -1, 4096, -1,                               \
+           "decoupled RoPE dim; -1 = head_dim / 2 (even) with rope, 0 with nope")
+at_status at_mla_check(const at_model_cfg *cfg, void *opts, const char **bad_key);
 
 typedef struct at_mla {
   int64_t d, h, hd, dr, dc, dq;  /* d_model, heads, head_dim, rope_dim, kv_rank, q_rank */
@@ -58,13 +77,11 @@ typedef struct at_dsa_layer {
   at_tensor *w_qi, *w_ki, *k_norm_w, *k_norm_b, *w_wi;
 } at_dsa_layer;
 
-/* Declares an MLA's parameters under `prefix` from the options of mixer
- * `kind` (AT_MIXER_MLA, or AT_MIXER_DSA for the DSA layer's main attention),
- * resolving unset options as the experiment loader does (kv_rank 0 ->
- * 4 head_dim, rope_dim -1 -> head_dim / 2 rounded down to even with RoPE, 0
- * without); AT_E_ARG with a message on bad options. at_mla_init initialises
- * them (after the store is finalized). */
-at_status at_mla_declare(at_mla *L, const at_model_cfg *cfg, at_mixer_kind kind, at_params *p,
+/* Declares an MLA's parameters under `prefix` from the (resolved) options of
+ * mixer `impl` (mla, or dsa for the DSA layer's main attention); AT_E_ARG
+ * with a message on bad options. at_mla_init initialises them (after the
+ * store is finalized). */
+at_status at_mla_declare(at_mla *L, const at_model_cfg *cfg, const at_mixer_impl *impl, at_params *p,
                          const char *prefix);
 void at_mla_init(at_mla *L, const at_model_cfg *cfg, uint64_t seed);
 

@@ -23,15 +23,12 @@ static at_status declare(at_model *m) {
     snprintf(prefix, sizeof prefix, "layers.%d.", l);
     if (!(b->norm1 = at_layer_param(p, prefix, "norm1", AT_SHAPE(d), AT_PARAM_NO_DECAY)))
       return AT_E_ARG;
-    at_mixer_kind k = cfg->layers[l];
-    b->mixer = at_mixer_impl_of(k);
-    if (!b->mixer)
-      return at_error(AT_E_ARG, "layer %d: mixer '%s' has no implementation in this build", l,
-                      at_mixer_name(k));
+    b->mixer = at_mixer_impl_of(cfg->layers[l]);
+    if (!b->mixer) return at_error(AT_E_ARG, "layer %d: mixer id %d is not registered", l, cfg->layers[l]);
     char mprefix[96];
-    snprintf(mprefix, sizeof mprefix, "%s%s.", prefix, at_mixer_name(k));
+    snprintf(mprefix, sizeof mprefix, "%s%s.", prefix, b->mixer->name);
     at_status st = b->mixer->create(cfg, l, p, mprefix, &b->mixer_state);
-    if (st != AT_OK) return at_error_prefix(st, "layer %d (%s)", l, at_mixer_name(k));
+    if (st != AT_OK) return at_error_prefix(st, "layer %d (%s)", l, b->mixer->name);
     if (cfg->mlp == AT_MLP_SWIGLU) {
       if (!(b->norm2 = at_layer_param(p, prefix, "norm2", AT_SHAPE(d), AT_PARAM_NO_DECAY)) ||
           !(b->w_gate = at_layer_weight(p, prefix, "mlp.w_gate", cfg->mlp_hidden, d)) ||
@@ -77,7 +74,11 @@ at_status at_model_new(const at_model_cfg *cfg, uint64_t seed, at_model **out) {
   if (!m) return at_error(AT_E_NOMEM, "out of memory");
   m->cfg = *cfg;
   m->params = at_params_new();
-  at_status st = m->params ? declare(m) : at_error(AT_E_NOMEM, "out of memory");
+  at_mixer_kind bad_mixer;
+  const char *bad_key;
+  at_status st = m->params ? at_model_cfg_resolve(&m->cfg, &bad_mixer, &bad_key)
+                           : at_error(AT_E_NOMEM, "out of memory");
+  if (st == AT_OK) st = declare(m);
   if (st == AT_OK) st = at_params_finalize(m->params);
   if (st != AT_OK) {
     at_model_free(m);
@@ -155,24 +156,21 @@ static at_tensor *labelled_loss(at_ctx *c, at_model *m, at_tensor *x, const at_i
   return at_cross_entropy(c, head(c, m, sel), lab, AT_IGNORE_LABEL, n_labelled, n_correct);
 }
 
-at_tensor *at_model_logits_mode(at_ctx *c, at_model *m, const at_itensor *tokens,
-                                const at_dsa_mode *mode) {
-  at_mixer_io io = {0};
-  if (mode) io.dsa = *mode;
+at_tensor *at_model_logits_stage(at_ctx *c, at_model *m, const at_itensor *tokens, unsigned stage) {
+  at_mixer_io io = {.stage = stage};
   return forward(c, m, tokens, &io);
 }
 
 at_tensor *at_model_logits(at_ctx *c, at_model *m, const at_itensor *tokens) {
-  return at_model_logits_mode(c, m, tokens, NULL);
+  return at_model_logits_stage(c, m, tokens, 0);
 }
 
 at_tensor *at_model_train_loss(at_ctx *c, at_model *m, const at_itensor *tokens,
-                               const at_itensor *labels, const at_dsa_mode *mode, at_mixer_io *io,
+                               const at_itensor *labels, unsigned stage, at_mixer_io *io,
                                double *lm_loss, int64_t *n_labelled, int64_t *n_correct) {
   at_mixer_io local;
   if (!io) io = &local;
-  memset(io, 0, sizeof *io);
-  if (mode) io->dsa = *mode;
+  *io = (at_mixer_io){.stage = stage};
   at_tensor *loss = labelled_loss(c, m, hidden(c, m, tokens, io), labels, n_labelled, n_correct);
   if (lm_loss) *lm_loss = loss ? loss->data[0] : NAN;
   return io->aux_loss ? at_add(c, loss, io->aux_loss) : loss;
@@ -180,7 +178,49 @@ at_tensor *at_model_train_loss(at_ctx *c, at_model *m, const at_itensor *tokens,
 
 at_tensor *at_model_loss(at_ctx *c, at_model *m, const at_itensor *tokens,
                          const at_itensor *labels, int64_t *n_labelled, int64_t *n_correct) {
-  return at_model_train_loss(c, m, tokens, labels, NULL, NULL, NULL, n_labelled, n_correct);
+  return at_model_train_loss(c, m, tokens, labels, 0, NULL, NULL, n_labelled, n_correct);
+}
+
+/* Rows of the LM head per evaluation chunk: [EVAL_ROWS, V] logits at a time. */
+#define EVAL_ROWS 256
+
+/* Cross-entropy and argmax of the labelled rows among rows r0 .. r0+n-1 of
+ * the final hidden states h [rows, d]. */
+static void eval_rows(at_ctx *c, at_model *m, const at_tensor *h, int64_t r0, int64_t n,
+                      const int32_t *labels, double *loss, uint8_t *correct) {
+  int64_t d = h->shape[1], V = m->cfg.vocab_size;
+  at_ctx_mark mk = at_ctx_get_mark(c);
+  at_tensor *rows = at_from(c, h->data + r0 * d, AT_SHAPE(n, d));
+  at_tensor *z = rows ? head(c, m, rows) : NULL;
+  for (int64_t i = 0; z && i < n; i++) {
+    int32_t y = labels[r0 + i];
+    if (y == AT_IGNORE_LABEL) continue;
+    const real *zr = z->data + i * V;
+    int64_t arg = 0;
+    double mx = zr[0], s = 0;
+    for (int64_t j = 1; j < V; j++)
+      if (zr[j] > mx) mx = zr[j], arg = j;
+    for (int64_t j = 0; j < V; j++) s += exp((double)zr[j] - mx);
+    loss[r0 + i] = mx + log(s) - (double)zr[y];
+    correct[r0 + i] = arg == y;
+  }
+  at_ctx_rewind(c, mk);
+}
+
+at_status at_model_eval(at_ctx *c, at_model *m, const at_itensor *tokens, const at_itensor *labels,
+                        unsigned stage, double *loss, uint8_t *correct) {
+  at_no_grad_begin(c);
+  at_mixer_io io = {.stage = stage};
+  at_tensor *h = hidden(c, m, tokens, &io);
+  if (h) {
+    int64_t rows = h->size / h->shape[h->ndim - 1];
+    at_tensor *h2 = AT_RESHAPE(c, h, rows, h->shape[h->ndim - 1]);
+    for (int64_t r0 = 0; h2 && r0 < rows; r0 += EVAL_ROWS)
+      eval_rows(c, m, h2, r0, AT_MIN(EVAL_ROWS, rows - r0), labels->data, loss, correct);
+  }
+  at_no_grad_end(c);
+  at_status st = at_ctx_status(c);
+  return st != AT_OK ? st : h ? AT_OK : AT_E_STATE;
 }
 
 int at_model_has_group(const at_model *m, int group) {

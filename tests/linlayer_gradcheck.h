@@ -10,7 +10,7 @@
 #include "linlayer_testing.h"
 
 typedef struct lcase {
-  at_mixer_kind kind;
+  const char *mixer;
   int short_conv;
   at_out_gate gate;
   at_decay_gate decay;
@@ -25,17 +25,18 @@ static inline at_tensor *gc_layer(at_ctx *c, at_tensor **in, void *u) {
 }
 
 static inline void check_case(const lcase *k, uint64_t seed) {
-  at_model_cfg cfg = layer_cfg(k->kind, 8);
-  at_mixer_opts *o = &cfg.mixer[k->kind];
+  at_mixer_kind kind = mixer_id(k->mixer);
+  at_model_cfg cfg = layer_cfg(kind, 8);
+  at_lin_mixer_opts *o = LIN_OPTS(&cfg, kind);
   o->short_conv = k->short_conv;
   o->output_gate = k->gate;
   o->decay_gate = k->decay;
   o->lower_bound = -3.0;
   o->allow_neg_eigval = k->neg_eig;
-  if (k->kind == AT_MIXER_GDN) o->expand_v = 2;
-  if (k->kind == AT_MIXER_MAMBA2) o->d_state = 4;
+  if (kind == MIXER(gdn)) o->expand_v = 2;
+  if (kind == MIXER(mamba2)) o->d_state = 4;
   one_layer L;
-  layer_build(&L, &cfg, k->kind, seed);
+  layer_build(&L, &cfg, kind, seed);
   at_linear_mixer_set_form(L.layer, k->form);
   layer_randomize(&L, seed + 7, 0.5);
   at_ctx *c = at_ctx_new(1 << 22);
@@ -44,7 +45,7 @@ static inline void check_case(const lcase *k, uint64_t seed) {
   in[L.p->n] = AT_RANDN(c, seed + 3, 1.0, 2, k->T, 8);
   char what[160];
   snprintf(what, sizeof what, "%s conv=%d gate=%d decay=%d neg=%d form=%d T=%lld (%d params)",
-           at_mixer_name(k->kind), k->short_conv, (int)k->gate, (int)k->decay, k->neg_eig,
+           k->mixer, k->short_conv, (int)k->gate, (int)k->decay, k->neg_eig,
            (int)k->form, (long long)k->T, L.p->n);
   at_gc_result r;
   at_status s = at_gradcheck(c, gc_layer, in, L.p->n + 1, &L, 1e-6, &r);

@@ -6,8 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mixer_testing.h"
 #include "models/linear_mixers.h"
+#include "models/model.h"
 #include "testing.h"
+
+/* The linear mixers' options in a config. */
+#define LIN_OPTS(cfg, k) ((at_lin_mixer_opts *)(void *)(cfg)->mixer[k].bytes)
 
 typedef struct one_layer {
   at_model_cfg cfg;
@@ -27,10 +32,10 @@ static inline at_model_cfg layer_cfg(at_mixer_kind kind, int64_t d) {
   cfg.n_heads = cfg.n_kv_heads = 2;
   cfg.n_layers = 1;
   cfg.layers[0] = kind;
-  at_mixer_opts *o = &cfg.mixer[kind];
+  at_lin_mixer_opts *o = LIN_OPTS(&cfg, kind);
   o->chunk_size = 4;
   o->conv_size = 3;
-  if (kind == AT_MIXER_MAMBA2) o->head_dim = d; /* expand 2: 2 heads */
+  if (kind == MIXER(mamba2)) o->common.head_dim = d; /* expand 2: 2 heads */
   return cfg;
 }
 
@@ -43,6 +48,9 @@ static inline void layer_build(one_layer *L, const at_model_cfg *cfg, at_mixer_k
   cr_assert(L->impl != NULL, "no implementation of %s", at_mixer_name(kind));
   L->p = at_params_new();
   cr_assert(L->p != NULL);
+  at_mixer_kind bad_mixer;
+  const char *bad_key;
+  cr_assert(at_model_cfg_resolve(&L->cfg, &bad_mixer, &bad_key) == AT_OK, "%s", at_errmsg());
   at_status st = L->impl->create(&L->cfg, 0, L->p, "mix.", &L->layer);
   cr_assert(st == AT_OK, "create %s: %s", at_mixer_name(kind), at_errmsg());
   cr_assert(at_params_finalize(L->p) == AT_OK);

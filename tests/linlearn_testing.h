@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "data/data.h"
+#include "mixer_testing.h"
 #include "models/model.h"
 #include "optim/optim.h"
 #include "testing.h"
@@ -46,8 +47,8 @@ static inline learn_result train_mqar(at_mixer_kind kind, int64_t steps, int64_t
   mc.mlp = AT_MLP_NONE;
   mc.position = AT_POS_NOPE;
   mc.layers[0] = mc.layers[1] = kind;
-  mc.mixer[kind].chunk_size = 64;
-  mc.mixer[kind].head_dim = kind == AT_MIXER_MAMBA2 ? 32 : 0; /* mamba2: 2 heads of 32 */
+  set_opt(&mc, kind, "chunk_size", 64);
+  set_opt(&mc, kind, "head_dim", kind == MIXER(mamba2) ? 32 : 0); /* mamba2: 2 heads of 32 */
   at_model *m = NULL;
   cr_assert(at_model_new(&mc, 1, &m) == AT_OK, "%s", at_errmsg());
 

@@ -6,8 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mixer_testing.h"
 #include "models/mla.h"
+#include "models/model.h"
 #include "testing.h"
+
+/* The MLA / DSA options of mixer k in cfg. */
+#define MLA_OPTS(cfg, k) ((at_mla_opts *)(void *)(cfg)->mixer[k].bytes)
 
 /* Sizes of a test layer. */
 typedef struct mla_sizes {
@@ -23,10 +28,10 @@ static inline at_model_cfg mla_cfg(const mla_sizes *z) {
   cfg.n_heads = z->h;
   cfg.n_kv_heads = z->h;
   cfg.position = z->dr > 0 ? AT_POS_ROPE : AT_POS_NOPE;
-  for (int k = AT_MIXER_MLA; k <= AT_MIXER_DSA; k++) {
-    at_mixer_opts *o = &cfg.mixer[k];
-    o->position = cfg.position;
-    o->head_dim = z->hd;
+  for (int k = MIXER(mla); k <= MIXER(dsa); k++) {
+    at_mla_opts *o = MLA_OPTS(&cfg, k);
+    o->common.position = cfg.position;
+    o->common.head_dim = z->hd;
     o->kv_rank = z->dc;
     o->q_rank = z->dq;
     o->rope_dim = z->dr;
@@ -37,6 +42,24 @@ static inline at_model_cfg mla_cfg(const mla_sizes *z) {
   return cfg;
 }
 
+/* Stage flags of the DSA recipe's stages. */
+static inline unsigned stage_of(int sparse, int indexer_loss) {
+  return (sparse ? AT_STAGE_SPARSE : 0u) | (indexer_loss ? AT_STAGE_AUX_LOSS : 0u);
+}
+
+/* A statistic of one forward by name: the sum over layers and how many
+ * layers reported it (0 and 0 when none did). */
+static inline double stat_sum(const at_mixer_io *io, const char *name) {
+  for (int i = 0; i < io->n_stats; i++)
+    if (!strcmp(io->stats[i].name, name)) return io->stats[i].sum;
+  return 0;
+}
+static inline int stat_n(const at_mixer_io *io, const char *name) {
+  for (int i = 0; i < io->n_stats; i++)
+    if (!strcmp(io->stats[i].name, name)) return io->stats[i].n;
+  return 0;
+}
+
 /* One layer of `kind` in its own parameter store (prefix "l."). */
 typedef struct test_layer {
   at_params *p;
@@ -44,9 +67,16 @@ typedef struct test_layer {
   void *state;
 } test_layer;
 
-static inline test_layer test_layer_new(const at_model_cfg *cfg, at_mixer_kind kind, uint64_t seed) {
+static inline test_layer test_layer_new(const at_model_cfg *cfg0, at_mixer_kind kind, uint64_t seed) {
   test_layer t = {at_params_new(), at_mixer_impl_of(kind), NULL};
   cr_assert(t.p && t.impl);
+  /* the options resolved as a model using this mixer would have them */
+  at_model_cfg res = *cfg0, c1 = *cfg0, *cfg = &c1;
+  res.layers[0] = kind;
+  at_mixer_kind bad;
+  const char *key;
+  cr_assert(at_model_cfg_resolve(&res, &bad, &key) == AT_OK, "%s", at_errmsg());
+  c1.mixer[kind] = res.mixer[kind];
   at_status st = t.impl->create(cfg, 0, t.p, "l.", &t.state);
   cr_assert(st == AT_OK, "create %s: %s", at_mixer_name(kind), at_errmsg());
   cr_assert(at_params_finalize(t.p) == AT_OK);

@@ -9,7 +9,13 @@
 #include <unistd.h>
 
 #include "experiments/config.h"
+#include "mixer_testing.h"
+#include "models/linear_mixers.h"
+#include "models/mla.h"
 #include "testing.h"
+
+#define LIN(cfg, k) ((const at_lin_mixer_opts *)(const void *)(cfg)->mixer[k].bytes)
+#define MLA(cfg, k) ((const at_mla_opts *)(const void *)(cfg)->mixer[k].bytes)
 
 static const char *fixture(const char *name) {
   static char path[4][1024];
@@ -85,10 +91,10 @@ Test(config, example_of_the_issue) {
     const at_model_cfg *m = &r->model;
     cr_expect(m->d_model == 64 && m->n_layers == 2 && m->n_heads == 1 && m->n_kv_heads == 1);
     cr_expect(m->mlp == AT_MLP_NONE && m->mlp_hidden == 256 && m->position == AT_POS_ROPE);
-    cr_expect(!m->tie_embeddings && m->layers[0] == AT_MIXER_FULL && m->layers[1] == AT_MIXER_FULL);
+    cr_expect(!m->tie_embeddings && m->layers[0] == MIXER(full) && m->layers[1] == MIXER(full));
     cr_expect(m->vocab_size == 8192 && m->max_seq_len == 64, "model sizes come from the task");
-    cr_expect(m->mixer[AT_MIXER_FULL].window == (i < 2 ? 0 : 16), "run %d window", i);
-    cr_expect(m->mixer[AT_MIXER_FULL].head_dim == 64);
+    cr_expect(get_opt(m, MIXER(full), "window") == (i < 2 ? 0 : 16), "run %d window", i);
+    cr_expect(MIXER_COMMON(m, MIXER(full))->head_dim == 64);
     const at_train_cfg *t = &r->train;
     cr_expect(t->steps == 2000 && t->optim.total_steps == 2000 && t->batch_size == 64);
     cr_expect(t->optim.schedule == AT_SCHED_COSINE && t->optim.warmup_steps == 100);
@@ -114,20 +120,27 @@ Test(config, defaults) {
   cr_expect(m->mlp == AT_MLP_SWIGLU && m->mlp_hidden == 176, "8/3 * 64 rounded up to 16");
   cr_expect(m->position == AT_POS_ROPE && m->rope_theta == 10000.0 && m->norm_eps == 1e-5);
   cr_expect(m->init_std == 0.02 && !m->tie_embeddings);
-  cr_expect(m->layers[0] == AT_MIXER_FULL && m->layers[1] == AT_MIXER_FULL);
-  for (int k = 0; k < AT_MIXER_COUNT; k++) cr_expect(m->mixer[k].head_dim == 32, "head_dim of %d resolved", k);
-  cr_expect(m->mixer[AT_MIXER_FULL].position == AT_POS_ROPE, "inherit resolves to rope");
-  cr_expect(m->mixer[AT_MIXER_KDA].position == AT_POS_NOPE);
-  const at_mixer_opts *kda = &m->mixer[AT_MIXER_KDA];
+  cr_expect(m->layers[0] == MIXER(full) && m->layers[1] == MIXER(full));
+  for (int k = 0; k < at_mixer_count(); k++)
+    cr_expect(MIXER_COMMON(m, k)->head_dim == 32, "head_dim of %s resolved", at_mixer_name(k));
+  cr_expect(MIXER_COMMON(m, MIXER(full))->position == AT_POS_ROPE, "inherit resolves to rope");
+  cr_expect(MIXER_COMMON(m, MIXER(kda))->position == AT_POS_NOPE);
+  const at_lin_mixer_opts *kda = LIN(m, MIXER(kda));
   cr_expect(kda->chunk_size == 64 && kda->short_conv == 1 && kda->conv_size == 4);
   cr_expect(kda->output_gate == AT_GATE_SIGMOID && kda->decay_gate == AT_DECAY_UNBOUNDED);
   cr_expect(kda->lower_bound == -5.0 && kda->allow_neg_eigval == 0 && kda->expand_v == 1);
-  cr_expect(m->mixer[AT_MIXER_GDN].output_gate == AT_GATE_SWISH && m->mixer[AT_MIXER_GDN].expand_v == 2);
-  cr_expect(m->mixer[AT_MIXER_DELTANET].output_gate == AT_GATE_NONE);
-  cr_expect(m->mixer[AT_MIXER_MAMBA2].d_state == 16 && m->mixer[AT_MIXER_MAMBA2].expand == 2);
-  const at_mixer_opts *mla = &m->mixer[AT_MIXER_MLA];
+  cr_expect(get_opt(m, MIXER(gdn), "output_gate") == AT_GATE_SWISH && get_opt(m, MIXER(gdn), "expand_v") == 2);
+  cr_expect(get_opt(m, MIXER(deltanet), "output_gate") == AT_GATE_NONE);
+  cr_expect(get_opt(m, MIXER(mamba2), "d_state") == 16 && get_opt(m, MIXER(mamba2), "expand") == 2);
+  /* derived values of a mixer the layers use: kv_rank 4 d_h, rope_dim d_h / 2 */
+  at_model_cfg used = *m;
+  used.layers[0] = MIXER(mla), used.layers[1] = MIXER(dsa);
+  at_mixer_kind bad;
+  const char *key;
+  cr_assert(at_model_cfg_resolve(&used, &bad, &key) == AT_OK, "%s", at_errmsg());
+  const at_mla_opts *mla = MLA(&used, MIXER(mla));
   cr_expect(mla->kv_rank == 128 && mla->q_rank == 0 && mla->rope_dim == 16, "4 d_h and d_h / 2");
-  const at_mixer_opts *dsa = &m->mixer[AT_MIXER_DSA];
+  const at_mla_opts *dsa = MLA(&used, MIXER(dsa));
   cr_expect(dsa->index_heads == 4 && dsa->index_dim == 16 && dsa->topk == 32);
   const at_train_cfg *t = &r->train;
   cr_expect(t->steps == 1000 && t->optim.total_steps == 1000 && t->batch_size == 32);
@@ -146,31 +159,31 @@ Test(config, runs_deep_merge_and_derived_values) {
   cr_assert_eq(e->n_runs, 12);
   /* kda_mla: the shared pattern repeated to 4 layers, shared kda options */
   const at_model_cfg *m = &e->runs[0].model;
-  static const at_mixer_kind pat[] = {AT_MIXER_KDA, AT_MIXER_KDA, AT_MIXER_KDA, AT_MIXER_MLA};
+  const at_mixer_kind pat[] = {MIXER(kda), MIXER(kda), MIXER(kda), MIXER(mla)};
   cr_expect(m->n_layers == 4);
   for (int i = 0; i < 4; i++) cr_expect(m->layers[i] == pat[i], "layer %d", i);
   cr_expect(m->n_heads == 4 && m->n_kv_heads == 2);
-  const at_mixer_opts *kda = &m->mixer[AT_MIXER_KDA];
+  const at_lin_mixer_opts *kda = LIN(m, MIXER(kda));
   cr_expect(kda->chunk_size == 32 && kda->decay_gate == AT_DECAY_BOUNDED && kda->lower_bound == -4.5);
-  cr_expect(kda->short_conv == 1 && kda->head_dim == 16);
-  cr_expect(m->mixer[AT_MIXER_MLA].position == AT_POS_NOPE && m->mixer[AT_MIXER_MLA].rope_dim == 0,
+  cr_expect(kda->short_conv == 1 && kda->common.head_dim == 16);
+  cr_expect(MIXER_COMMON(m, MIXER(mla))->position == AT_POS_NOPE && get_opt(m, MIXER(mla), "rope_dim") == 0,
             "nope: no decoupled RoPE");
-  cr_expect(m->mixer[AT_MIXER_MLA].kv_rank == 64);
+  cr_expect(get_opt(m, MIXER(mla), "kv_rank") == 64);
   /* kda_wide overrides one kda key; the others stay from the shared section */
-  kda = &e->runs[4].model.mixer[AT_MIXER_KDA];
+  kda = LIN(&e->runs[4].model, MIXER(kda));
   cr_expect_str_eq(e->runs[4].base_name, "kda_wide");
   cr_expect(kda->short_conv == 0 && kda->chunk_size == 32 && kda->decay_gate == AT_DECAY_BOUNDED);
   /* dsa replaces the layer list (lists replace, maps merge) and has stages */
   const at_run_cfg *r = &e->runs[9]; /* dsa, lr 1e-3, expand_v 2 */
   cr_expect_str_eq(r->run_id, "dsa__lr=0.001__expand_v=2");
   m = &r->model;
-  cr_expect(m->layers[0] == AT_MIXER_FULL && m->layers[1] == AT_MIXER_DSA && m->layers[2] == AT_MIXER_GDN &&
-            m->layers[3] == AT_MIXER_MAMBA2);
-  cr_expect(m->mixer[AT_MIXER_DSA].topk == 16 && m->mixer[AT_MIXER_DSA].index_heads == 2);
-  cr_expect(m->mixer[AT_MIXER_DSA].index_dim == 16, "default kept");
-  cr_expect(m->mixer[AT_MIXER_DSA].rope_dim == 8 && m->mixer[AT_MIXER_DSA].position == AT_POS_ROPE);
-  cr_expect(m->mixer[AT_MIXER_GDN].output_gate == AT_GATE_SIGMOID);
-  cr_expect(m->mixer[AT_MIXER_KDA].expand_v == 2 && m->mixer[AT_MIXER_KDA].chunk_size == 32);
+  cr_expect(m->layers[0] == MIXER(full) && m->layers[1] == MIXER(dsa) && m->layers[2] == MIXER(gdn) &&
+            m->layers[3] == MIXER(mamba2));
+  cr_expect(get_opt(m, MIXER(dsa), "topk") == 16 && get_opt(m, MIXER(dsa), "index_heads") == 2);
+  cr_expect(get_opt(m, MIXER(dsa), "index_dim") == 16, "default kept");
+  cr_expect(get_opt(m, MIXER(dsa), "rope_dim") == 8 && MIXER_COMMON(m, MIXER(dsa))->position == AT_POS_ROPE);
+  cr_expect(get_opt(m, MIXER(gdn), "output_gate") == AT_GATE_SIGMOID);
+  cr_expect(get_opt(m, MIXER(kda), "expand_v") == 2 && get_opt(m, MIXER(kda), "chunk_size") == 32);
   const at_train_cfg *t = &r->train;
   cr_assert_eq(t->n_stages, 2);
   cr_expect_str_eq(t->stages[0].name, "warmup");
@@ -211,7 +224,7 @@ Test(config, sweep_expansion) {
     const at_run_cfg *r = &e->runs[i];
     uint64_t seed = (uint64_t)(1 + i / 2);
     cr_expect(r->seed == seed && r->data.seed == seed, "run %d seed", i);
-    cr_expect(r->model.layers[0] == (i % 2 ? AT_MIXER_KDA : AT_MIXER_FULL), "the last key varies fastest");
+    cr_expect(r->model.layers[0] == (i % 2 ? MIXER(kda) : MIXER(full)), "the last key varies fastest");
     cr_expect(r->train.steps == 10);
   }
   cr_expect_str_eq(e->runs[3].run_id, "seeds__seed=2__layers=kda,full");
@@ -223,7 +236,7 @@ Test(config, sweep_expansion) {
   cr_assert_eq(e->n_runs, 2);
   cr_expect_str_eq(e->runs[1].run_id, "leaves__kda.chunk_size=32__gdn.chunk_size=64__lr=0.001");
   cr_expect_str_eq(e->runs[1].name, "leaves kda.chunk_size=32 gdn.chunk_size=64 lr=0.001");
-  cr_expect(e->runs[1].model.mixer[AT_MIXER_KDA].chunk_size == 32 && e->runs[1].model.mixer[AT_MIXER_GDN].chunk_size == 64);
+  cr_expect(get_opt(&e->runs[1].model, MIXER(kda), "chunk_size") == 32 && get_opt(&e->runs[1].model, MIXER(gdn), "chunk_size") == 64);
   at_experiment_free(e);
 
   e = load_ok("hybrid.yaml");
@@ -234,7 +247,7 @@ Test(config, sweep_expansion) {
   cr_expect_str_eq(e->runs[7].name, "kda_wide lr=0.002 expand_v=2");
   for (int i = 0; i < 12; i++) {
     cr_expect(e->runs[i].train.optim.lr == (i % 4 < 2 ? 1e-3 : 2e-3), "run %d lr", i);
-    cr_expect(e->runs[i].model.mixer[AT_MIXER_KDA].expand_v == 1 + i % 2, "run %d expand_v", i);
+    cr_expect(get_opt(&e->runs[i].model, MIXER(kda), "expand_v") == 1 + i % 2, "run %d expand_v", i);
   }
   at_experiment_free(e);
 }
@@ -247,13 +260,13 @@ Test(config, set_overrides) {
   cr_assert_eq(e->n_runs, 4);
   const at_run_cfg *full = &e->runs[0], *swa = &e->runs[2];
   cr_expect(full->model.d_model == 128 && swa->model.d_model == 128);
-  cr_expect(full->model.layers[0] == AT_MIXER_KDA && full->model.layers[1] == AT_MIXER_FULL);
-  cr_expect(swa->model.layers[0] == AT_MIXER_FULL, "a run's own setting wins over --set");
-  cr_expect(full->model.mixer[AT_MIXER_KDA].chunk_size == 16);
+  cr_expect(full->model.layers[0] == MIXER(kda) && full->model.layers[1] == MIXER(full));
+  cr_expect(swa->model.layers[0] == MIXER(full), "a run's own setting wins over --set");
+  cr_expect(get_opt(&full->model, MIXER(kda), "chunk_size") == 16);
   cr_expect(full->train.steps == 700, "a bare key is a train key; later --set wins");
   cr_expect(full->seed == 9 && full->data.seed == 9);
-  cr_expect(full->model.mixer[AT_MIXER_FULL].window == 8, "--set merges a mapping");
-  cr_expect(swa->model.mixer[AT_MIXER_FULL].window == 16);
+  cr_expect(get_opt(&full->model, MIXER(full), "window") == 8, "--set merges a mapping");
+  cr_expect(get_opt(&swa->model, MIXER(full), "window") == 16);
   cr_expect(full->train.optim.lr == 1e-3, "the sweep still applies");
   at_experiment_free(e);
 
@@ -309,7 +322,7 @@ Test(config_errors, impossible_shapes) {
   expect_file_error("bad_shape_kv_heads.yaml", 2, 46, "model.n_heads 4 is not a multiple of model.n_kv_heads 3");
   expect_file_error("bad_shape_layers.yaml", 4, 11, "model.layers has 2 entries but model.n_layers is 3");
   expect_file_error("bad_head_dim.yaml", 5, 24, "mixer mamba2: expand * d_model = 128 is not divisible by head_dim 48");
-  expect_set_error("minimal.yaml", "model.d_model=66", "mixer full uses RoPE, which needs an even head_dim (got 33");
+  expect_set_error("minimal.yaml", "model.d_model=66", "mixer full: RoPE needs an even head_dim, got 33");
 }
 
 Test(config_errors, mixers) {
@@ -373,7 +386,7 @@ Test(config_errors, sweep) {
 
 Test(config_errors, stages) {
   expect_file_error("bad_stages_sum.yaml", 6, 5, "train.stages take 900 steps in all but train.steps is 1000");
-  expect_file_error("bad_stages_no_dsa.yaml", 6, 7, "stage 'sparse' uses the DSA indexer");
+  expect_file_error("bad_stages_no_dsa.yaml", 6, 7, "stage 'sparse' asks for sparse, which no mixer of model.layers supports");
   expect_file_error("bad_stages_key.yaml", 5, 45, "train.stages[0].trainable: unknown value 'indexers'; did you mean 'indexer'?");
 }
 
@@ -435,14 +448,13 @@ static void expect_same_run(const at_run_cfg *a, const at_run_cfg *b) {
   EQ(model.n_kv_heads); EQ(model.mlp); EQ(model.mlp_hidden); EQ(model.position); EQ(model.rope_theta);
   EQ(model.norm_eps); EQ(model.init_std); EQ(model.tie_embeddings);
   for (int i = 0; i < a->model.n_layers; i++) EQ(model.layers[i]);
-  for (int k = 0; k < AT_MIXER_COUNT; k++) {
-    EQ(model.mixer[k].position); EQ(model.mixer[k].head_dim); EQ(model.mixer[k].window);
-    EQ(model.mixer[k].chunk_size); EQ(model.mixer[k].short_conv); EQ(model.mixer[k].conv_size);
-    EQ(model.mixer[k].output_gate); EQ(model.mixer[k].decay_gate); EQ(model.mixer[k].lower_bound);
-    EQ(model.mixer[k].allow_neg_eigval); EQ(model.mixer[k].expand_v); EQ(model.mixer[k].d_state);
-    EQ(model.mixer[k].expand); EQ(model.mixer[k].kv_rank); EQ(model.mixer[k].q_rank);
-    EQ(model.mixer[k].rope_dim); EQ(model.mixer[k].index_heads); EQ(model.mixer[k].index_dim);
-    EQ(model.mixer[k].topk);
+  for (int k = 0; k < at_mixer_count(); k++) { /* every option of the mixers the run uses */
+    const at_mixer_impl *impl = at_mixer_impl_of(k);
+    if (!at_mixer_used(&a->model, k)) continue;
+    for (int i = 0; i < impl->n_opts; i++) {
+      double x = get_opt(&a->model, k, impl->opts[i].key), y = get_opt(&b->model, k, impl->opts[i].key);
+      cr_expect(x == y, "%s: %s.%s %g vs %g", a->run_id, impl->name, impl->opts[i].key, x, y);
+    }
   }
   EQ(train.optim.kind); EQ(train.optim.lr); EQ(train.optim.beta1); EQ(train.optim.beta2);
   EQ(train.optim.eps); EQ(train.optim.momentum); EQ(train.optim.nesterov); EQ(train.optim.weight_decay);
@@ -518,8 +530,8 @@ Test(config, resolved_yaml_content) {
 
 Test(config, mixer_names) {
   static const char *names[] = {"full", "deltanet", "gdn", "kda", "mamba2", "mla", "dsa"};
-  cr_assert_eq(AT_ARRAY_LEN(names), AT_MIXER_COUNT);
-  for (int k = 0; k < AT_MIXER_COUNT; k++) {
+  cr_assert(at_mixer_count() >= AT_ARRAY_LEN(names));
+  for (int k = 0; k < AT_ARRAY_LEN(names); k++) {
     cr_expect_str_eq(at_mixer_name((at_mixer_kind)k), names[k]);
     cr_expect_eq(at_mixer_from_name(names[k]), k);
   }
@@ -527,11 +539,13 @@ Test(config, mixer_names) {
   cr_expect_eq(at_mixer_from_name("FULL"), -1);
   cr_expect_eq(at_mixer_from_name(""), -1);
   cr_expect_eq(at_mixer_from_name(NULL), -1);
-  cr_expect_str_eq(at_mixer_name(AT_MIXER_COUNT), "unknown");
+  cr_expect_str_eq(at_mixer_name(at_mixer_count()), "unknown");
+  cr_expect_str_eq(at_mixer_name(-1), "unknown");
   at_model_cfg m;
   at_model_cfg_defaults(&m);
-  cr_expect(m.mixer[AT_MIXER_FULL].head_dim == 0, "head_dim 0 means d_model / n_heads");
-  cr_expect(m.mixer[AT_MIXER_FULL].position == AT_POS_INHERIT && m.mixer[AT_MIXER_KDA].position == AT_POS_NOPE);
+  cr_expect(MIXER_COMMON(&m, MIXER(full))->head_dim == 0, "head_dim 0 means d_model / n_heads");
+  cr_expect(MIXER_COMMON(&m, MIXER(full))->position == AT_POS_INHERIT &&
+            MIXER_COMMON(&m, MIXER(kda))->position == AT_POS_NOPE);
 }
 
 /* ---- robustness: every truncation and many corruptions of a good file --------------- */

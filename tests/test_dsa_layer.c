@@ -13,8 +13,8 @@ static at_tensor *run(at_ctx *c, test_layer *L, at_tensor *x, int sparse, int in
                       at_mixer_io *io_out) {
   at_mixer_io io;
   memset(&io, 0, sizeof io);
-  io.dsa.sparse = sparse;
-  io.dsa.indexer_loss = indexer_loss;
+  io.stage = (sparse) ? AT_STAGE_SPARSE : 0;
+  io.stage |= (indexer_loss) ? AT_STAGE_AUX_LOSS : 0;
   at_tensor *y = L->impl->forward(c, L->state, x, &io);
   cr_assert(y != NULL, "%s", at_errmsg());
   if (io_out) *io_out = io;
@@ -52,7 +52,7 @@ Test(dsa_layer, topk_at_least_T_is_dense_mla) {
   for (int i = 0; i < 2; i++) {
     mla_sizes z = {.d = 16, .h = 2, .hd = 8, .dr = 4, .dc = 12, .dq = 10, .hi = 2, .di = 8, .topk = ks[i]};
     at_model_cfg cfg = mla_cfg(&z);
-    test_layer L = test_layer_new(&cfg, AT_MIXER_DSA, 3);
+    test_layer L = test_layer_new(&cfg, MIXER(dsa), 3);
     randomize_params(L.p, 3);
     at_tensor *x = AT_RANDN(c, 4, 1.0, 2, T, 16);
     fwd_result dense = forward_backward(c, &L, x, 0), sparse = forward_backward(c, &L, x, 1);
@@ -69,7 +69,7 @@ Test(dsa_layer, dense_stage_is_mla_with_the_same_weights) {
   at_ctx *c = at_ctx_new(0);
   mla_sizes z = {.d = 16, .h = 2, .hd = 8, .dr = 4, .dc = 12, .dq = 10, .hi = 2, .di = 8, .topk = 4};
   at_model_cfg cfg = mla_cfg(&z);
-  test_layer D = test_layer_new(&cfg, AT_MIXER_DSA, 5), M = test_layer_new(&cfg, AT_MIXER_MLA, 6);
+  test_layer D = test_layer_new(&cfg, MIXER(dsa), 5), M = test_layer_new(&cfg, MIXER(mla), 6);
   randomize_params(D.p, 5);
   /* copy the main weights by name into the MLA layer */
   int copied = 0;
@@ -101,7 +101,7 @@ static at_model *small_model(int q_rank) {
   at_model_cfg cfg = mla_cfg(&z);
   cfg.vocab_size = MV, cfg.max_seq_len = MT;
   cfg.n_layers = 3;
-  cfg.layers[0] = AT_MIXER_DSA, cfg.layers[1] = AT_MIXER_FULL, cfg.layers[2] = AT_MIXER_DSA;
+  cfg.layers[0] = MIXER(dsa), cfg.layers[1] = MIXER(full), cfg.layers[2] = MIXER(dsa);
   cfg.mlp_hidden = 32;
   cfg.init_std = 0.2; /* larger than 0.02, so attention is far from uniform */
   at_model *m = NULL;
@@ -146,17 +146,17 @@ Test(dsa_model, kl_gradient_reaches_only_the_indexer) {
       at_model *m = small_model(q_rank);
       at_itensor *tok, *lab;
       batch(c, &tok, &lab);
-      at_dsa_mode mode = {.sparse = sparse, .indexer_loss = 1};
+      unsigned mode = stage_of(sparse, 1);
       at_mixer_io io;
       double lm = 0;
-      at_tensor *loss = at_model_train_loss(c, m, tok, lab, &mode, &io, &lm, NULL, NULL);
+      at_tensor *loss = at_model_train_loss(c, m, tok, lab, mode, &io, &lm, NULL, NULL);
       cr_assert(loss != NULL, "%s", at_errmsg());
       cr_assert(io.aux_loss != NULL);
-      cr_expect_eq(io.dsa_layers, 2);
-      cr_expect(io.dsa_kl > 0 && isfinite(io.dsa_kl), "kl %g", io.dsa_kl);
-      cr_expect(fabs(io.aux_loss->data[0] - io.dsa_kl) < 1e-5 * io.dsa_kl, "aux loss %g vs kl %g",
-                io.aux_loss->data[0], io.dsa_kl);
-      cr_expect(io.dsa_recall > 0 && io.dsa_recall < 2, "recall sum of 2 layers %g", io.dsa_recall);
+      cr_expect_eq(stat_n(&io, "indexer_kl"), 2);
+      cr_expect(stat_sum(&io, "indexer_kl") > 0 && isfinite(stat_sum(&io, "indexer_kl")), "kl %g", stat_sum(&io, "indexer_kl"));
+      cr_expect(fabs(io.aux_loss->data[0] - stat_sum(&io, "indexer_kl")) < 1e-5 * stat_sum(&io, "indexer_kl"), "aux loss %g vs kl %g",
+                io.aux_loss->data[0], stat_sum(&io, "indexer_kl"));
+      cr_expect(stat_sum(&io, "topk_recall") > 0 && stat_sum(&io, "topk_recall") < 2, "recall sum of 2 layers %g", stat_sum(&io, "topk_recall"));
       cr_expect(fabs(loss->data[0] - (lm + io.aux_loss->data[0])) < 1e-5, "total = lm + aux");
       at_params_zero_grad(m->params);
       cr_assert(at_backward(c, io.aux_loss) == AT_OK, "%s", at_errmsg());
@@ -176,11 +176,11 @@ Test(dsa_model, lm_loss_gives_the_indexer_no_gradient) {
     at_model *m = small_model(8);
     at_itensor *tok, *lab;
     batch(c, &tok, &lab);
-    at_dsa_mode mode = {.sparse = sparse, .indexer_loss = 0};
+    unsigned mode = stage_of(sparse, 0);
     at_mixer_io io;
-    at_tensor *loss = at_model_train_loss(c, m, tok, lab, &mode, &io, NULL, NULL, NULL);
+    at_tensor *loss = at_model_train_loss(c, m, tok, lab, mode, &io, NULL, NULL, NULL);
     cr_assert(loss != NULL, "%s", at_errmsg());
-    cr_expect(io.aux_loss == NULL && io.dsa_layers == 0);
+    cr_expect(io.aux_loss == NULL && stat_n(&io, "indexer_kl") == 0);
     at_params_zero_grad(m->params);
     cr_assert(at_backward(c, loss) == AT_OK, "%s", at_errmsg());
     cr_expect(max_grad(m->params, AT_GROUP_INDEXER) == 0, "sparse %d: the LM loss reached the indexer", sparse);
@@ -197,19 +197,19 @@ Test(dsa_model, indexer_loss_leaves_the_lm_loss_unchanged) {
   at_itensor *tok, *lab;
   batch(c, &tok, &lab);
   for (int sparse = 0; sparse <= 1; sparse++) {
-    at_dsa_mode off = {.sparse = sparse, .indexer_loss = 0}, on = {.sparse = sparse, .indexer_loss = 1};
+    unsigned off = stage_of(sparse, 0), on = stage_of(sparse, 1);
     double lm_off, lm_on;
-    at_tensor *l0 = at_model_train_loss(c, m, tok, lab, &off, NULL, &lm_off, NULL, NULL);
-    at_tensor *l1 = at_model_train_loss(c, m, tok, lab, &on, NULL, &lm_on, NULL, NULL);
+    at_tensor *l0 = at_model_train_loss(c, m, tok, lab, off, NULL, &lm_off, NULL, NULL);
+    at_tensor *l1 = at_model_train_loss(c, m, tok, lab, on, NULL, &lm_on, NULL, NULL);
     cr_assert(l0 && l1, "%s", at_errmsg());
     cr_expect(lm_off == lm_on && l0->data[0] == lm_off, "sparse %d: lm %g vs %g", sparse, lm_off, lm_on);
     cr_expect(l1->data[0] > lm_on, "the KL is added");
   }
   /* sparse mode changes the LM loss (topk 4 of 16) */
-  at_dsa_mode d = {0, 0}, s = {1, 0};
+  unsigned d = stage_of(0, 0), s = stage_of(1, 0);
   double lm_d, lm_s;
-  at_model_train_loss(c, m, tok, lab, &d, NULL, &lm_d, NULL, NULL);
-  at_model_train_loss(c, m, tok, lab, &s, NULL, &lm_s, NULL, NULL);
+  at_model_train_loss(c, m, tok, lab, d, NULL, &lm_d, NULL, NULL);
+  at_model_train_loss(c, m, tok, lab, s, NULL, &lm_s, NULL, NULL);
   cr_expect(lm_d != lm_s);
   at_model_free(m);
   at_ctx_free(c);
@@ -219,22 +219,22 @@ Test(dsa_model, recall_is_one_when_topk_covers_every_key) {
   at_ctx *c = at_ctx_new(0);
   mla_sizes z = {.d = 16, .h = 2, .hd = 8, .dr = 4, .dc = 12, .hi = 2, .di = 8, .topk = MT};
   at_model_cfg cfg = mla_cfg(&z);
-  cfg.vocab_size = MV, cfg.max_seq_len = MT, cfg.n_layers = 1, cfg.layers[0] = AT_MIXER_DSA;
+  cfg.vocab_size = MV, cfg.max_seq_len = MT, cfg.n_layers = 1, cfg.layers[0] = MIXER(dsa);
   at_model *m = NULL;
   cr_assert(at_model_new(&cfg, 3, &m) == AT_OK, "%s", at_errmsg());
   at_itensor *tok, *lab;
   batch(c, &tok, &lab);
   double kl_dense = 0;
   for (int sparse = 0; sparse <= 1; sparse++) {
-    at_dsa_mode mode = {.sparse = sparse, .indexer_loss = 1};
+    unsigned mode = stage_of(sparse, 1);
     at_mixer_io io;
-    cr_assert(at_model_train_loss(c, m, tok, lab, &mode, &io, NULL, NULL, NULL) != NULL, "%s", at_errmsg());
-    cr_expect_eq(io.dsa_layers, 1);
-    cr_expect(fabs(io.dsa_recall - 1) < 1e-5, "sparse %d: recall %g", sparse, io.dsa_recall);
+    cr_assert(at_model_train_loss(c, m, tok, lab, mode, &io, NULL, NULL, NULL) != NULL, "%s", at_errmsg());
+    cr_expect_eq(stat_n(&io, "indexer_kl"), 1);
+    cr_expect(fabs(stat_sum(&io, "topk_recall") - 1) < 1e-5, "sparse %d: recall %g", sparse, stat_sum(&io, "topk_recall"));
     /* sparse stage over every key: the renormalised KL is the dense one */
-    if (sparse == 0) kl_dense = io.dsa_kl;
-    else cr_expect(fabs(io.dsa_kl - kl_dense) < 1e-5 * kl_dense, "kl %g vs %g", io.dsa_kl, kl_dense);
-    cr_expect(io.dsa_kl > 0);
+    if (sparse == 0) kl_dense = stat_sum(&io, "indexer_kl");
+    else cr_expect(fabs(stat_sum(&io, "indexer_kl") - kl_dense) < 1e-5 * kl_dense, "kl %g vs %g", stat_sum(&io, "indexer_kl"), kl_dense);
+    cr_expect(stat_sum(&io, "indexer_kl") > 0);
   }
   at_model_free(m);
   at_ctx_free(c);
@@ -260,14 +260,14 @@ static int64_t changed(const at_params *p, const real *snap, int group) {
   return n;
 }
 
-static void steps(at_ctx *c, at_model *m, at_optim *o, at_dsa_mode mode, int n) {
+static void steps(at_ctx *c, at_model *m, at_optim *o, unsigned mode, int n) {
   for (int s = 0; s < n; s++) {
     at_ctx_reset(c);
     at_params_zero_grad(m->params);
     at_itensor *tok, *lab;
     batch(c, &tok, &lab);
     at_mixer_io io;
-    at_tensor *loss = at_model_train_loss(c, m, tok, lab, &mode, &io, NULL, NULL, NULL);
+    at_tensor *loss = at_model_train_loss(c, m, tok, lab, mode, &io, NULL, NULL, NULL);
     cr_assert(loss != NULL, "%s", at_errmsg());
     cr_assert(at_backward(c, loss) == AT_OK, "%s", at_errmsg());
     at_step_info info;
@@ -290,7 +290,7 @@ Test(dsa_model, warmup_freezes_the_main_model_then_sparse_trains_all) {
   at_params_set_trainable(p, -1, 0);
   at_params_set_trainable(p, AT_GROUP_INDEXER, 1);
   real *s0 = snapshot(p);
-  steps(c, m, o, (at_dsa_mode){.sparse = 0, .indexer_loss = 1}, 3);
+  steps(c, m, o, stage_of(0, 1), 3);
   cr_expect_eq(changed(p, s0, AT_GROUP_MAIN), 0, "a frozen main parameter changed in the warm-up");
   int64_t n_idx = 0;
   for (int i = 0; i < p->n; i++) n_idx += p->list[i].group == AT_GROUP_INDEXER ? p->list[i].t->size : 0;
@@ -300,13 +300,13 @@ Test(dsa_model, warmup_freezes_the_main_model_then_sparse_trains_all) {
   /* sparse stage: everything trains (LM + sparse KL) */
   at_params_set_trainable(p, -1, 1);
   real *s1 = snapshot(p);
-  steps(c, m, o, (at_dsa_mode){.sparse = 1, .indexer_loss = 1}, 2);
+  steps(c, m, o, stage_of(1, 1), 2);
   cr_expect(changed(p, s1, AT_GROUP_MAIN) > 0 && changed(p, s1, AT_GROUP_INDEXER) > 0);
 
   /* trainable: main with the indexer frozen leaves it bit-identical */
   at_params_set_trainable(p, AT_GROUP_INDEXER, 0);
   real *s2 = snapshot(p);
-  steps(c, m, o, (at_dsa_mode){.sparse = 1, .indexer_loss = 0}, 2);
+  steps(c, m, o, stage_of(1, 0), 2);
   cr_expect_eq(changed(p, s2, AT_GROUP_INDEXER), 0);
   cr_expect(changed(p, s2, AT_GROUP_MAIN) > 0);
   free(s0), free(s1), free(s2);

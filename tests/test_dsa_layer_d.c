@@ -6,7 +6,7 @@
 
 typedef struct {
   test_layer *L;
-  at_dsa_mode mode;
+  unsigned mode; /* AT_STAGE_* */
   int want_kl; /* 1: return the aux loss (the indexer KL) instead of the output */
   at_tensor *x;  /* the input when it is not a gradcheck input */
 } dsa_user;
@@ -15,11 +15,11 @@ static at_tensor *dsa_fn(at_ctx *c, at_tensor **in, void *u) {
   dsa_user *f = u;
   at_mixer_io io;
   memset(&io, 0, sizeof io);
-  io.dsa = f->mode;
+  io.stage = f->mode;
   at_tensor *y = f->L->impl->forward(c, f->L->state, f->x ? f->x : in[0], &io);
   if (!f->want_kl) return y;
   cr_assert(y != NULL, "%s", at_errmsg());
-  cr_assert_eq(io.dsa_layers, 1);
+  cr_assert_eq(stat_n(&io, "indexer_kl"), 1);
   return io.aux_loss;
 }
 
@@ -39,13 +39,13 @@ Test(dsa_layer, gradcheck_output_dense_and_sparse) {
     for (int sparse = 0; sparse <= 1; sparse++) {
       mla_sizes z = sizes_of(v);
       at_model_cfg cfg = mla_cfg(&z);
-      test_layer L = test_layer_new(&cfg, AT_MIXER_DSA, 1);
+      test_layer L = test_layer_new(&cfg, MIXER(dsa), 1);
       randomize_params(L.p, 50 + (uint64_t)v);
       at_tensor *in[16];
       in[0] = AT_RANDN(c, 60 + (uint64_t)v, 1.0, 2, 7, 8);
       int n = 1 + params_of_group(L.p, AT_GROUP_MAIN, in + 1, 15);
       /* the indexer_loss flag too: the output must not change with it */
-      dsa_user u = {&L, {.sparse = sparse, .indexer_loss = v == 0}, 0, NULL};
+      dsa_user u = {&L, stage_of(sparse, v == 0), 0, NULL};
       char what[64];
       snprintf(what, sizeof what, "dsa output dr=%lld dq=%lld sparse=%d", (long long)z.dr,
                (long long)z.dq, sparse);
@@ -62,13 +62,13 @@ Test(dsa_layer, gradcheck_indexer_kl_both_stages) {
     for (int sparse = 0; sparse <= 1; sparse++) {
       mla_sizes z = sizes_of(v);
       at_model_cfg cfg = mla_cfg(&z);
-      test_layer L = test_layer_new(&cfg, AT_MIXER_DSA, 2);
+      test_layer L = test_layer_new(&cfg, MIXER(dsa), 2);
       randomize_params(L.p, 70 + (uint64_t)v);
       at_tensor *x = AT_RANDN(c, 80 + (uint64_t)v, 1.0, 2, 7, 8);
       at_tensor *in[8];
       int n = params_of_group(L.p, AT_GROUP_INDEXER, in, 8);
       cr_assert_eq(n, 5);
-      dsa_user u = {&L, {.sparse = sparse, .indexer_loss = 1}, 1, x};
+      dsa_user u = {&L, stage_of(sparse, 1), 1, x};
       char what[64];
       snprintf(what, sizeof what, "dsa indexer KL dr=%lld dq=%lld sparse=%d", (long long)z.dr,
                (long long)z.dq, sparse);
@@ -87,14 +87,14 @@ Test(dsa_layer, decode_equals_forward_rows) {
       mla_sizes z = sizes_of(v);
       z.topk = 4;
       at_model_cfg cfg = mla_cfg(&z);
-      test_layer L = test_layer_new(&cfg, AT_MIXER_DSA, 3);
+      test_layer L = test_layer_new(&cfg, MIXER(dsa), 3);
       randomize_params(L.p, 90 + (uint64_t)v);
       int64_t B = 2, T = 12;
       at_tensor *x = AT_RANDN(c, 95 + (uint64_t)v, 1.0, B, T, 8);
       x->requires_grad = 0;
       at_mixer_io io;
       memset(&io, 0, sizeof io);
-      io.dsa.sparse = sparse;
+      io.stage = (sparse) ? AT_STAGE_SPARSE : 0;
       at_tensor *y = L.impl->forward(c, L.state, x, &io);
       cr_assert(y != NULL, "%s", at_errmsg());
       const at_dsa_layer *D = L.state;
@@ -111,7 +111,7 @@ Test(dsa_layer, decode_equals_forward_rows) {
       }
       /* The sparse output differs from the dense one once rows have more keys than topk. */
       if (sparse) {
-        io.dsa.sparse = 0;
+        io.stage = (0) ? AT_STAGE_SPARSE : 0;
         at_tensor *yd = L.impl->forward(c, L.state, x, &io);
         cr_expect(at_test_rel_err(y->data, yd->data, y->size) > 1e-3, "variant %d: the selection changes nothing", v);
       }
@@ -124,7 +124,7 @@ Test(dsa_layer, decode_equals_forward_rows) {
 Test(dsa_layer, refuses_bad_options) {
   mla_sizes z = {.d = 8, .h = 2, .hd = 4, .dr = 4, .dc = 6, .hi = 2, .di = 2, .topk = 4};
   at_model_cfg cfg = mla_cfg(&z);
-  const at_mixer_impl *impl = at_mixer_impl_of(AT_MIXER_DSA);
+  const at_mixer_impl *impl = at_mixer_impl_of(MIXER(dsa));
   void *st = NULL;
   at_params *p = at_params_new();
   cr_expect_eq(impl->create(&cfg, 0, p, "l.", &st), AT_E_ARG);

@@ -9,6 +9,7 @@
 
 #include "core/h5io.h"
 #include "core/threads.h"
+#include "mixer_testing.h"
 #include "models/model.h"
 #include "testing.h"
 
@@ -48,11 +49,9 @@ static at_model_cfg case_cfg(at_h5 *h, const char *grp, int n_layers) {
   cr_assert(at_h5_get_attr_str(h, grp, "position", &pos) == AT_OK);
   cfg.position = strcmp(pos, "rope") == 0 ? AT_POS_ROPE : AT_POS_NOPE;
   free(pos);
-  at_mixer_opts *o = &cfg.mixer[AT_MIXER_FULL];
-  o->head_dim = attr_int(h, grp, "head_dim");
-  o->window = attr_int(h, grp, "window");
-  o->position = AT_POS_INHERIT;
-  for (int l = 0; l < n_layers; l++) cfg.layers[l] = AT_MIXER_FULL;
+  set_opt(&cfg, MIXER(full), "head_dim", (double)attr_int(h, grp, "head_dim"));
+  set_opt(&cfg, MIXER(full), "window", (double)attr_int(h, grp, "window"));
+  for (int l = 0; l < n_layers; l++) cfg.layers[l] = MIXER(full);
   return cfg;
 }
 
@@ -95,7 +94,10 @@ static void check_layer(const char *grp) {
   at_set_threads(2);
   at_h5 *h = open_golden();
   at_model_cfg cfg = case_cfg(h, grp, 1);
-  const at_mixer_impl *impl = at_mixer_impl_of(AT_MIXER_FULL);
+  const at_mixer_impl *impl = at_mixer_impl_of(MIXER(full));
+  at_mixer_kind bad;
+  const char *key;
+  cr_assert(at_model_cfg_resolve(&cfg, &bad, &key) == AT_OK, "%s", at_errmsg());
   at_params *p = at_params_new();
   void *layer = NULL;
   cr_assert(impl->create(&cfg, 0, p, "mix.", &layer) == AT_OK, "%s", at_errmsg());

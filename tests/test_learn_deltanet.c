@@ -1,4 +1,4 @@
 /* deltanet learns MQAR (see linlearn_testing.h). */
 #include "linlearn_testing.h"
 
-Test(learn_deltanet, mqar) { expect_learns(AT_MIXER_DELTANET, 0.5); }
+Test(learn_deltanet, mqar) { expect_learns(MIXER(deltanet), 0.5); }

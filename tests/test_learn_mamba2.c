@@ -1,4 +1,4 @@
 /* mamba2 learns MQAR (see linlearn_testing.h). */
 #include "linlearn_testing.h"
 
-Test(learn_mamba2, mqar) { expect_learns(AT_MIXER_MAMBA2, 0.1); }
+Test(learn_mamba2, mqar) { expect_learns(MIXER(mamba2), 0.1); }

@@ -5,13 +5,15 @@
 #include "experiments/config.h"
 #include "linlayer_testing.h"
 
-static const at_mixer_kind kinds[] = {AT_MIXER_DELTANET, AT_MIXER_GDN, AT_MIXER_KDA, AT_MIXER_MAMBA2};
+static const char *const kind_names[] = {"deltanet", "gdn", "kda", "mamba2"};
+#define N_KINDS AT_ARRAY_LEN(kind_names)
+#define KIND(i) mixer_id(kind_names[i])
 
 /* A layer of `kind` with d_model 32 (2 heads of 16; mamba2 2 heads of 32,
  * d_state 16), chunk 16, randomised weights. */
 static void build(one_layer *L, at_mixer_kind kind, at_decay_gate decay, uint64_t seed) {
   at_model_cfg cfg = layer_cfg(kind, 32);
-  at_mixer_opts *o = &cfg.mixer[kind];
+  at_lin_mixer_opts *o = LIN_OPTS(&cfg, kind);
   o->chunk_size = 16;
   o->conv_size = 4;
   o->decay_gate = decay;
@@ -57,18 +59,18 @@ Test(linear_layers, chunk_equals_recurrent) {
   int64_t B = 2, T = 100;
   real *x = malloc((size_t)(B * T * 32) * sizeof(real));
   at_fill_normal(x, B * T * 32, 11, 1, 0, 1);
-  for (int i = 0; i < AT_ARRAY_LEN(kinds); i++)
+  for (int i = 0; i < N_KINDS; i++)
     for (int bounded = 0; bounded < 2; bounded++) {
-      if (bounded && (kinds[i] == AT_MIXER_DELTANET || kinds[i] == AT_MIXER_MAMBA2)) continue;
+      if (bounded && (KIND(i) == MIXER(deltanet) || KIND(i) == MIXER(mamba2))) continue;
       one_layer L;
-      build(&L, kinds[i], bounded ? AT_DECAY_BOUNDED : AT_DECAY_UNBOUNDED, 20 + (uint64_t)i);
+      build(&L, KIND(i), bounded ? AT_DECAY_BOUNDED : AT_DECAY_UNBOUNDED, 20 + (uint64_t)i);
       fwd_bwd a = run(c, &L, x, B, T);
       at_linear_mixer_set_form(L.layer, AT_LIN_RECURRENT);
       fwd_bwd b = run(c, &L, x, B, T);
       char what[96];
-      snprintf(what, sizeof what, "%s%s output", at_mixer_name(kinds[i]), bounded ? " bounded" : "");
+      snprintf(what, sizeof what, "%s%s output", at_mixer_name(KIND(i)), bounded ? " bounded" : "");
       AT_EXPECT_CLOSE(a.y, b.y, a.ny, 2e-6, what); /* ~2e-7 measured */
-      snprintf(what, sizeof what, "%s%s gradients", at_mixer_name(kinds[i]), bounded ? " bounded" : "");
+      snprintf(what, sizeof what, "%s%s gradients", at_mixer_name(KIND(i)), bounded ? " bounded" : "");
       AT_EXPECT_CLOSE(a.grads, b.grads, a.ngrad, 5e-6, what); /* ~5e-7 */
       cr_expect(at_test_rel_err(a.y, b.y, a.ny) > 0, "%s: the forms agree bitwise (form switch not taken?)", what);
       fb_free(&a), fb_free(&b);
@@ -86,9 +88,9 @@ Test(linear_layers, causal) {
   const int64_t t1s[] = {0, 21, 37, 44};
   real *x = malloc((size_t)(B * T * d) * sizeof(real)), *y0 = malloc((size_t)(B * T * d) * sizeof(real));
   at_fill_normal(x, B * T * d, 12, 1, 0, 1);
-  for (int i = 0; i < AT_ARRAY_LEN(kinds); i++) {
+  for (int i = 0; i < N_KINDS; i++) {
     one_layer L;
-    build(&L, kinds[i], AT_DECAY_UNBOUNDED, 40 + (uint64_t)i);
+    build(&L, KIND(i), AT_DECAY_UNBOUNDED, 40 + (uint64_t)i);
     at_ctx_reset(c);
     at_tensor *y = layer_forward(c, &L, at_from(c, x, AT_SHAPE(B, T, d)));
     cr_assert(y);
@@ -109,9 +111,9 @@ Test(linear_layers, causal) {
           else at = fmax(at, diff);
         }
       cr_expect(before == 0, "%s: changing x at %lld changed an earlier output by %g",
-                at_mixer_name(kinds[i]), (long long)t1, before);
+                at_mixer_name(KIND(i)), (long long)t1, before);
       cr_expect(at > 1e-4, "%s: changing x at %lld did not change its output (%g)",
-                at_mixer_name(kinds[i]), (long long)t1, at);
+                at_mixer_name(KIND(i)), (long long)t1, at);
       memcpy(x + t1 * d, saved, sizeof saved);
     }
     layer_free(&L);
@@ -140,31 +142,31 @@ Test(linear_layers, extreme_gates_finite) {
   real *x = malloc((size_t)(B * T * 32) * sizeof(real));
   at_fill_normal(x, B * T * 32, 13, 1, 0, 3);
   const struct { double A_log, dt_bias; } gates[] = {{log(1e4), 5}, {log(20), 0}, {-30, 0}};
-  for (int i = 1; i < AT_ARRAY_LEN(kinds); i++)
+  for (int i = 1; i < N_KINDS; i++)
     for (int gi = 0; gi < AT_ARRAY_LEN(gates); gi++)
       for (int form = 0; form < 2; form++) {
         one_layer L;
-        build(&L, kinds[i], AT_DECAY_UNBOUNDED, 60 + (uint64_t)i);
+        build(&L, KIND(i), AT_DECAY_UNBOUNDED, 60 + (uint64_t)i);
         set_param(&L, "A_log", gates[gi].A_log);
         set_param(&L, "dt_bias", gates[gi].dt_bias);
         at_linear_mixer_set_form(L.layer, (at_lin_form)form);
         fwd_bwd r = run(c, &L, x, B, T);
         cr_expect(all_finite_run(&r), "%s: A_log %g dt_bias %g form %d: non-finite output or gradient",
-                  at_mixer_name(kinds[i]), gates[gi].A_log, gates[gi].dt_bias, form);
+                  at_mixer_name(KIND(i)), gates[gi].A_log, gates[gi].dt_bias, form);
         fb_free(&r);
         layer_free(&L);
       }
   for (int i = 1; i <= 2; i++) { /* gdn, kda: bounded gate at -1e4 and at ~0 */
     for (int gi = 0; gi < 2; gi++) {
-      at_model_cfg cfg = layer_cfg(kinds[i], 32);
-      cfg.mixer[kinds[i]].decay_gate = AT_DECAY_BOUNDED;
-      cfg.mixer[kinds[i]].lower_bound = gi == 0 ? -1e4 : -1e-12;
+      at_model_cfg cfg = layer_cfg(KIND(i), 32);
+      LIN_OPTS(&cfg, KIND(i))->decay_gate = AT_DECAY_BOUNDED;
+      LIN_OPTS(&cfg, KIND(i))->lower_bound = gi == 0 ? -1e4 : -1e-12;
       one_layer L;
-      layer_build(&L, &cfg, kinds[i], 70);
+      layer_build(&L, &cfg, KIND(i), 70);
       layer_randomize(&L, 71, 0.3);
       fwd_bwd r = run(c, &L, x, B, T);
       cr_expect(all_finite_run(&r), "%s bounded, lower_bound %g: non-finite output or gradient",
-                at_mixer_name(kinds[i]), cfg.mixer[kinds[i]].lower_bound);
+                at_mixer_name(KIND(i)), LIN_OPTS(&cfg, KIND(i))->lower_bound);
       fb_free(&r);
       layer_free(&L);
     }
@@ -175,21 +177,18 @@ Test(linear_layers, extreme_gates_finite) {
 
 /* state_elems: heads x K x V plus the conv states; cache_per_token 0. */
 Test(linear_layers, state_sizes) {
-  for (int i = 0; i < AT_ARRAY_LEN(kinds); i++) {
+  for (int i = 0; i < N_KINDS; i++) {
     one_layer L;
-    at_model_cfg cfg = layer_cfg(kinds[i], 32);
-    cfg.mixer[kinds[i]].conv_size = 4;
-    cfg.mixer[kinds[i]].d_state = 16;
-    layer_build(&L, &cfg, kinds[i], 1);
-    int64_t want;
-    switch (kinds[i]) {
-    case AT_MIXER_MAMBA2: want = 2 * 16 * 32 + 3 * (64 + 2 * 16); break;      /* H N P + conv */
-    case AT_MIXER_GDN: want = 2 * 16 * 32 + 3 * 2 * (16 + 16 + 32); break;    /* expand_v 2 */
-    default: want = 2 * 16 * 16 + 3 * 2 * (16 + 16 + 16); break;
-    }
+    at_model_cfg cfg = layer_cfg(KIND(i), 32);
+    LIN_OPTS(&cfg, KIND(i))->conv_size = 4;
+    LIN_OPTS(&cfg, KIND(i))->d_state = 16;
+    layer_build(&L, &cfg, KIND(i), 1);
+    int64_t want = 2 * 16 * 16 + 3 * 2 * (16 + 16 + 16);
+    if (KIND(i) == MIXER(mamba2)) want = 2 * 16 * 32 + 3 * (64 + 2 * 16);   /* H N P + conv */
+    if (KIND(i) == MIXER(gdn)) want = 2 * 16 * 32 + 3 * 2 * (16 + 16 + 32); /* expand_v 2 */
     cr_expect_eq(L.impl->state_elems(L.layer), want, "%s: state_elems %lld, expected %lld",
-                 at_mixer_name(kinds[i]), (long long)L.impl->state_elems(L.layer), (long long)want);
-    cr_expect_eq(L.impl->cache_per_token(L.layer), 0);
+                 at_mixer_name(KIND(i)), (long long)L.impl->state_elems(L.layer), (long long)want);
+    cr_expect(L.impl->cache_per_token == NULL);
     layer_free(&L);
   }
 }
@@ -203,18 +202,17 @@ Test(linear_layers, smoke_experiment_builds) {
   at_experiment *e = NULL;
   cr_assert(at_experiment_load(path, NULL, 0, &e) == AT_OK, "%s", at_errmsg());
   cr_assert_eq(e->n_runs, 5);
-  const at_mixer_kind single[] = {AT_MIXER_DELTANET, AT_MIXER_GDN, AT_MIXER_KDA, AT_MIXER_MAMBA2};
   for (int i = 0; i < e->n_runs; i++) {
     const at_run_cfg *rc = &e->runs[i];
     const at_model_cfg *mc = &rc->model;
     if (i < 4) {
-      cr_expect_str_eq(rc->name, at_mixer_name(single[i]));
-      cr_expect(mc->n_layers == 2 && mc->layers[0] == single[i] && mc->layers[1] == single[i],
+      cr_expect_str_eq(rc->name, at_mixer_name(KIND(i)));
+      cr_expect(mc->n_layers == 2 && mc->layers[0] == KIND(i) && mc->layers[1] == KIND(i),
                 "%s: layers", rc->name);
     } else {
       cr_expect_str_eq(rc->name, "hybrid");
-      cr_expect(mc->n_layers == 4 && mc->layers[0] == AT_MIXER_KDA && mc->layers[2] == AT_MIXER_KDA &&
-                mc->layers[3] == AT_MIXER_FULL, "hybrid: layers");
+      cr_expect(mc->n_layers == 4 && mc->layers[0] == MIXER(kda) && mc->layers[2] == MIXER(kda) &&
+                mc->layers[3] == MIXER(full), "hybrid: layers");
     }
     at_model *m = NULL;
     cr_assert(at_model_new(mc, rc->seed, &m) == AT_OK, "%s: %s", rc->name, at_errmsg());

@@ -38,9 +38,9 @@ static void check_case(at_h5 *h, const char *grp) {
   cfg.d_model = attr_int(h, grp, "d_model");
   cfg.n_heads = cfg.n_kv_heads = attr_int(h, grp, "n_heads");
   cfg.n_layers = 1;
-  cfg.layers[0] = (at_mixer_kind)kind;
-  at_mixer_opts *o = &cfg.mixer[kind];
-  o->head_dim = attr_int(h, grp, "head_dim");
+  cfg.layers[0] = kind;
+  at_lin_mixer_opts *o = LIN_OPTS(&cfg, kind);
+  o->common.head_dim = attr_int(h, grp, "head_dim");
   o->expand_v = attr_int(h, grp, "expand_v");
   o->chunk_size = attr_int(h, grp, "chunk");
   o->conv_size = attr_int(h, grp, "conv");
@@ -54,7 +54,7 @@ static void check_case(at_h5 *h, const char *grp) {
   o->d_state = attr_int(h, grp, "d_state");
   o->expand = attr_int(h, grp, "expand");
   one_layer L;
-  layer_build(&L, &cfg, (at_mixer_kind)kind, 1);
+  layer_build(&L, &cfg, kind, 1);
 
   /* every parameter of ours is in the file, and nothing else */
   char path[256];

@@ -6,7 +6,7 @@
 
 static double absorbed_vs_explicit(at_ctx *c, const mla_sizes *z, int64_t B, int64_t T, uint64_t seed) {
   at_model_cfg cfg = mla_cfg(z);
-  test_layer L = test_layer_new(&cfg, AT_MIXER_MLA, seed);
+  test_layer L = test_layer_new(&cfg, MIXER(mla), seed);
   randomize_params(L.p, seed);
   at_mixer_io io;
   memset(&io, 0, sizeof io);
@@ -50,7 +50,7 @@ Test(mla_layer, decode_refusals) {
   at_ctx *c = at_ctx_new(0);
   mla_sizes z = {.d = 8, .h = 2, .hd = 4, .dr = 2, .dc = 6};
   at_model_cfg cfg = mla_cfg(&z);
-  test_layer L = test_layer_new(&cfg, AT_MIXER_MLA, 1);
+  test_layer L = test_layer_new(&cfg, MIXER(mla), 1);
   at_tensor *x = AT_RANDN(c, 1, 1.0, 1, 1, 8), *cache = AT_ZEROS(c, 1, 4, 8);
   cr_expect(at_mla_decode(c, L.state, x, cache, 4) == NULL, "position past the cache");
   cr_expect(strstr(at_errmsg(), "mla_decode") != NULL, "%s", at_errmsg());
@@ -107,22 +107,22 @@ Test(mla_layer, cache_per_token_of_each_mixer) {
     cr_expect_eq(model_cache(&cfg), want[i], "full attention with %lld kv heads", (long long)kv[i]);
   }
   cfg.n_kv_heads = 4;
-  for (int l = 0; l < 4; l++) cfg.layers[l] = AT_MIXER_MLA;
-  cfg.mixer[AT_MIXER_MLA].kv_rank = 128;
-  cfg.mixer[AT_MIXER_MLA].rope_dim = 16;
+  for (int l = 0; l < 4; l++) cfg.layers[l] = MIXER(mla);
+  MLA_OPTS(&cfg, MIXER(mla))->kv_rank = 128;
+  MLA_OPTS(&cfg, MIXER(mla))->rope_dim = 16;
   cr_expect_eq(model_cache(&cfg), 4 * (128 + 16), "mla");
-  cfg.mixer[AT_MIXER_MLA].position = AT_POS_NOPE;
-  cfg.mixer[AT_MIXER_MLA].rope_dim = 0;
+  MLA_OPTS(&cfg, MIXER(mla))->common.position = AT_POS_NOPE;
+  MLA_OPTS(&cfg, MIXER(mla))->rope_dim = 0;
   cr_expect_eq(model_cache(&cfg), 4 * 128, "mla NoPE");
-  for (int l = 0; l < 4; l++) cfg.layers[l] = AT_MIXER_DSA;
-  cfg.mixer[AT_MIXER_DSA].kv_rank = 128;
-  cfg.mixer[AT_MIXER_DSA].rope_dim = 16;
-  cfg.mixer[AT_MIXER_DSA].index_dim = 16;
+  for (int l = 0; l < 4; l++) cfg.layers[l] = MIXER(dsa);
+  MLA_OPTS(&cfg, MIXER(dsa))->kv_rank = 128;
+  MLA_OPTS(&cfg, MIXER(dsa))->rope_dim = 16;
+  MLA_OPTS(&cfg, MIXER(dsa))->index_dim = 16;
   cr_expect_eq(model_cache(&cfg), 4 * (128 + 16 + 16), "dsa");
   /* unresolved defaults: kv_rank 4 hd = 128, rope_dim hd / 2 = 16 */
   at_model_cfg_defaults(&cfg);
   cfg.vocab_size = 256, cfg.max_seq_len = 64;
   cfg.d_model = 128, cfg.n_heads = 4, cfg.n_kv_heads = 4, cfg.n_layers = 1;
-  cfg.layers[0] = AT_MIXER_MLA;
+  cfg.layers[0] = MIXER(mla);
   cr_expect_eq(model_cache(&cfg), 144, "mla defaults");
 }

@@ -23,7 +23,7 @@ Test(mla_layer, gradcheck_input_and_every_parameter) {
   for (int v = 0; v < 4; v++) {
     mla_sizes z = {.d = 8, .h = 2, .hd = 3, .dr = variants[v][0], .dc = 6, .dq = variants[v][1]};
     at_model_cfg cfg = mla_cfg(&z);
-    test_layer L = test_layer_new(&cfg, AT_MIXER_MLA, 1);
+    test_layer L = test_layer_new(&cfg, MIXER(mla), 1);
     randomize_params(L.p, 10 + (uint64_t)v);
     at_tensor *in[16];
     in[0] = AT_RANDN(c, 20 + (uint64_t)v, 1.0, 2, 5, 8);
@@ -42,7 +42,7 @@ Test(mla_layer, gradcheck_input_and_every_parameter) {
 /* Explicit forward over T positions against T absorbed decode steps. */
 static double absorbed_vs_explicit(at_ctx *c, const mla_sizes *z, int64_t B, int64_t T, uint64_t seed) {
   at_model_cfg cfg = mla_cfg(z);
-  test_layer L = test_layer_new(&cfg, AT_MIXER_MLA, seed);
+  test_layer L = test_layer_new(&cfg, MIXER(mla), seed);
   randomize_params(L.p, seed);
   at_mixer_io io;
   memset(&io, 0, sizeof io);
@@ -82,7 +82,7 @@ Test(mla_layer, absorbed_equals_explicit_double) {
 Test(mla_layer, refuses_bad_options) {
   mla_sizes z = {.d = 8, .h = 2, .hd = 4, .dr = 3, .dc = 6};
   at_model_cfg cfg = mla_cfg(&z);
-  const at_mixer_impl *impl = at_mixer_impl_of(AT_MIXER_MLA);
+  const at_mixer_impl *impl = at_mixer_impl_of(MIXER(mla));
   void *st = NULL;
   at_params *p = at_params_new();
   cr_expect_eq(impl->create(&cfg, 0, p, "l.", &st), AT_E_ARG);
@@ -92,14 +92,14 @@ Test(mla_layer, refuses_bad_options) {
   /* rope_dim with NoPE, and RoPE without a rope part */
   z.dr = 2;
   cfg = mla_cfg(&z);
-  cfg.mixer[AT_MIXER_MLA].position = AT_POS_NOPE;
+  MLA_OPTS(&cfg, MIXER(mla))->common.position = AT_POS_NOPE;
   p = at_params_new();
   cr_expect_eq(impl->create(&cfg, 0, p, "l.", &st), AT_E_ARG);
   impl->destroy(st);
   at_params_free(p);
   z.dr = 0;
   cfg = mla_cfg(&z);
-  cfg.mixer[AT_MIXER_MLA].position = AT_POS_ROPE;
+  MLA_OPTS(&cfg, MIXER(mla))->common.position = AT_POS_ROPE;
   p = at_params_new();
   cr_expect_eq(impl->create(&cfg, 0, p, "l.", &st), AT_E_ARG);
   impl->destroy(st);
@@ -111,7 +111,7 @@ Test(mla_layer, unresolved_defaults_follow_deepseek_v2) {
   at_model_cfg cfg;
   at_model_cfg_defaults(&cfg);
   cfg.d_model = 24, cfg.n_heads = 2, cfg.n_kv_heads = 2;
-  test_layer L = test_layer_new(&cfg, AT_MIXER_MLA, 1);
+  test_layer L = test_layer_new(&cfg, MIXER(mla), 1);
   const at_mla *M = L.state;
   cr_expect_eq(M->hd, 12);
   cr_expect_eq(M->dc, 48);
@@ -120,7 +120,7 @@ Test(mla_layer, unresolved_defaults_follow_deepseek_v2) {
   cr_expect_eq(L.impl->cache_per_token(L.state), 54);
   test_layer_free(&L);
   cfg.position = AT_POS_NOPE;
-  L = test_layer_new(&cfg, AT_MIXER_MLA, 1);
+  L = test_layer_new(&cfg, MIXER(mla), 1);
   cr_expect_eq(((const at_mla *)L.state)->dr, 0);
   cr_expect(at_params_find(L.p, "l.w_kr") == NULL, "NoPE declares no rotary key projection");
   test_layer_free(&L);

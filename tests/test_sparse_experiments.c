@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "experiments/config.h"
+#include "mla_testing.h"
 #include "models/model.h"
 
 static at_experiment *load(const char *name) {
@@ -75,9 +76,9 @@ Test(sparse_experiments, dsa_two_stage_runs_and_stages) {
   cr_expect(rec->train.n_stages == 2 && !rec->train.stages[1].sparse);
   /* k = T / 8; the recency control's window is k */
   const at_model_cfg *m = &dsa->model;
-  cr_expect_eq(m->mixer[AT_MIXER_DSA].topk * 8, dsa->data.seq_len);
-  cr_expect_eq(rec->model.mixer[AT_MIXER_FULL].window, m->mixer[AT_MIXER_DSA].topk);
-  cr_expect_eq(rec->model.layers[0], AT_MIXER_FULL);
+  cr_expect_eq(MLA_OPTS(m, MIXER(dsa))->topk * 8, dsa->data.seq_len);
+  cr_expect_eq((int64_t)get_opt(&rec->model, MIXER(full), "window"), MLA_OPTS(m, MIXER(dsa))->topk);
+  cr_expect_eq(rec->model.layers[0], MIXER(full));
   cr_expect_eq(rec->data.kind, AT_TASK_NIAH);
   /* parameters: DSA = MLA main part + indexer; recency's MHA matched to the main part */
   built bd = build(dsa), br = build(run_named(e, "recency data=text"));

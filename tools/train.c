@@ -10,6 +10,7 @@
 
 #include "experiments/config.h"
 #include "experiments/runner.h"
+#include "models/mixer.h"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -23,7 +24,13 @@ static void usage(FILE *f) {
           "  --out DIR   output directory\n"
           "  --resume    continue from the checkpoints in the output directory; finished runs are kept\n"
           "  --dry-run   print each run's resolved configuration and parameter count, then stop\n"
-          "  --stop-after N  leave each run after N steps with a checkpoint (continue with --resume)\n");
+          "  --stop-after N  leave each run after N steps with a checkpoint (continue with --resume)\n"
+          "  --mixers    list the mixers (model.layers) and their options (model.attention.<mixer>);\n"
+          "              --mixers=markdown for the README's tables\n"
+          "\n"
+          "mixers:");
+  for (int k = 0; k < at_mixer_count(); k++) fprintf(f, " %s", at_mixer_name(k));
+  fprintf(f, "\n");
 }
 
 int main(int argc, char **argv) {
@@ -35,6 +42,10 @@ int main(int argc, char **argv) {
     const char *a = argv[i];
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
       usage(stdout);
+      free(sets);
+      return 0;
+    } else if (!strcmp(a, "--mixers") || !strcmp(a, "--mixers=markdown")) {
+      at_mixers_describe(stdout, a[8] == '=');
       free(sets);
       return 0;
     } else if (!strcmp(a, "--stop-after")) {
