@@ -283,6 +283,7 @@ def main():
         tr_tok, tr_lab = (torch.from_numpy(f[k][()]).long() for k in ("train_tokens", "train_labels"))
         te_tok, te_lab = (torch.from_numpy(f[k][()]).long() for k in ("test_tokens", "test_labels"))
         B, V, task = int(f.attrs["batch_size"]), int(f.attrs["vocab_size"]), f.attrs["task"]
+        task = task.decode() if isinstance(task, bytes) else str(task)
     d, H = args.d_model, args.heads
     hd = d // H
     mixers = {

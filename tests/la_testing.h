@@ -239,7 +239,7 @@ static inline void la_expect_close_floor(const la_data *d, const la_result *a, c
   }
   if (a->mt && b->mt) {
     snprintf(w, sizeof w, "%s: final max", what);
-    AT_EXPECT_CLOSE(a->mt, b->mt, la_in_size(d, LXM0), 0, w);
+    AT_EXPECT_CLOSE(a->mt, b->mt, la_in_size(d, LXM0), tol_out, w);
   }
   for (int i = 0; i < LX_N; i++)
     if (a->dx[i] && b->dx[i]) {
