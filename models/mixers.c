@@ -15,7 +15,10 @@
   X(kda)                                           \
   X(mamba2)   /* models/mamba2.c */                \
   X(mla)      /* models/mla.c */                   \
-  X(dsa)      /* models/dsa.c */
+  X(dsa)      /* models/dsa.c */                   \
+  X(linear_attn) /* models/linear_attn.c */        \
+  X(performer)   /* models/performer.c */          \
+  X(retnet)      /* models/retnet.c */
 
 #define DECLARE(n) extern const at_mixer_impl at_mixer_##n;
 MIXERS(DECLARE)
