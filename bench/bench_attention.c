@@ -72,7 +72,7 @@ int main(int argc, char **argv) {
     at_fill_normal(k->data, k->size, 2, 1, 0, 1);
     at_fill_normal(v->data, v->size, 3, 1, 0, 1);
     q->requires_grad = k->requires_grad = v->requires_grad = 1;
-    at_attn_opts o = {0, W};
+    at_attn_opts o = {.scale = 0, .window = W};
     at_ctx_mark mark = at_ctx_get_mark(c);
     size_t base = at_arena_used(c->arena), peak = 0;
     double best_f = 1e30, best_b = 1e30;
