@@ -510,3 +510,61 @@ Test(layout, errors) {
   cr_expect(at_attention(c, q, k, v, &o) != NULL, "%s", at_errmsg());
   at_ctx_free(c);
 }
+
+/* ---- the kernel's vector exp ----------------------------------------------------- */
+
+#include "ops/attention/full_tile.h"
+
+/* tv_exp gives at_expr's bits lane by lane: a sweep of [-100, 100] and the
+ * edges (the clamps, -inf, inf, NaN, zeros, denormals). */
+Test(layout, vector_exp_equals_at_expr) {
+  const float special[] = {-INFINITY, INFINITY, NAN, -NAN, 0.0f, -0.0f, -87.3f, -87.29999f,
+                           -87.30001f, 88.0f, 88.00001f, 87.99999f, 1e-40f, -1e-40f, 1e30f, -1e30f};
+  int64_t n = 200001 + AT_ARRAY_LEN(special), bad = 0;
+  float *x = malloc((size_t)(n + TVL) * sizeof(float));
+  for (int64_t i = 0; i < 200001; i++) x[i] = -100.0f + 0.001f * (float)i;
+  for (int i = 0; i < AT_ARRAY_LEN(special); i++) x[200001 + i] = special[i];
+  for (int64_t i = n; i < n + TVL; i++) x[i] = 0;
+  for (int64_t i = 0; i < n; i += TVL) {
+    tvec e = tv_exp(tv_load(x + i));
+    for (int64_t l = 0; l < TVL && i + l < n; l++) {
+      float want = at_expr(x[i + l]), got = e[l];
+      bad += isnan(want) ? !isnan(got) : memcmp(&want, &got, sizeof got) != 0;
+    }
+  }
+  cr_expect(bad == 0, "%lld lanes differ from at_expr", (long long)bad);
+  free(x);
+}
+
+/* The tile products against a plain triple loop: every row and vector
+ * blocking (m up to 19, n with and without a partial vector), A as a
+ * matrix and as a transpose, overwrite and accumulate, alpha. */
+Test(layout, tile_products_equal_a_loop) {
+  const int64_t k = 13, lda = 40, ldb = 70, ldc = 75;
+  float *A = malloc(sizeof(float) * 40 * 40), *B = malloc(sizeof(float) * k * ldb);
+  float *C = malloc(sizeof(float) * 20 * ldc), *W = malloc(sizeof(float) * 20 * ldc);
+  at_fill_uniform(A, 40 * 40, 1, 1, -1, 1);
+  at_fill_uniform(B, k * ldb, 1, 2, -1, 1);
+  int64_t bad = 0;
+  for (int64_t m = 1; m <= 19; m++)
+    for (int64_t n = 1; n <= 4 * TVL + 3; n++)
+      for (int tr = 0; tr < 2; tr++)
+        for (int acc = 0; acc < 2; acc++) {
+          int64_t ar = tr ? 1 : lda, ap = tr ? lda : 1;
+          at_fill_uniform(C, 20 * ldc, 3, (uint64_t)n, -1, 1);
+          memcpy(W, C, sizeof(float) * 20 * ldc);
+          tile_mm(m, n, k, 0.5f, A, ar, ap, B, ldb, acc, C, ldc);
+          for (int64_t r = 0; r < 20; r++)
+            for (int64_t x = 0; x < ldc; x++) {
+              float want = W[r * ldc + x];
+              if (r < m && x < n) {
+                double s = 0;
+                for (int64_t p = 0; p < k; p++) s += (double)A[r * ar + p * ap] * B[p * ldb + x];
+                want = (float)(0.5 * s + (acc ? want : 0));
+              }
+              bad += fabsf(C[r * ldc + x] - want) > 1e-5f; /* untouched outside m x n */
+            }
+        }
+  cr_expect(bad == 0, "%lld entries differ", (long long)bad);
+  free(A), free(B), free(C), free(W);
+}

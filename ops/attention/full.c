@@ -156,7 +156,7 @@ static void tile_scores(const attn_dims *d, const at_attn_layout *L, int64_t b, 
   for (int64_t x = 0; x < nr; x++) {
     real *sr = s + x * ncp;
     if (kind == AT_TILE_FULL) {
-      row_cut(sr, ncp, nc);
+      if (nc < ncp) row_cut(sr, ncp, nc);
     } else if (kind == AT_TILE_CAUSAL) {
       row_cut(sr, ncp, AT_MIN(nc, i0 + x - j0 + 1));
     } else {
@@ -177,8 +177,8 @@ static void tile_list(const at_attn_layout *L, int64_t b, int64_t hq, int64_t r,
 typedef struct attn_scratch { /* one thread's */
   real *s, *dp;                 /* tiles: bq x round(bk) */
   unsigned char *vis;           /* round(bk) */
-  real *m, *dr, *ls;            /* bq rows */
-  double *l;
+  real *m, *sub, *corr, *dr, *ls; /* bq rows */
+  tvec *l;                      /* bq rows of lane sums */
 } attn_scratch;
 
 static size_t tile_elems(const at_attn_layout *L) { return (size_t)(L->bq * tv_round(L->bk)); }
@@ -189,31 +189,42 @@ static int scratch_new(at_ctx *c, const at_attn_layout *L, int nt, int backward,
   real *s = at_scratch(c, (size_t)nt * te * sizeof(real));
   real *dp = backward ? at_scratch(c, (size_t)nt * te * sizeof(real)) : NULL;
   unsigned char *vis = at_scratch(c, (size_t)nt * nk);
-  real *m = at_scratch(c, (size_t)nt * bq * 3 * sizeof(real));
-  double *l = at_scratch(c, (size_t)nt * bq * sizeof(double));
+  real *m = at_scratch(c, (size_t)nt * bq * 5 * sizeof(real));
+  tvec *l = at_scratch(c, (size_t)nt * bq * sizeof(tvec));
   if (!s || (backward && !dp) || !vis || !m || !l) return 0;
-  for (int t = 0; t < nt; t++)
-    sc[t] = (attn_scratch){s + t * te, dp ? dp + t * te : NULL, vis + t * nk, m + t * bq * 3,
-                           m + t * bq * 3 + bq, m + t * bq * 3 + 2 * bq, l + t * bq};
+  for (int t = 0; t < nt; t++) {
+    real *r = m + t * bq * 5;
+    sc[t] = (attn_scratch){s + t * te, dp ? dp + t * te : NULL, vis + t * nk, r, r + bq,
+                           r + 2 * bq, r + 3 * bq, r + 4 * bq, l + t * bq};
+  }
   return 1;
 }
 
 /* ---- forward ------------------------------------------------------------- */
 
-/* Online softmax over one tile's masked scores (rows of s become P) and the
- * running max m / sum l of each row; rescales o's rows when m grows. */
-static void online_softmax(int64_t nr, int64_t ncp, real *s, real *m, double *l, real *orows,
+/* Online softmax over one tile's masked scores (rows of s become P), with
+ * the running max m and lane sums l (vectors, reduced once at the end of
+ * the query block) of each row; rescales o's rows when m grows. The
+ * correction factors of all rows are one vector loop. A row with nothing
+ * visible so far keeps m = -inf: it subtracts 0, so its P is exp(-inf) = 0. */
+static void online_softmax(int64_t nr, int64_t ncp, real *s, attn_scratch *sc, real *orows,
                            int64_t ro, int64_t Dv) {
+  real *m = sc->m, *sub = sc->sub, *corr = sc->corr;
   for (int64_t x = 0; x < nr; x++) {
-    real *sr = s + x * ncp, mx = row_max(sr, ncp);
-    if (mx == -INFINITY) { /* no key of this tile is visible to row x */
-      memset(sr, 0, (size_t)ncp * sizeof(real));
-      continue;
-    }
-    real mnew = m[x] > mx ? m[x] : mx, corr = at_expr(m[x] - mnew); /* 0 on the first tile */
-    l[x] = l[x] * corr + row_exp_sum(sr, ncp, mnew);
-    m[x] = mnew;
-    if (corr != 1) row_scale(orows + x * ro, Dv, corr);
+    real mx = row_max(s + x * ncp, ncp);
+    sub[x] = m[x] > mx ? m[x] : mx; /* the new max */
+  }
+#pragma omp simd
+  for (int64_t x = 0; x < nr; x++) {
+    real mnew = sub[x], s0 = mnew == -INFINITY ? 0 : mnew;
+    corr[x] = at_expr(m[x] - s0); /* 0 while m = -inf */
+    m[x] = mnew, sub[x] = s0;
+  }
+  for (int64_t x = 0; x < nr; x++) {
+    real *sr = s + x * ncp;
+    row_exp(sr, ncp, sub[x]);
+    sc->l[x] = sc->l[x] * corr[x] + row_vsum(sr, ncp);
+    if (corr[x] != 1) row_scale(orows + x * ro, Dv, corr[x]);
   }
 }
 
@@ -229,18 +240,18 @@ static int64_t fwd_head(const attn_dims *d, const at_attn_layout *L, int64_t b, 
   for (int64_t r = 0; r < L->nqb; r++) {
     int64_t i0 = r * L->bq, nr = AT_MIN(L->bq, T - i0), e0, e1;
     for (int64_t x = 0; x < nr; x++) {
-      sc->m[x] = -INFINITY, sc->l[x] = 0;
+      sc->m[x] = -INFINITY, sc->l[x] = (tvec){0};
       memset(ob + (i0 + x) * ro, 0, (size_t)d->Dv * sizeof(real));
     }
     tile_list(L, b, hq, r, &e0, &e1);
     for (int64_t e = e0; e < e1; e++, tiles++) {
       int64_t j0 = L->col[e] * L->bk, nc = AT_MIN(L->bk, T - j0), ncp = tv_round(nc);
       tile_scores(d, L, b, hq, qb + i0 * rq, ktb, i0, nr, j0, nc, L->kind[e], sc->s, sc->vis);
-      online_softmax(nr, ncp, sc->s, sc->m, sc->l, ob + i0 * ro, ro, d->Dv);
+      online_softmax(nr, ncp, sc->s, sc, ob + i0 * ro, ro, d->Dv);
       tile_mm(nr, d->Dv, nc, 1, sc->s, ncp, 1, vb + j0 * rv, rv, 1, ob + i0 * ro, ro);
     }
     for (int64_t x = 0; x < nr; x++) {
-      double lx = sc->l[x]; /* 0: the row sees no key; its o stays 0 */
+      double lx = tv_hsum(sc->l[x]); /* 0: the row sees no key; its o stays 0 */
       if (lx > 0) row_scale(ob + (i0 + x) * ro, d->Dv, (real)(1.0 / lx));
       if (lse) lse[(b * d->HQ + hq) * T + i0 + x] = lx > 0 ? (real)(sc->m[x] + log(lx)) : -INFINITY;
     }
@@ -411,6 +422,16 @@ at_tensor *at_attention(at_ctx *c, at_tensor *q, at_tensor *k, at_tensor *v,
     nd->f[0] = d.scale;
   }
   return out;
+}
+
+const char *at_attention_isa(void) {
+#if TV_BYTES == 64
+  return TVL == 16 ? "AVX-512 (16 floats per vector)" : "AVX-512 (8 doubles per vector)";
+#elif TV_BYTES == 32
+  return TVL == 8 ? "AVX (8 floats per vector)" : "AVX (4 doubles per vector)";
+#else
+  return TVL == 4 ? "SSE (4 floats per vector)" : "SSE (2 doubles per vector)";
+#endif
 }
 
 /* ---- decode step ----------------------------------------------------------- */

@@ -76,4 +76,8 @@ at_tensor *at_attention_naive(at_ctx *c, at_tensor *q, at_tensor *k, at_tensor *
 at_tensor *at_attention_decode(at_ctx *c, at_tensor *q, at_tensor *k_cache, at_tensor *v_cache,
                                int64_t len, const at_attn_opts *o);
 
+/* The vector ISA the fused kernel's tiles were compiled for, e.g.
+ * "AVX-512 (16 floats per vector)". */
+const char *at_attention_isa(void);
+
 #endif

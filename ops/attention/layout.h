@@ -47,9 +47,13 @@
 
 #include "autograd/autograd.h"
 
-/* Default tile sizes (queries x keys). */
+/* Default tile sizes (queries x keys); -D overrides them for experiments. */
+#ifndef AT_ATTN_TILE_Q
 #define AT_ATTN_TILE_Q 64
+#endif
+#ifndef AT_ATTN_TILE_K
 #define AT_ATTN_TILE_K 64
+#endif
 
 typedef enum at_attn_tile_kind { AT_TILE_FULL = 0, AT_TILE_CAUSAL = 1, AT_TILE_MASKED = 2 } at_attn_tile_kind;
 
