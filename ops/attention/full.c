@@ -444,14 +444,13 @@ typedef struct key_range {
   int kind;
 } key_range;
 
-static int64_t decode_ranges(const at_attn_layout *L, const attn_dims *d, int64_t W, int64_t b,
-                             int64_t hq, int64_t len, key_range *out) {
+static int64_t decode_ranges(const at_attn_layout *L, int64_t W, int64_t b, int64_t hq,
+                             int64_t len, key_range *out) {
   if (!L) {
     int64_t lo = W && len > W ? len - W : 0;
     out[0] = (key_range){lo, len - lo, AT_TILE_FULL};
     return 1;
   }
-  (void)d;
   int64_t i = len - 1, e0, e1, n = 0;
   tile_list(L, b, hq, i / L->bq, &e0, &e1);
   for (int64_t e = e0; e < e1; e++) {
@@ -523,7 +522,7 @@ at_tensor *at_attention_decode(at_ctx *c, at_tensor *q, at_tensor *k_cache, at_t
     for (int64_t w = 0; w < work; w++) {
       int64_t b = w / d.HQ, hq = w % d.HQ;
       key_range *r = kr + t * maxr;
-      int64_t n = decode_ranges(L, &d, W, b, hq, len, r);
+      int64_t n = decode_ranges(L, W, b, hq, len, r);
       decode_head(&d, L, b, hq, len, r, n, q->data + w * d.D, k_cache->data, v_cache->data,
                   out->data + w * d.Dv, s + (size_t)t * len, vis + t * (L ? L->bk : 1));
     }

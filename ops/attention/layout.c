@@ -243,8 +243,7 @@ static int check_pattern(at_ctx *c, const at_attn_pattern *p, at_attn_layout *L)
   L->batch = p->batch ? p->batch : 1;
   L->heads = p->heads ? p->heads : 1;
   L->head_group = p->head_group ? p->head_group : 1;
-  if (L->T < 1 || L->bq < 1 || L->bk < 1 || L->batch < 1 || L->heads < 1 || L->head_group < 1 ||
-      L->bk > INT32_MAX) {
+  if (L->T < 1 || L->bq < 1 || L->bk < 1 || L->batch < 1 || L->heads < 1 || L->head_group < 1) {
     at_fail(c, AT_E_ARG,
             "attention layout: T %lld, blocks %lld x %lld, batch %lld, heads %lld, head_group "
             "%lld must be positive",
@@ -253,6 +252,11 @@ static int check_pattern(at_ctx *c, const at_attn_pattern *p, at_attn_layout *L)
     return 0;
   }
   L->nqb = ceil_div(L->T, L->bq), L->nkb = ceil_div(L->T, L->bk);
+  if (L->nkb > INT32_MAX) { /* key blocks are int32 in the lists */
+    at_fail(c, AT_E_ARG, "attention layout: %lld key blocks do not fit the int32 lists",
+            (long long)L->nkb);
+    return 0;
+  }
   if (p->rules && p->n_rules != 1 && p->n_rules != L->heads) {
     at_fail(c, AT_E_ARG, "attention layout: %lld rules for %lld head sets (give 1 or one each)",
             (long long)p->n_rules, (long long)L->heads);

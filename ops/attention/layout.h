@@ -36,6 +36,19 @@
  * consecutive query heads: head_group = 1 is per query head, HQ / H per kv
  * head). Query head hq of batch row b uses set (b or 0, hq / head_group or 0).
  *
+ * A mixer builds its layout in the forward pass and hands it to the op:
+ *   at_attn_layout *L = at_attn_layout_strided(c, T, l);       (or _fixed, _bigbird, ...)
+ *   at_attn_opts o = {.layout = L};
+ *   at_tensor *y = at_attention(c, q, k, v, &o);               (and at_attention_decode)
+ * Heads with different factorised parts:
+ *   at_attn_rule r[HQ];
+ *   for (h = 0; h < HQ; h++) r[h] = at_attn_rule_strided(l, h % 2 ? AT_ST_SECOND : AT_ST_LOCAL);
+ *   L = at_attn_layout_rules(c, T, HQ, r);
+ * Data-dependent blocks (NSA's top-n per batch row, kv head and query block):
+ *   L = at_attn_layout_selected(c, T, bq, bk, sel, HQ / H);   (sel: int32 [B, H, nqb, n])
+ * Anything else is an at_attn_pattern: rules per head, globals per batch
+ * row and listed blocks per (batch row, head set, query block), combined.
+ *
  * Layouts live in the step arena of the context they were built in (they
  * are small; build them in the forward pass, e.g. from the batch's data);
  * an attention call's backward reads its layout, so it must not be rewound
