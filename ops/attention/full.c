@@ -41,7 +41,8 @@
 
 typedef struct attn_dims {
   int64_t B, T, HQ, H, G, D, Dv;
-  int64_t ldt; /* row length of the packed K^T / V^T: whole vectors past T */
+  int64_t bk, bkp, nkb; /* the layout's key blocks; K^T, V^T are packed per block as
+                         * [dim][bkp] panels, bkp = bk in whole vectors */
   real scale;
 } attn_dims;
 
@@ -55,7 +56,6 @@ static void set_dims(attn_dims *d, const at_tensor *q, const at_tensor *k, const
                      real scale) {
   d->B = k->shape[0], d->T = k->shape[1], d->H = k->shape[2];
   d->HQ = q->shape[2], d->G = d->HQ / d->H, d->D = q->shape[3], d->Dv = v->shape[3];
-  d->ldt = tv_round(d->T) + TVL;
   d->scale = scale;
 }
 
@@ -129,30 +129,43 @@ static const at_attn_layout *call_layout(at_ctx *c, const char *op, const at_att
 
 /* ---- shared by forward and backward ---------------------------------------- */
 
-/* x [B, T, H, dim] -> xt [B, H, dim, ldt] (rows padded with zeros), the
- * operand the score products read along keys. */
-static void pack_transposed(const attn_dims *d, const real *x, int64_t dim, real *xt) {
-  int64_t T = d->T, H = d->H, ld = d->ldt;
+static void set_panels(attn_dims *d, const at_attn_layout *L) {
+  d->bk = L->bk, d->bkp = tv_round(L->bk), d->nkb = L->nkb;
+}
+
+/* The panel of key block kb of kv head (b, h) in a packed x^T. */
+static const real *panel(const attn_dims *d, const real *xt, int64_t dim, int64_t b, int64_t h,
+                         int64_t kb) {
+  return xt + ((b * d->H + h) * d->nkb + kb) * dim * d->bkp;
+}
+
+/* x [B, T, H, dim] -> xt [B, H, nkb, dim, bkp]: per key block, the keys'
+ * vectors as columns (zero past the block's last key), the operand the
+ * score products read along keys. One block's panel is contiguous, so a
+ * product's reduction walks neighbouring rows, not rows T apart. */
+static void pack_panels(const attn_dims *d, const real *x, int64_t dim, real *xt) {
+  int64_t T = d->T, H = d->H, nkb = d->nkb, bkp = d->bkp;
 #pragma omp parallel for schedule(static) num_threads(at_threads())
-  for (int64_t bh = 0; bh < d->B * H; bh++) {
-    int64_t b = bh / H, h = bh % H;
-    real *dst = xt + bh * dim * ld;
-    for (int64_t p = 0; p < dim; p++) memset(dst + p * ld + T, 0, (size_t)(ld - T) * sizeof(real));
-    for (int64_t j = 0; j < T; j++) {
-      const real *src = x + ((b * T + j) * H + h) * dim;
-      for (int64_t p = 0; p < dim; p++) dst[p * ld + j] = src[p];
+  for (int64_t w = 0; w < d->B * H * nkb; w++) {
+    int64_t b = w / (H * nkb), h = w / nkb % H, kb = w % nkb, j0 = kb * d->bk;
+    int64_t nc = AT_MIN(d->bk, T - j0);
+    real *dst = xt + w * dim * bkp;
+    for (int64_t p = 0; p < dim; p++) memset(dst + p * bkp + nc, 0, (size_t)(bkp - nc) * sizeof(real));
+    for (int64_t y = 0; y < nc; y++) {
+      const real *src = x + ((b * T + j0 + y) * H + h) * dim;
+      for (int64_t p = 0; p < dim; p++) dst[p * bkp + y] = src[p];
     }
   }
 }
 
 /* One (query block, key block) tile's scores, scaled and masked:
  * s[x, 0..ncp) = scale q_{i0+x} . k_{j0+y}, or -inf where (i0+x, j0+y) is
- * hidden or y >= nc. vis: ncp bytes of scratch. */
+ * hidden or y >= nc. ktp: the key block's panel; vis: ncp bytes of scratch. */
 static void tile_scores(const attn_dims *d, const at_attn_layout *L, int64_t b, int64_t hq,
-                        const real *qrows, const real *kt, int64_t i0, int64_t nr, int64_t j0,
+                        const real *qrows, const real *ktp, int64_t i0, int64_t nr, int64_t j0,
                         int64_t nc, int kind, real *s, unsigned char *vis) {
   int64_t ncp = tv_round(nc);
-  tile_mm(nr, ncp, d->D, d->scale, qrows, RQ(d), 1, kt + j0, d->ldt, 0, s, ncp);
+  tile_mm(nr, ncp, d->D, d->scale, qrows, RQ(d), 1, ktp, d->bkp, 0, s, ncp);
   for (int64_t x = 0; x < nr; x++) {
     real *sr = s + x * ncp;
     if (kind == AT_TILE_FULL) {
@@ -234,7 +247,7 @@ static int64_t fwd_head(const attn_dims *d, const at_attn_layout *L, int64_t b, 
                         const real *q, const real *kt, const real *v, real *o, real *lse,
                         attn_scratch *sc) {
   int64_t T = d->T, h = hq / d->G, rq = RQ(d), rv = RV(d), ro = RO(d), tiles = 0;
-  const real *qb = q + b * T * rq + hq * d->D, *ktb = kt + (b * d->H + h) * d->D * d->ldt;
+  const real *qb = q + b * T * rq + hq * d->D;
   const real *vb = v + b * T * rv + h * d->Dv;
   real *ob = o + b * T * ro + hq * d->Dv;
   for (int64_t r = 0; r < L->nqb; r++) {
@@ -246,7 +259,8 @@ static int64_t fwd_head(const attn_dims *d, const at_attn_layout *L, int64_t b, 
     tile_list(L, b, hq, r, &e0, &e1);
     for (int64_t e = e0; e < e1; e++, tiles++) {
       int64_t j0 = L->col[e] * L->bk, nc = AT_MIN(L->bk, T - j0), ncp = tv_round(nc);
-      tile_scores(d, L, b, hq, qb + i0 * rq, ktb, i0, nr, j0, nc, L->kind[e], sc->s, sc->vis);
+      tile_scores(d, L, b, hq, qb + i0 * rq, panel(d, kt, d->D, b, h, L->col[e]), i0, nr, j0, nc,
+                  L->kind[e], sc->s, sc->vis);
       online_softmax(nr, ncp, sc->s, sc, ob + i0 * ro, ro, d->Dv);
       tile_mm(nr, d->Dv, nc, 1, sc->s, ncp, 1, vb + j0 * rv, rv, 1, ob + i0 * ro, ro);
     }
@@ -291,8 +305,6 @@ static int64_t bwd_head(const attn_dims *d, const at_attn_layout *L, int64_t b, 
                         attn_scratch *sc) {
   int64_t T = d->T, h = hq / d->G, rq = RQ(d), rk = RK(d), ro = RO(d), tiles = 0;
   const real *qb = q + b * T * rq + hq * d->D, *kb = k + b * T * rk + h * d->D;
-  const real *ktb = kt + (b * d->H + h) * d->D * d->ldt;
-  const real *vtb = vt ? vt + (b * d->H + h) * d->Dv * d->ldt : NULL;
   const real *ob = o + b * T * ro + hq * d->Dv, *dob = dout + b * T * ro + hq * d->Dv;
   const real *Lr = lse + (b * d->HQ + hq) * T;
   for (int64_t r = 0; r < L->nqb; r++) {
@@ -310,12 +322,14 @@ static int64_t bwd_head(const attn_dims *d, const at_attn_layout *L, int64_t b, 
     for (int64_t e = e0; e < e1; e++, tiles++) {
       int64_t j0 = L->col[e] * L->bk, nc = AT_MIN(L->bk, T - j0), ncp = tv_round(nc);
       real *p = sc->s, *dp = sc->dp;
-      tile_scores(d, L, b, hq, qb + i0 * rq, ktb, i0, nr, j0, nc, L->kind[e], p, sc->vis);
+      tile_scores(d, L, b, hq, qb + i0 * rq, panel(d, kt, d->D, b, h, L->col[e]), i0, nr, j0, nc,
+                  L->kind[e], p, sc->vis);
       for (int64_t x = 0; x < nr; x++) row_exp(p + x * ncp, ncp, sc->ls[x]);
       if (g.dv) /* dV_j += P^T dO_i */
         tile_mm(nc, d->Dv, nr, 1, p, 1, ncp, dob + i0 * ro, ro, 1, g.dv + j0 * g.rdv, g.rdv);
       if (!g.dq && !g.dk) continue;
-      tile_mm(nr, ncp, d->Dv, 1, dob + i0 * ro, ro, 1, vtb + j0, d->ldt, 0, dp, ncp);
+      tile_mm(nr, ncp, d->Dv, 1, dob + i0 * ro, ro, 1, panel(d, vt, d->Dv, b, h, L->col[e]),
+              d->bkp, 0, dp, ncp);
       tile_ds(nr, ncp, p, dp, sc->dr);
       if (g.dq) /* dQ_i += scale dS K_j */
         tile_mm(nr, d->D, nc, d->scale, dp, ncp, 1, kb + j0 * rk, rk, 1, g.dq + i0 * rq, rq);
@@ -347,11 +361,12 @@ static void attention_backward(at_ctx *c, at_node *nd) {
   const at_attn_layout *L = sv->L;
   attn_dims d;
   set_dims(&d, q, k, v, (real)nd->f[0]);
+  set_panels(&d, L);
   real *dq = at_grad(c, q), *dk = at_grad(c, k), *dv = at_grad(c, v);
   if (!dq && !dk && !dv) return;
   /* GQA/MQA: per-query-head buffers for dK and dV, summed afterwards */
   int part = d.G > 1;
-  size_t nq = (size_t)(d.B * d.HQ * d.T), nkt = (size_t)(d.B * d.H * d.ldt);
+  size_t nq = (size_t)(d.B * d.HQ * d.T), nkt = (size_t)(d.B * d.H * d.nkb * d.bkp);
   real *kp = part && dk ? at_scratch_zero(c, nq * (size_t)d.D * sizeof(real)) : NULL;
   real *vp = part && dv ? at_scratch_zero(c, nq * (size_t)d.Dv * sizeof(real)) : NULL;
   real *kt = at_scratch(c, nkt * (size_t)d.D * sizeof(real));
@@ -361,8 +376,8 @@ static void attention_backward(at_ctx *c, at_node *nd) {
   if (!kt || ((dq || dk) && !vt) || (part && dk && !kp) || (part && dv && !vp) || !sc ||
       !scratch_new(c, L, nt, 1, sc))
     return; /* status set */
-  pack_transposed(&d, k->data, d.D, kt);
-  if (vt) pack_transposed(&d, v->data, d.Dv, vt);
+  pack_panels(&d, k->data, d.D, kt);
+  if (vt) pack_panels(&d, v->data, d.Dv, vt);
   int64_t work = d.B * d.HQ, tiles = 0;
 #pragma omp parallel num_threads(nt) reduction(+ : tiles)
   {
@@ -394,15 +409,16 @@ at_tensor *at_attention(at_ctx *c, at_tensor *q, at_tensor *k, at_tensor *v,
   if (!attn_check(c, "attention", q, k, v, o, 0, &d)) return NULL;
   const at_attn_layout *L = call_layout(c, "attention", o, &d);
   if (!L) return NULL;
+  set_panels(&d, L);
   at_tensor *out = at_new(c, AT_SHAPE(d.B, d.T, d.HQ, d.Dv));
   at_tensor *ins[] = {q, k, v}, *outs[] = {out};
   int grad = at_needs_grad(c, 3, ins);
   real *lse = grad ? at_scratch(c, (size_t)(d.B * d.HQ * d.T) * sizeof(real)) : NULL;
-  real *kt = at_scratch(c, (size_t)(d.B * d.H * d.ldt * d.D) * sizeof(real));
+  real *kt = at_scratch(c, (size_t)(d.B * d.H * d.nkb * d.bkp * d.D) * sizeof(real));
   int nt = (int)AT_MIN((int64_t)at_threads(), d.B * d.HQ);
   attn_scratch *sc = at_scratch(c, (size_t)nt * sizeof *sc);
   if (!out || (grad && !lse) || !kt || !sc || !scratch_new(c, L, nt, 0, sc)) return NULL;
-  pack_transposed(&d, k->data, d.D, kt);
+  pack_panels(&d, k->data, d.D, kt);
   int64_t work = d.B * d.HQ, tiles = 0;
 #pragma omp parallel num_threads(nt) reduction(+ : tiles)
   {
