@@ -137,7 +137,7 @@ static at_tensor *op_fwd(at_ctx *c, void *user) {
   for (int i = 0; i < 5; i++)
     if (r->in[i]) r->in[i]->grad = NULL;
   if (r->kind == MIXER(full)) {
-    at_attn_opts o = {0, 0};
+    at_attn_opts o = {.scale = 0, .window = 0};
     return at_attention(c, r->in[0], r->in[1], r->in[2], &o);
   }
   at_lin_opts o = {r->kind == MIXER(mamba2) ? 1.0 : 0, r->chunk, AT_LIN_CHUNK};

@@ -36,7 +36,7 @@ static void check_golden(const char *file) {
   at_ctx *c = at_ctx_new((size_t)4 << 20);
   at_tensor *q = golden(c, h, "inputs/q", 1), *k = golden(c, h, "inputs/k", 1);
   at_tensor *v = golden(c, h, "inputs/v", 1), *dout = golden(c, h, "inputs/do", 0);
-  at_attn_opts o = {0, 0};
+  at_attn_opts o = {.scale = 0, .window = 0};
   if (at_h5_has_attr(h, "/", "window_size"))
     cr_assert(at_h5_get_attr_int(h, "/", "window_size", &o.window) == AT_OK);
   at_tensor *out = at_attention(c, q, k, v, &o);
@@ -73,7 +73,7 @@ static run_out run(int64_t B, int64_t T, int64_t HQ, int64_t H, int64_t D, int64
   at_ctx *c = at_ctx_new((size_t)4 << 20);
   at_tensor *q = AT_RANDN(c, 1, 1, B, T, HQ, D), *k = AT_RANDN(c, 2, 1, B, T, H, D);
   at_tensor *v = AT_RANDN(c, 3, 1, B, T, H, Dv);
-  at_attn_opts o = {0, W};
+  at_attn_opts o = {.scale = 0, .window = W};
   at_tensor *out = at_attention(c, q, k, v, &o);
   cr_assert(out, "%s", at_errmsg());
   at_fill_normal(at_grad(c, out), out->size, 4, 1, 0, 1);
@@ -162,7 +162,7 @@ static void check_decode(int64_t B, int64_t T, int64_t HQ, int64_t H, int64_t D,
   at_ctx *c = at_ctx_new((size_t)4 << 20);
   at_tensor *q = AT_RANDN(c, 1, 1, B, T, HQ, D), *k = AT_RANDN(c, 2, 1, B, T, H, D);
   at_tensor *v = AT_RANDN(c, 3, 1, B, T, H, Dv);
-  at_attn_opts o = {0, W};
+  at_attn_opts o = {.scale = 0, .window = W};
   at_tensor *full = at_attention(c, q, k, v, &o);
   cr_assert(full);
   at_tensor *qt = at_new(c, AT_SHAPE(B, 1, HQ, D));
@@ -202,7 +202,7 @@ Test(attention, decode_last_row_with_a_rolling_buffer) {
   const int64_t T = 23, W = 6, HQ = 2, D = 4;
   at_tensor *q = AT_RANDN(c, 1, 1, 1, T, HQ, D), *k = AT_RANDN(c, 2, 1, 1, T, 1, D);
   at_tensor *v = AT_RANDN(c, 3, 1, 1, T, 1, D);
-  at_attn_opts ow = {0, W};
+  at_attn_opts ow = {.scale = 0, .window = W};
   at_tensor *full = at_attention(c, q, k, v, &ow);
   at_tensor *kr = at_new(c, AT_SHAPE(1, W, 1, D)), *vr = at_new(c, AT_SHAPE(1, W, 1, D));
   for (int64_t p = T - W; p < T; p++) {
@@ -241,7 +241,7 @@ Test(attention, shape_and_option_errors) {
   expect_fail(c, at_attention(c, qd, k, v, NULL), AT_E_SHAPE, "q [2,5,4,3] and k [2,5,2,4] differ in head dim");
   expect_fail(c, at_attention(c, q4, k, v3, NULL), AT_E_SHAPE, "k [2,5,2,4] and v [2,4,2,4] differ");
   expect_fail(c, at_attention(c, x3, k, v, NULL), AT_E_SHAPE, "must be 4-D");
-  at_attn_opts neg = {0, -1}, nan = {NAN, 0};
+  at_attn_opts neg = {.scale = 0, .window = -1}, nan = {.scale = NAN, .window = 0};
   expect_fail(c, at_attention(c, q4, k, v, &neg), AT_E_ARG, "window -1");
   expect_fail(c, at_attention(c, q4, k, v, &nan), AT_E_ARG, "scale");
   cr_expect(at_attention(c, NULL, k, v, NULL) == NULL && at_ctx_status(c) == AT_OK);
@@ -288,7 +288,7 @@ static void fused_vs_naive(int64_t B, int64_t T, int64_t HQ, int64_t H, int64_t 
   int64_t no = B * T * HQ * Dv;
   real *dout = malloc((size_t)no * sizeof(real));
   at_fill_normal(dout, no, T + 4, 1, 0, 1);
-  at_attn_opts o = {scale, W};
+  at_attn_opts o = {.scale = scale, .window = W};
   real *f[4], *n[4];
   fwd_bwd(c, at_attention, x, &o, dout, f);
   fwd_bwd(c, at_attention_naive, x, &o, dout, n);

@@ -25,7 +25,7 @@ static void run_case(const gc_case *k, uint64_t seed) {
                      AT_RANDN(c, seed + 200, 1, k->B, k->T, k->H, k->Dv)};
   if (k->grads)
     for (int i = 0; i < 3; i++) in[i]->requires_grad = strchr(k->grads, "qkv"[i]) != NULL;
-  at_attn_opts o = {k->scale, k->W};
+  at_attn_opts o = {.scale = k->scale, .window = k->W};
   char what[160];
   snprintf(what, sizeof what, "attention B=%lld T=%lld HQ=%lld H=%lld D=%lld Dv=%lld W=%lld "
            "scale=%g grads=%s seed=%llu", (long long)k->B, (long long)k->T, (long long)k->HQ,
@@ -111,7 +111,7 @@ Test(attention_gradcheck, window_one) {
   const int64_t B = 2, T = 5, HQ = 4, H = 2, D = 3;
   at_tensor *q = AT_RANDN(c, 1, 1, B, T, HQ, D), *k = AT_RANDN(c, 2, 1, B, T, H, D);
   at_tensor *v = AT_RANDN(c, 3, 1, B, T, H, D);
-  at_attn_opts o = {0, 1};
+  at_attn_opts o = {.scale = 0, .window = 1};
   at_ctx_mark mark = at_ctx_get_mark(c);
   at_tensor *out = at_attention(c, q, k, v, &o);
   cr_assert(out);
@@ -153,7 +153,7 @@ Test(attention_gradcheck, naive_reference) {
     at_tensor *in[] = {AT_RANDN(c, 1, 1, s[0], s[1], s[2], s[4]),
                        AT_RANDN(c, 2, 1, s[0], s[1], s[3], s[4]),
                        AT_RANDN(c, 3, 1, s[0], s[1], s[3], s[5])};
-    at_attn_opts o = {0, s[6]};
+    at_attn_opts o = {.scale = 0, .window = s[6]};
     AT_GRADCHECK(c, naive_fn, in, 3, &o, "attention_naive");
   }
   at_ctx_free(c);
@@ -171,7 +171,7 @@ Test(attention_gradcheck, fused_equals_naive_in_double) {
     at_tensor *x[] = {AT_RANDN(c, 1, 1, s[0], s[1], s[2], s[4]),
                       AT_RANDN(c, 2, 1, s[0], s[1], s[3], s[4]),
                       AT_RANDN(c, 3, 1, s[0], s[1], s[3], s[5])};
-    at_attn_opts o = {0, s[6]};
+    at_attn_opts o = {.scale = 0, .window = s[6]};
     real *res[2][4];
     int64_t sizes[4];
     for (int which = 0; which < 2; which++) {

@@ -189,7 +189,7 @@ Test(probe, top_level_float64_with_options) {
     x[i] = at_leaf(c, d, nd, shape);
     free(d);
   }
-  at_attn_opts o = {0.3, 5};
+  at_attn_opts o = {.scale = 0.3, .window = 5};
   at_tensor *y = at_attention(c, x[0], x[1], x[2], &o);
   cr_assert(y);
   int64_t n;
@@ -208,7 +208,7 @@ Test(probe, top_level_float64_with_options) {
     free(got);
   }
   /* and the options were used: the default scale and no window differ */
-  at_attn_opts def = {0, 0};
+  at_attn_opts def = {.scale = 0, .window = 0};
   at_tensor *y0 = at_attention(c, x[0], x[1], x[2], &def);
   cr_expect(memcmp(y0->data, y->data, (size_t)y->size * sizeof(real)) != 0);
   at_ctx_free(c);

@@ -115,7 +115,7 @@ static at_status probe_result(probe_run *r, at_tensor *y, int i) {
 /* ---- the ops ------------------------------------------------------------------ */
 
 static at_status run_attn(probe_run *r) {
-  at_attn_opts o = {0, 0};
+  at_attn_opts o = {.scale = 0, .window = 0};
   at_status st = probe_opt_double(r, "scale", 0, &o.scale);
   if (st == AT_OK) st = probe_opt_int(r, "window_size", 0, &o.window);
   if (st != AT_OK) return st;
