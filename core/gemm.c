@@ -1,7 +1,24 @@
-/* core/gemm.c: BLIS wrapper (bli_sgemm_ex / bli_dgemm_ex with a per-call rntm_t). */
+/* core/gemm.c: BLIS wrapper (bli_sgemm_ex / bli_dgemm_ex, always single-threaded).
+ *
+ * Every product is cut into pieces by a rule that depends on (m, n, k) alone
+ * (`cut_of` below), never on the thread count; each piece is computed by one
+ * thread, by this file's small kernel or by one single-threaded BLIS call,
+ * the same way whoever runs it. So every element of C is summed in the same
+ * order with 1, 2 or 64 threads, on any BLIS sub-configuration: results are
+ * bit-identical across thread counts. Threads only decide who computes which
+ * piece (dynamically: a thread slowed down by another process on its core
+ * does fewer pieces).
+ *
+ * Why not BLIS's own threads, or a split by thread count: the small-matrix
+ * ("sup") kernels of BLIS's haswell and zen3 sub-configurations handle the
+ * edge rows of a call (m mod 6) with other code (e.g. dot products that sum
+ * k in vector lanes), so the sums of an element depend on the shape of the
+ * call that contains it. Splitting C by thread count changed results.
+ */
 #include "core/gemm.h"
 
 #include <blis.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/threads.h"
@@ -12,157 +29,332 @@
 #define BLI_GEMM_EX bli_sgemm_ex
 #endif
 
-/* ---- small products --------------------------------------------------------
+/* One product, transposes folded into strides: op(A)[i,p] = a[i*ra + p*ca],
+ * op(B)[p,j] = b[p*rb + j*cb], C[i,j] = c[i*rc + j*cc]. */
+typedef struct prod {
+  int64_t m, n, k;
+  real alpha, beta;
+  const real *a, *b;
+  real *c;
+  int64_t ra, ca, rb, cb, rc, cc;
+} prod;
+
+/* ---- the small kernel -------------------------------------------------------
  *
  * BLIS spends several microseconds per call before it multiplies anything
- * (about 6.5 us for a 4x4x4 product here), which dominates chunked linear
- * attention and small heads. Products up to AT_GEMM_SMALL in every dimension
- * go to this kernel instead: op(A) and op(B) are packed into contiguous
- * buffers (rows of op(B) padded to whole vectors), then blocks of 4 rows x 2
- * vectors of C are accumulated in registers over k. Each element is summed
- * over k in order, so results do not depend on the thread count. */
+ * (about 6.5 us for a 4x4x4 product), which dominates chunked linear attention
+ * and small heads. Products with k and n up to AT_GEMM_SMALL (any m) go to
+ * this kernel: op(B) is
+ * used in place or packed into rows of whole vectors, MR rows of op(A) at a
+ * time are packed column by column, and blocks of MR rows x NV vectors of C
+ * are accumulated in registers over k, in order.
+ *
+ * The vector width is the build target's (64 bytes with AVX-512, 32 with AVX,
+ * 16 otherwise), so no vector is wider than the machine's registers; MR x NV
+ * accumulators fit the register file (32 registers with AVX-512, 16 else). */
 #define AT_GEMM_SMALL 96
-#define VL ((int64_t)(64 / sizeof(real))) /* reals per 64-byte vector */
-typedef real vreal __attribute__((vector_size(64), aligned(64)));
+#if defined(__AVX512F__)
+#define VBYTES 64
+#define MR 8
+#elif defined(__AVX__)
+#define VBYTES 32
+#define MR 6
+#else
+#define VBYTES 16
+#define MR 6
+#endif
+#define NV 2
+#define VL ((int64_t)(VBYTES / sizeof(real))) /* reals per vector */
+#define NB (NV * VL)                           /* columns of C per block */
+typedef real vreal __attribute__((vector_size(VBYTES)));
 
-/* An unaligned vector load; a macro, not a function, because returning a
- * 64-byte vector from a function is an ABI question without AVX-512. */
+/* Unaligned vector load and store (memcpy compiles to one instruction). */
 #define VLOAD(v, p) memcpy(&(v), (p), sizeof(vreal))
+#define VSTORE(p, v) memcpy((p), &(v), sizeof(vreal))
 
-static void small_gemm(at_trans ta, at_trans tb, int64_t m, int64_t n, int64_t k, real alpha,
-                       const real *a, int64_t rsa, int64_t csa, const real *b, int64_t rsb,
-                       int64_t csb, real beta, real *c, int64_t rsc, int64_t csc) {
-  vreal bbuf[AT_GEMM_SMALL * (AT_GEMM_SMALL / VL + 2)];
-  real abuf[AT_GEMM_SMALL * AT_GEMM_SMALL], zeros[AT_GEMM_SMALL];
-  if (ta == AT_T) { int64_t t = rsa; rsa = csa; csa = t; } /* op(A)[i,p] = a[i*rsa + p*csa] */
-  if (tb == AT_T) { int64_t t = rsb; rsb = csb; csb = t; } /* op(B)[p,j] = b[p*rsb + j*csb] */
-  /* op(A): rows used in place when contiguous, else packed */
-  const real *arows = a;
-  int64_t lda = rsa;
-  if (csa != 1) {
-    for (int64_t i = 0; i < m; i++)
-      for (int64_t p = 0; p < k; p++) abuf[i * k + p] = a[i * rsa + p * csa];
-    arows = abuf, lda = k;
+/* acc += A panel (k x MR, column p at ap + p*MR) times B rows (k x NB at bv + p*ldb). */
+static inline void small_block(int64_t k, const real *ap, const real *bv, int64_t ldb,
+                               vreal acc[MR][NV]) {
+  for (int64_t p = 0; p < k; p++, ap += MR, bv += ldb) {
+    vreal bx[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) VLOAD(bx[v], bv + v * VL);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; v++) acc[r][v] += ap[r] * bx[v];
   }
-  memset(zeros, 0, (size_t)k * sizeof(real));
-  /* op(B): rows read in place when contiguous and whole vector pairs, else
-   * packed into rows of np (zero-padded) */
-  int64_t np = (n + 2 * VL - 1) / (2 * VL) * (2 * VL), ldb;
-  const real *brows;
-  if (csb == 1 && np == n) {
-    brows = b, ldb = rsb;
-  } else {
-    real *bp = (real *)bbuf;
-    if (csb == 1) {
-      for (int64_t p = 0; p < k; p++) {
-        memcpy(bp + p * np, b + p * rsb, (size_t)n * sizeof(real));
-        memset(bp + p * np + n, 0, (size_t)(np - n) * sizeof(real));
-      }
-    } else {
-      for (int64_t p = 0; p < k; p++) memset(bp + p * np + n, 0, (size_t)(np - n) * sizeof(real));
-      for (int64_t j = 0; j < n; j++) /* read along the stored rows (rsb is usually 1 here) */
-        for (int64_t p = 0; p < k; p++) bp[p * np + j] = b[p * rsb + j * csb];
-    }
-    brows = bp, ldb = np;
-  }
-  for (int64_t i = 0; i < m; i += 4) {
-    int64_t rows = AT_MIN(4, m - i);
-    const real *a0 = arows + i * lda, *a1 = rows > 1 ? a0 + lda : zeros, *a2 = rows > 2 ? a0 + 2 * lda : zeros,
-               *a3 = rows > 3 ? a0 + 3 * lda : zeros;
-    for (int64_t j = 0; j < np; j += 2 * VL) {
-      vreal c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-      const real *bv = brows + j;
-      for (int64_t p = 0; p < k; p++, bv += ldb) {
-        vreal b0, b1;
-        VLOAD(b0, bv);
-        VLOAD(b1, bv + VL);
-        c00 += a0[p] * b0, c01 += a0[p] * b1;
-        c10 += a1[p] * b0, c11 += a1[p] * b1;
-        c20 += a2[p] * b0, c21 += a2[p] * b1;
-        c30 += a3[p] * b0, c31 += a3[p] * b1;
-      }
-      vreal acc[4][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
-      int64_t cols = AT_MIN(2 * VL, n - j);
-      for (int64_t r = 0; r < rows; r++) {
-        real *crow = c + (i + r) * rsc + j * csc;
-        if (csc == 1 && cols == 2 * VL) { /* whole vectors */
-          for (int h = 0; h < 2; h++) {
-            vreal v = alpha * acc[r][h];
-            if (beta != 0) {
-              vreal old;
-              VLOAD(old, crow + h * VL);
-              v += beta * old;
-            }
-            memcpy(crow + h * VL, &v, sizeof v);
-          }
-          continue;
+}
+
+/* C rows i0.. (rows of them), columns j0.. (cols of them) = alpha acc + beta C. */
+static inline void small_store(const prod *q, int64_t i0, int64_t rows, int64_t j0, int64_t cols,
+                               vreal acc[MR][NV]) {
+  for (int64_t r = 0; r < rows; r++) {
+    real *crow = q->c + (i0 + r) * q->rc + j0 * q->cc;
+    if (q->cc == 1 && cols == NB) { /* whole vectors */
+      for (int v = 0; v < NV; v++) {
+        vreal x = q->alpha * acc[r][v];
+        if (q->beta != 0) {
+          vreal old;
+          VLOAD(old, crow + v * VL);
+          x += q->beta * old;
         }
-        const real *v = (const real *)acc[r];
-        if (beta == 0)
-          for (int64_t q = 0; q < cols; q++) crow[q * csc] = alpha * v[q];
-        else
-          for (int64_t q = 0; q < cols; q++) crow[q * csc] = alpha * v[q] + beta * crow[q * csc];
+        VSTORE(crow + v * VL, x);
       }
+      continue;
+    }
+    const real *x = (const real *)acc[r];
+    for (int64_t j = 0; j < cols; j++) {
+      real *z = crow + j * q->cc;
+      *z = q->beta == 0 ? q->alpha * x[j] : q->alpha * x[j] + q->beta * *z;
     }
   }
 }
 
-/* One single-threaded BLIS call. */
-static void blis_gemm(at_trans ta, at_trans tb, int64_t m, int64_t n, int64_t k, real alpha,
-                      const real *a, int64_t rsa, int64_t csa, const real *b, int64_t rsb,
-                      int64_t csb, real beta, real *c, int64_t rsc, int64_t csc) {
+static void small_gemm(const prod *q) {
+  real bbuf[AT_GEMM_SMALL * (AT_GEMM_SMALL + NB)], apan[AT_GEMM_SMALL * MR];
+  int64_t m = q->m, n = q->n, k = q->k, np = (n + NB - 1) / NB * NB, ldb;
+  const real *brows;
+  if (q->cb == 1 && np == n) { /* rows of op(B) in place */
+    brows = q->b, ldb = q->rb;
+  } else { /* packed into rows of np, zero-padded */
+    for (int64_t p = 0; p < k; p++) {
+      real *dst = bbuf + p * np;
+      const real *src = q->b + p * q->rb;
+      if (q->cb == 1)
+        memcpy(dst, src, (size_t)n * sizeof(real));
+      else
+        for (int64_t j = 0; j < n; j++) dst[j] = src[j * q->cb];
+      memset(dst + n, 0, (size_t)(np - n) * sizeof(real));
+    }
+    brows = bbuf, ldb = np;
+  }
+  for (int64_t i = 0; i < m; i += MR) {
+    int64_t rows = AT_MIN(MR, m - i);
+    /* A panel: apan[p*MR + r] = op(A)[i+r, p], missing rows zero */
+    for (int64_t r = 0; r < MR; r++) {
+      const real *src = q->a + (i + r) * q->ra;
+      if (r < rows)
+        for (int64_t p = 0; p < k; p++) apan[p * MR + r] = src[p * q->ca];
+      else
+        for (int64_t p = 0; p < k; p++) apan[p * MR + r] = 0;
+    }
+    for (int64_t j = 0; j < np; j += NB) {
+      vreal acc[MR][NV];
+      memset(acc, 0, sizeof acc);
+      small_block(k, apan, brows + j, ldb, acc);
+      small_store(q, i, rows, j, AT_MIN(NB, n - j), acc);
+    }
+  }
+}
+
+/* ---- BLIS ------------------------------------------------------------------ */
+
+static void blis_gemm(const prod *q) {
   rntm_t rntm = BLIS_RNTM_INITIALIZER;
   bli_rntm_set_num_threads(1, &rntm);
-  BLI_GEMM_EX(ta == AT_T ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
-              tb == AT_T ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, (dim_t)m, (dim_t)n, (dim_t)k,
-              &alpha, (real *)a, (inc_t)rsa, (inc_t)csa, (real *)b, (inc_t)rsb, (inc_t)csb, &beta,
-              c, (inc_t)rsc, (inc_t)csc, NULL, &rntm);
+  real alpha = q->alpha, beta = q->beta;
+  BLI_GEMM_EX(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)q->m, (dim_t)q->n, (dim_t)q->k, &alpha,
+              (real *)q->a, (inc_t)q->ra, (inc_t)q->ca, (real *)q->b, (inc_t)q->rb, (inc_t)q->cb,
+              &beta, q->c, (inc_t)q->rc, (inc_t)q->cc, NULL, &rntm);
 }
 
-/* Below this many multiply-adds one thread does the whole product. */
-#define AT_GEMM_PARALLEL_WORK (64.0 * 64.0 * 64.0)
+/* ---- the cut ---------------------------------------------------------------
+ *
+ * C is cut along its longer side into `slabs` of `len` rows or columns (the
+ * last one shorter) and, when that side is too short for enough slabs and k
+ * is long, k into `slices` of `klen`. Slice 0 of a slab is computed into C
+ * with beta; slice s > 0 into scratch with beta 0, added to C afterwards in
+ * slice order. Up to AT_GEMM_PIECES pieces (a power of two, so 2, 4, 8 or 16
+ * threads share them evenly), each of at least AT_GEMM_PIECE_WORK multiply-
+ * adds: BLIS's fixed cost per call (about 7 us with the skx kernels) and the
+ * repacking of the other operand for each slab (1 / len of the work) stay
+ * small even on one thread, where the cut applies too. */
+#define AT_GEMM_PIECES 16
+#define AT_GEMM_PIECE_WORK ((double)(1 << 21))
+#define AT_GEMM_SLAB_MIN 128       /* rows or columns per BLIS slab */
+#define AT_GEMM_SMALL_SLAB_MIN 64  /* rows per small-kernel slab */
+#define AT_GEMM_SLICE_MIN 512      /* k per slice */
+#define AT_GEMM_SCRATCH (1 << 22)  /* reals of k-slice partial sums per call */
+
+typedef struct cut {
+  int small;            /* the small kernel, else BLIS */
+  int by_rows;          /* slabs are rows of C (else columns) */
+  int64_t len, slabs;   /* slab length and count */
+  int64_t klen, slices; /* k-slice length and count */
+} cut;
+
+static int64_t pow2_floor(double x) {
+  int64_t p = 1;
+  while (2.0 * (double)p <= x) p *= 2;
+  return p;
+}
+
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* The cut of each of `batch` products q: a function of (batch, m, n, k). */
+static cut cut_of(const prod *q, int64_t batch) {
+  cut c = {0};
+  c.small = q->k <= AT_GEMM_SMALL && q->n <= AT_GEMM_SMALL;
+  c.by_rows = c.small || q->m >= q->n;
+  int64_t side = c.by_rows ? q->m : q->n;
+  double work = (double)q->m * (double)q->n * (double)q->k;
+  /* pieces per product: a batch brings its own parallelism */
+  int64_t want = AT_MIN(AT_GEMM_PIECES, pow2_floor(work * (double)batch / AT_GEMM_PIECE_WORK));
+  want = pow2_floor((double)want / (double)batch);
+  int64_t slab_min = c.small ? AT_GEMM_SMALL_SLAB_MIN : AT_GEMM_SLAB_MIN;
+  c.slabs = AT_MIN(want, pow2_floor((double)side / (double)slab_min));
+  c.slices = c.small ? 1 : AT_MIN(want / c.slabs, pow2_floor((double)q->k / AT_GEMM_SLICE_MIN));
+  while (c.slices > 1 &&
+         (double)(c.slices - 1) * (double)q->m * (double)q->n * (double)batch > AT_GEMM_SCRATCH)
+    c.slices /= 2;
+  c.len = ceil_div(ceil_div(side, c.slabs), 16) * 16; /* whole cache lines of row-major C */
+  c.slabs = ceil_div(side, c.len);
+  c.klen = ceil_div(ceil_div(q->k, c.slices), 16) * 16;
+  c.slices = ceil_div(q->k, c.klen);
+  return c;
+}
+
+/* The rows (or columns) of slab s of q, and k-slice `sl` of it; slices > 0
+ * write C into `part` (m x n row-major partial sums of that slice). */
+static prod piece_of(const prod *q, const cut *c, int64_t s, int64_t sl, real *part) {
+  prod p = *q;
+  int64_t lo = s * c->len, cnt = AT_MIN(c->len, (c->by_rows ? q->m : q->n) - lo);
+  if (c->by_rows)
+    p.m = cnt, p.a += lo * q->ra, p.c += lo * q->rc;
+  else
+    p.n = cnt, p.b += lo * q->cb, p.c += lo * q->cc;
+  if (c->slices > 1) {
+    int64_t k0 = sl * c->klen;
+    p.k = AT_MIN(c->klen, q->k - k0);
+    p.a += k0 * q->ca, p.b += k0 * q->rb;
+    if (sl > 0) {
+      p.beta = 0, p.rc = q->n, p.cc = 1;
+      p.c = part + (sl - 1) * q->m * q->n + (c->by_rows ? lo * q->n : lo);
+    }
+  }
+  return p;
+}
+
+static void run_piece(const prod *q, const cut *c, int64_t s, int64_t sl, real *part) {
+  prod p = piece_of(q, c, s, sl, part);
+  if (c->small)
+    small_gemm(&p);
+  else
+    blis_gemm(&p);
+}
+
+/* C += the partial sums of slices 1, 2, ... over slab s, in slice order. */
+static void add_slices(const prod *q, const cut *c, int64_t s, const real *part) {
+  prod p = piece_of(q, c, s, 0, NULL);
+  int64_t lo = s * c->len;
+  for (int64_t sl = 1; sl < c->slices; sl++) {
+    const real *src = part + (sl - 1) * q->m * q->n + (c->by_rows ? lo * q->n : lo);
+    for (int64_t i = 0; i < p.m; i++)
+      for (int64_t j = 0; j < p.n; j++) p.c[i * p.rc + j * p.cc] += src[i * q->n + j];
+  }
+}
+
+/* Partial sums of k-slices: one buffer per calling thread, kept for its
+ * life (grown to the largest need, at most AT_GEMM_SCRATCH reals per product). */
+static real *slice_scratch(size_t reals) {
+  static _Thread_local real *buf = NULL;
+  static _Thread_local size_t cap = 0;
+  if (reals > cap) {
+    free(buf);
+    cap = AT_MAX(reals, 2 * cap);
+    buf = malloc(cap * sizeof(real));
+    AT_ASSERT_MSG(buf != NULL, "out of memory for GEMM partial sums");
+  }
+  return buf;
+}
+
+/* ---- the driver --------------------------------------------------------------- */
+
+/* C = beta C only (k = 0: nothing to multiply). */
+static void scale_c(const prod *q) {
+  for (int64_t i = 0; i < q->m; i++)
+    for (int64_t j = 0; j < q->n; j++) {
+      real *x = &q->c[i * q->rc + j * q->cc];
+      *x = q->beta == 0 ? 0 : q->beta * *x;
+    }
+}
+
+/* `batch` products like q, operands (sa, sb, sc) elements apart, cut by c. */
+typedef struct job {
+  prod q;
+  cut c;
+  int64_t sa, sb, sc;
+  real *part;      /* k-slice partial sums, part_per reals per product */
+  size_t part_per;
+} job;
+
+static prod job_prod(const job *j, int64_t e) {
+  prod q = j->q;
+  q.a += e * j->sa, q.b += e * j->sb, q.c += e * j->sc;
+  return q;
+}
+
+static real *job_part(const job *j, int64_t e) {
+  return j->part ? j->part + (size_t)e * j->part_per : NULL;
+}
+
+/* Task t of the first phase: piece (slab, slice) of product e. */
+static void job_piece(const job *j, int64_t t) {
+  int64_t per = j->c.slabs * j->c.slices, e = t / per;
+  prod q = job_prod(j, e);
+  run_piece(&q, &j->c, (t % per) / j->c.slices, t % j->c.slices, job_part(j, e));
+}
+
+/* Task t of the second phase (k-slices only): slab t % slabs of product t / slabs. */
+static void job_add(const job *j, int64_t t) {
+  int64_t e = t / j->c.slabs;
+  prod q = job_prod(j, e);
+  add_slices(&q, &j->c, t % j->c.slabs, job_part(j, e));
+}
+
+/* `batch` products q, operands (sa, sb, sc) elements apart, with up to nt threads. */
+static void run_batch(prod q, int64_t batch, int64_t sa, int64_t sb, int64_t sc, int nt) {
+  if (q.m <= 0 || q.n <= 0 || batch <= 0) return;
+  if (q.k <= 0) {
+    for (int64_t e = 0; e < batch; e++, q.c += sc) scale_c(&q);
+    return;
+  }
+  job j = {q, cut_of(&q, batch), sa, sb, sc, NULL, 0};
+  if (j.c.slices > 1) {
+    j.part_per = (size_t)(j.c.slices - 1) * (size_t)(q.m * q.n);
+    j.part = slice_scratch(j.part_per * (size_t)batch);
+  }
+  int64_t pieces = batch * j.c.slabs * j.c.slices, adds = j.part ? batch * j.c.slabs : 0;
+  if (nt > pieces) nt = (int)pieces;
+  if (nt <= 1) { /* no OpenMP region: this may run inside another one */
+    for (int64_t t = 0; t < pieces; t++) job_piece(&j, t);
+    for (int64_t t = 0; t < adds; t++) job_add(&j, t);
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  {
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < pieces; t++) job_piece(&j, t);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < adds; t++) job_add(&j, t);
+  }
+}
+
+static prod make_prod(at_trans ta, at_trans tb, int64_t m, int64_t n, int64_t k, real alpha,
+                      const real *a, int64_t rsa, int64_t csa, const real *b, int64_t rsb,
+                      int64_t csb, real beta, real *c, int64_t rsc, int64_t csc) {
+  prod q = {m, n, k, alpha, beta, a, b, c, rsa, csa, rsb, csb, rsc, csc};
+  if (ta == AT_T) q.ra = csa, q.ca = rsa;
+  if (tb == AT_T) q.rb = csb, q.cb = rsb;
+  return q;
+}
 
 void at_gemm_strided(at_trans ta, at_trans tb, int64_t m, int64_t n, int64_t k, real alpha,
                      const real *a, int64_t rsa, int64_t csa, const real *b, int64_t rsb,
                      int64_t csb, real beta, real *c, int64_t rsc, int64_t csc, int nthreads) {
-  if (m <= 0 || n <= 0) return;
-  if (k > 0 && m <= AT_GEMM_SMALL && n <= AT_GEMM_SMALL && k <= AT_GEMM_SMALL) {
-    small_gemm(ta, tb, m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
-    return;
-  }
-  if (k <= 0) { /* nothing to multiply: C = beta * C */
-    for (int64_t i = 0; i < m; i++)
-      for (int64_t j = 0; j < n; j++) {
-        real *x = &c[i * rsc + j * csc];
-        *x = beta == 0 ? 0 : beta * *x;
-      }
-    return;
-  }
-  int nt = nthreads > 0 ? nthreads : at_threads_here();
-  double work = (double)m * (double)n * (double)k;
-  if (nt > 1 && work >= AT_GEMM_PARALLEL_WORK) {
-    /* Split C into slabs of rows (or columns), one single-threaded BLIS call
-     * each: OpenMP's barrier sleeps when the machine is busy, where BLIS's own
-     * threads spin (we measured 8x slowdowns with other processes running).
-     * Each element is still summed over k in BLIS's one order. */
-    int split_rows = m >= n;
-    int64_t len = split_rows ? m : n, parts = AT_MIN((int64_t)nt, (len + 15) / 16);
-    int64_t per = (len + parts - 1) / parts;
-    per = (per + 15) / 16 * 16;
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int64_t t = 0; t < parts; t++) {
-      int64_t lo = t * per, cnt = AT_MIN(per, len - lo);
-      if (cnt <= 0) continue;
-      if (split_rows) /* rows lo.. of op(A) and C */
-        blis_gemm(ta, tb, cnt, n, k, alpha, a + lo * (ta == AT_N ? rsa : csa), rsa, csa, b, rsb, csb, beta,
-                  c + lo * rsc, rsc, csc);
-      else /* columns lo.. of op(B) and C */
-        blis_gemm(ta, tb, m, cnt, k, alpha, a, rsa, csa, b + lo * (tb == AT_N ? csb : rsb), rsb, csb, beta,
-                  c + lo * csc, rsc, csc);
-    }
-    return;
-  }
-  blis_gemm(ta, tb, m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+  run_batch(make_prod(ta, tb, m, n, k, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc), 1, 0,
+            0, 0, nthreads > 0 ? nthreads : at_threads_here());
 }
 
 void at_gemm(at_trans ta, at_trans tb, int64_t m, int64_t n, int64_t k, real alpha,
@@ -175,15 +367,6 @@ void at_gemm_batched(int64_t batch, at_trans ta, at_trans tb, int64_t m, int64_t
                      real alpha, const real *a, int64_t lda, int64_t stride_a, const real *b,
                      int64_t ldb, int64_t stride_b, real beta, real *c, int64_t ldc,
                      int64_t stride_c) {
-  int nt = at_threads_here();
-  if (nt > 1 && batch >= nt) {
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int64_t i = 0; i < batch; i++)
-      at_gemm_strided(ta, tb, m, n, k, alpha, a + i * stride_a, lda, 1, b + i * stride_b, ldb, 1,
-                      beta, c + i * stride_c, ldc, 1, 1);
-  } else {
-    for (int64_t i = 0; i < batch; i++)
-      at_gemm_strided(ta, tb, m, n, k, alpha, a + i * stride_a, lda, 1, b + i * stride_b, ldb, 1,
-                      beta, c + i * stride_c, ldc, 1, nt);
-  }
+  run_batch(make_prod(ta, tb, m, n, k, alpha, a, lda, 1, b, ldb, 1, beta, c, ldc, 1), batch,
+            stride_a, stride_b, stride_c, at_threads_here());
 }

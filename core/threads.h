@@ -1,8 +1,10 @@
-/* core/threads.h: one thread setting for BLIS and OpenMP.
+/* core/threads.h: the thread setting (OpenMP), and BLIS's kernel choice.
  *
  * Kernels parallelise with OpenMP over independent work (batch x heads) and
  * call GEMM with one thread inside such regions; outside them GEMM uses all
- * threads. So the two never oversubscribe the machine.
+ * threads, over pieces it cuts itself (core/gemm.c); BLIS always runs
+ * single-threaded. So nothing oversubscribes the machine, and results do
+ * not depend on the thread count.
  */
 #ifndef AT_THREADS_H
 #define AT_THREADS_H
