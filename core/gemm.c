@@ -44,10 +44,10 @@ typedef struct prod {
  * BLIS spends several microseconds per call before it multiplies anything
  * (about 6.5 us for a 4x4x4 product), which dominates chunked linear attention
  * and small heads. Products with k and n up to AT_GEMM_SMALL (any m) go to
- * this kernel: op(B) is
- * used in place or packed into rows of whole vectors, MR rows of op(A) at a
- * time are packed column by column, and blocks of MR rows x NV vectors of C
- * are accumulated in registers over k, in order.
+ * this kernel: op(B) is used in place or packed into rows of whole vectors,
+ * op(A) is read in place (its last rows short of MR packed with zeros), and
+ * blocks of MR rows x NV vectors of C are accumulated in registers over k,
+ * in order.
  *
  * The vector width is the build target's (64 bytes with AVX-512, 32 with AVX,
  * 16 otherwise), so no vector is wider than the machine's registers; MR x NV
@@ -72,17 +72,18 @@ typedef real vreal __attribute__((vector_size(VBYTES)));
 #define VLOAD(v, p) memcpy(&(v), (p), sizeof(vreal))
 #define VSTORE(p, v) memcpy((p), &(v), sizeof(vreal))
 
-/* acc += A panel (k x MR, column p at ap + p*MR) times B rows (k x NB at bv + p*ldb). */
-static inline void small_block(int64_t k, const real *ap, const real *bv, int64_t ldb,
-                               vreal acc[MR][NV]) {
-  for (int64_t p = 0; p < k; p++, ap += MR, bv += ldb) {
+/* acc += MR rows of op(A) (row r, column p at a[r*ra + p*ca]) times k rows
+ * of NB columns of op(B) (row p at bv + p*ldb). */
+static inline void small_block(int64_t k, const real *a, int64_t ra, int64_t ca, const real *bv,
+                               int64_t ldb, vreal acc[MR][NV]) {
+  for (int64_t p = 0; p < k; p++, a += ca, bv += ldb) {
     vreal bx[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; v++) VLOAD(bx[v], bv + v * VL);
 #pragma GCC unroll 8
     for (int r = 0; r < MR; r++)
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; v++) acc[r][v] += ap[r] * bx[v];
+      for (int v = 0; v < NV; v++) acc[r][v] += a[r * ra] * bx[v];
   }
 }
 
@@ -92,6 +93,7 @@ static inline void small_store(const prod *q, int64_t i0, int64_t rows, int64_t 
   for (int64_t r = 0; r < rows; r++) {
     real *crow = q->c + (i0 + r) * q->rc + j0 * q->cc;
     if (q->cc == 1 && cols == NB) { /* whole vectors */
+#pragma GCC unroll 4
       for (int v = 0; v < NV; v++) {
         vreal x = q->alpha * acc[r][v];
         if (q->beta != 0) {
@@ -104,11 +106,25 @@ static inline void small_store(const prod *q, int64_t i0, int64_t rows, int64_t 
       continue;
     }
     const real *x = (const real *)acc[r];
-    for (int64_t j = 0; j < cols; j++) {
-      real *z = crow + j * q->cc;
-      *z = q->beta == 0 ? q->alpha * x[j] : q->alpha * x[j] + q->beta * *z;
-    }
+    int64_t cc = q->cc;
+    real alpha = q->alpha, beta = q->beta;
+    if (cc == 1 && beta == 0) /* (the compiler vectorises the contiguous cases) */
+      for (int64_t j = 0; j < cols; j++) crow[j] = alpha * x[j];
+    else if (cc == 1)
+      for (int64_t j = 0; j < cols; j++) crow[j] = alpha * x[j] + beta * crow[j];
+    else if (beta == 0)
+      for (int64_t j = 0; j < cols; j++) crow[j * cc] = alpha * x[j];
+    else
+      for (int64_t j = 0; j < cols; j++) crow[j * cc] = alpha * x[j] + beta * crow[j * cc];
   }
+}
+
+/* The last rows of op(A) (rows < MR of them) from i0, zero-padded to MR:
+ * apan[p*MR + r]. */
+static inline void pack_a_edge(const prod *q, int64_t i0, int64_t rows, real *apan) {
+  memset(apan, 0, (size_t)(q->k * MR) * sizeof(real));
+  for (int64_t p = 0; p < q->k; p++)
+    for (int64_t r = 0; r < rows; r++) apan[p * MR + r] = q->a[(i0 + r) * q->ra + p * q->ca];
 }
 
 static void small_gemm(const prod *q) {
@@ -130,19 +146,13 @@ static void small_gemm(const prod *q) {
     brows = bbuf, ldb = np;
   }
   for (int64_t i = 0; i < m; i += MR) {
-    int64_t rows = AT_MIN(MR, m - i);
-    /* A panel: apan[p*MR + r] = op(A)[i+r, p], missing rows zero */
-    for (int64_t r = 0; r < MR; r++) {
-      const real *src = q->a + (i + r) * q->ra;
-      if (r < rows)
-        for (int64_t p = 0; p < k; p++) apan[p * MR + r] = src[p * q->ca];
-      else
-        for (int64_t p = 0; p < k; p++) apan[p * MR + r] = 0;
-    }
+    int64_t rows = AT_MIN(MR, m - i), ra = q->ra, ca = q->ca;
+    const real *ablk = q->a + i * q->ra; /* op(A) read in place, but the edge rows */
+    if (rows < MR) pack_a_edge(q, i, rows, apan), ablk = apan, ra = 1, ca = MR;
     for (int64_t j = 0; j < np; j += NB) {
       vreal acc[MR][NV];
       memset(acc, 0, sizeof acc);
-      small_block(k, apan, brows + j, ldb, acc);
+      small_block(k, ablk, ra, ca, brows + j, ldb, acc);
       small_store(q, i, rows, j, AT_MIN(NB, n - j), acc);
     }
   }

@@ -18,6 +18,11 @@ int at_threads(void);
 int at_threads_here(void);
 /* The BLIS sub-configuration (kernel set) in use, e.g. "skx". */
 const char *at_blis_arch(void);
+/* The vector ISA this build was compiled for ("AVX-512", "AVX2+FMA", ...)
+ * and its -march= target. Programs stop at start-up with a message when the
+ * CPU lacks an extension the build uses. */
+const char *at_isa(void);
+const char *at_march(void);
 /* Seconds on a monotonic clock. */
 double at_now(void);
 
