@@ -111,7 +111,7 @@ Test(gemm, all_transposes_strides_betas) {
  * micro-tile; k cut into slices with partial sums; BLIS's packed path (all
  * dimensions >= 201) cut by rows and by columns. */
 static const int64_t path_shapes[][3] = {
-  {1000, 96, 96}, {701, 33, 65},  /* small kernel */
+  {1000, 96, 96}, {3001, 33, 65}, /* small kernel */
   {1000, 150, 100}, {130, 1001, 90}, {200, 150, 300}, /* sup sizes */
   {150, 100, 5000}, {64, 48, 20000}, /* k slices */
   {600, 500, 400}, {257, 900, 333}, /* packed */
