@@ -1,15 +1,29 @@
-/* core/arena.c: bump allocator over a list of blocks. */
+/* core/arena.c: bump allocator over a list of blocks.
+ *
+ * Blocks of AT_HUGE bytes and more are mapped directly, 2 MB aligned, and
+ * marked for transparent huge pages: a training step's arena (hundreds of MB)
+ * is then faulted in 512 times fewer pieces in the first steps, and costs
+ * fewer TLB misses in every step. Blocks are kept across resets (only merged
+ * once into one block of the high-water size), so later steps touch the same
+ * pages and fault nothing.
+ */
+#define _DEFAULT_SOURCE
 #include "core/arena.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define AT_ALIGN 64
+#define AT_HUGE ((size_t)4 << 20)
+#define AT_HUGE_PAGE ((size_t)2 << 20)
 
 typedef struct block {
   struct block *next; /* blocks in allocation order */
   size_t size, used;
   unsigned char *mem;
+  void *map;          /* the mapping (NULL: mem is from aligned_alloc) */
+  size_t map_bytes;
 } block;
 
 struct at_arena {
@@ -21,19 +35,41 @@ struct at_arena {
 
 static size_t align_up(size_t n) { return (n + AT_ALIGN - 1) & ~(size_t)(AT_ALIGN - 1); }
 
+/* size bytes in whole huge pages, mapped with a huge-page aligned start;
+ * NULL if the system refuses (the caller falls back to aligned_alloc). */
+static unsigned char *map_huge(size_t size, void **map, size_t *map_bytes) {
+  size_t want = (size + AT_HUGE_PAGE - 1) / AT_HUGE_PAGE * AT_HUGE_PAGE, bytes = want + AT_HUGE_PAGE;
+  void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return NULL;
+  uintptr_t start = ((uintptr_t)p + AT_HUGE_PAGE - 1) & ~(uintptr_t)(AT_HUGE_PAGE - 1);
+#ifdef MADV_HUGEPAGE
+  madvise((void *)start, want, MADV_HUGEPAGE); /* a hint: without it, small pages */
+#endif
+  *map = p, *map_bytes = bytes;
+  return (unsigned char *)start;
+}
+
 static block *block_new(at_arena *a, size_t size) {
-  block *b = malloc(sizeof *b);
+  block *b = calloc(1, sizeof *b);
   if (!b) return NULL;
-  b->mem = aligned_alloc(AT_ALIGN, align_up(size));
+  size = align_up(size);
+  if (size >= AT_HUGE) b->mem = map_huge(size, &b->map, &b->map_bytes);
+  if (!b->mem) b->mem = aligned_alloc(AT_ALIGN, size);
   if (!b->mem) {
     free(b);
     return NULL;
   }
-  b->size = align_up(size);
-  b->used = 0;
-  b->next = NULL;
+  b->size = size;
   a->n_allocs++;
   return b;
+}
+
+static void block_free(block *b) {
+  if (b->map)
+    munmap(b->map, b->map_bytes);
+  else
+    free(b->mem);
+  free(b);
 }
 
 at_arena *at_arena_new(size_t initial_bytes) {
@@ -50,8 +86,7 @@ at_arena *at_arena_new(size_t initial_bytes) {
 static void free_blocks(block *b) {
   while (b) {
     block *n = b->next;
-    free(b->mem);
-    free(b);
+    block_free(b);
     b = n;
   }
 }

@@ -1,8 +1,10 @@
-/* core/threads.h: one thread setting for BLIS and OpenMP.
+/* core/threads.h: the thread setting (OpenMP), and BLIS's kernel choice.
  *
  * Kernels parallelise with OpenMP over independent work (batch x heads) and
  * call GEMM with one thread inside such regions; outside them GEMM uses all
- * threads. So the two never oversubscribe the machine.
+ * threads, over pieces it cuts itself (core/gemm.c); BLIS always runs
+ * single-threaded. So nothing oversubscribes the machine, and results do
+ * not depend on the thread count.
  */
 #ifndef AT_THREADS_H
 #define AT_THREADS_H
@@ -16,6 +18,11 @@ int at_threads(void);
 int at_threads_here(void);
 /* The BLIS sub-configuration (kernel set) in use, e.g. "skx". */
 const char *at_blis_arch(void);
+/* The vector ISA this build was compiled for ("AVX-512", "AVX2+FMA", ...)
+ * and its -march= target. Programs stop at start-up with a message when the
+ * CPU lacks an extension the build uses. */
+const char *at_isa(void);
+const char *at_march(void);
 /* Seconds on a monotonic clock. */
 double at_now(void);
 

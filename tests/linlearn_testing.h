@@ -1,12 +1,19 @@
 /* tests/linlearn_testing.h: a tiny model per linear mixer learns multi-
  * query associative recall (test_learn_<mixer>.c, one suite each):
  * vocab 64, T 32, 2 key-value pairs (Zoology layout), d_model 32, one head,
- * 2 layers of the mixer, no MLP, chunk 64, AdamW lr 1e-2 with cosine decay,
- * batch 16, 250 steps, trained in process with the model, data and
- * optimiser APIs. Chance accuracy on the queried values is 1/32; a loss of
- * ln 32 = 3.47 is what knowing only that the answer is some value gives.
- * Measured (release, this config): deltanet 0.99, gdn 0.95, kda 0.91,
- * mamba2 0.22 test accuracy; MQAR at d_model 32 is hard for Mamba-2 (Zoology). */
+ * 2 layers of the mixer, no MLP, chunk 64, AdamW lr 3e-3 with cosine decay,
+ * batch 16, 500 steps, trained in process with the model, data and
+ * optimiser APIs; the test takes the median test accuracy of 3 seeds.
+ * Chance accuracy on the queried values is 1/32; a loss of ln 32 = 3.47 is
+ * what knowing only that the answer is some value gives.
+ *
+ * Measured (release; seeds 0-7 x BLIS skx, haswell, zen3; 1 and 2 threads
+ * give the same bits): kda 0.988-1.000, gdn 0.988-1.000, deltanet 1.000
+ * except seed 1 at 0.766, mamba2 0.422-0.516 (MQAR at d_model 32 is hard for
+ * Mamba-2, as in Zoology); last losses at most 0.44 (mamba2 1.65). At this
+ * learning rate a seed's accuracy is the same on every kernel set to 3
+ * digits; the earlier lr 1e-2 x 250 steps spread one seed of kda over
+ * 0.32-0.95 by rounding alone. Thresholds: median > 0.5 (> 0.1 for mamba2). */
 #ifndef AT_LINLEARN_TESTING_H
 #define AT_LINLEARN_TESTING_H
 
@@ -24,10 +31,11 @@ typedef struct learn_result {
 } learn_result;
 
 /* Mean loss over the first / last 10 steps and test accuracy. */
-static inline learn_result train_mqar(at_mixer_kind kind, int64_t steps, int64_t batch, double lr) {
+static inline learn_result train_mqar(at_mixer_kind kind, uint64_t seed, int64_t steps,
+                                      int64_t batch, double lr) {
   at_task_cfg tc;
   at_task_cfg_defaults(&tc, AT_TASK_MQAR);
-  tc.seed = 5;
+  tc.seed = 5 + seed;
   tc.vocab_size = 64;
   tc.seq_len = 32;
   tc.num_kv_pairs = 2;
@@ -50,7 +58,7 @@ static inline learn_result train_mqar(at_mixer_kind kind, int64_t steps, int64_t
   set_opt(&mc, kind, "chunk_size", 64);
   set_opt(&mc, kind, "head_dim", kind == MIXER(mamba2) ? 32 : 0); /* mamba2: 2 heads of 32 */
   at_model *m = NULL;
-  cr_assert(at_model_new(&mc, 1, &m) == AT_OK, "%s", at_errmsg());
+  cr_assert(at_model_new(&mc, 1 + seed, &m) == AT_OK, "%s", at_errmsg());
 
   at_optim_cfg oc;
   at_optim_cfg_defaults(&oc);
@@ -103,15 +111,16 @@ static inline learn_result train_mqar(at_mixer_kind kind, int64_t steps, int64_t
   at_optim_free(opt);
   at_model_free(m);
   at_task_free(task);
-  cr_log_info("%s: loss %.3f -> %.3f, test accuracy %.3f", at_mixer_name(kind), r.first_loss,
-              r.last_loss, r.accuracy);
+  cr_log_info("%s seed %llu: loss %.3f -> %.3f, test accuracy %.3f", at_mixer_name(kind),
+              (unsigned long long)seed, r.first_loss, r.last_loss, r.accuracy);
   return r;
 }
 
-/* Under AddressSanitizer (the debug build: -O0 kernels, ~20x slower) only
- * the first 40 steps run and the training loss must fall by 0.35 (measured
- * 0.55..0.72): the sanitizers check the whole training path, the release
- * build checks the learning. */
+/* Under AddressSanitizer (the debug build: -O1 kernels, several times
+ * slower) only the first 40 steps of seed 0 run at lr 1e-2 and the training
+ * loss must fall by 0.3 (measured 0.51-0.72 for seed 0, 0.44-0.72 over
+ * seeds 0-2 and the three kernel sets): the sanitizers check the whole
+ * training path, the release build checks the learning. */
 #if defined(__SANITIZE_ADDRESS__)
 #define AT_LEARN_SHORT 1
 #else
@@ -120,17 +129,22 @@ static inline learn_result train_mqar(at_mixer_kind kind, int64_t steps, int64_t
 
 static inline void expect_learns(at_mixer_kind kind, double min_acc) {
   if (AT_LEARN_SHORT) {
-    learn_result r = train_mqar(kind, 40, 16, 1e-2);
-    cr_expect(r.last_loss < r.first_loss - 0.35, "%s: training loss %.3f -> %.3f in 40 steps",
+    learn_result r = train_mqar(kind, 0, 40, 16, 1e-2);
+    cr_expect(r.last_loss < r.first_loss - 0.3, "%s: training loss %.3f -> %.3f in 40 steps",
               at_mixer_name(kind), r.first_loss, r.last_loss);
     return;
   }
-  learn_result r = train_mqar(kind, 250, 16, 1e-2);
-  /* ln 32 = 3.47: what knowing only that the answer is some value gives */
-  cr_expect(r.last_loss < 2.9, "%s: training loss %.3f -> %.3f", at_mixer_name(kind), r.first_loss,
-            r.last_loss);
-  cr_expect(r.accuracy > min_acc, "%s: test accuracy %.3f (chance 1/32)", at_mixer_name(kind),
-            r.accuracy);
+  learn_result r[3];
+  for (int s = 0; s < 3; s++) {
+    r[s] = train_mqar(kind, (uint64_t)s, 500, 16, 3e-3);
+    /* ln 32 = 3.47: what knowing only that the answer is some value gives */
+    cr_expect(r[s].last_loss < 2.9, "%s seed %d: training loss %.3f -> %.3f", at_mixer_name(kind),
+              s, r[s].first_loss, r[s].last_loss);
+  }
+  double a = r[0].accuracy, b = r[1].accuracy, c = r[2].accuracy;
+  double median = AT_MAX(AT_MIN(a, b), AT_MIN(AT_MAX(a, b), c));
+  cr_expect(median > min_acc, "%s: median test accuracy %.3f (seeds: %.3f %.3f %.3f; chance 1/32)",
+            at_mixer_name(kind), median, a, b, c);
 }
 
 #endif

@@ -51,6 +51,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/fastmath.h"
 #include "core/gemm.h"
 #include "ops/attention/lin_kernels.h"
 
@@ -63,11 +64,19 @@ typedef struct work {
   real *X, *U, *dU;                                   /* C x V */
   real *Aqk, *Akk, *E, *dAqk, *dAkk;                  /* C x C */
   real *Erow;                                         /* (C + 1) x K */
+  real *KcT, *ErT;                                    /* K x CP, K x (CP + 1) */
   real *Lam, *dLam, *dqrow, *dkrow;                   /* K */
-  real *beta, *dbeta, *dbs, *erow;                    /* C + 1 */
+  real *beta, *dbeta, *dbs, *erow, *lc;               /* C + 1 */
 } work;
 
 static size_t pad(size_t n) { return (n + 15) & ~(size_t)15; } /* 64-byte multiples */
+
+/* Pair columns computed together in the forward's per-channel sums (64
+ * bytes of them: one AVX-512 or two AVX2 registers per sum). */
+#define JB ((int64_t)(64 / sizeof(real)))
+/* The chunk size rounded up to whole JB blocks (the channel-major copies of
+ * the forward are read in whole blocks). */
+static int64_t chunk_padded(const at_lin_prob *p) { return (p->C + JB - 1) / JB * JB; }
 
 static size_t carve(const at_lin_prob *p, real *base, work *w) {
   const size_t K = (size_t)p->K, V = (size_t)p->V, C = (size_t)p->C;
@@ -88,8 +97,10 @@ static size_t carve(const at_lin_prob *p, real *base, work *w) {
   TAKE(w->Aqk, C * C); TAKE(w->Akk, C * C); TAKE(w->E, C * C); TAKE(w->dAqk, C * C);
   TAKE(w->dAkk, C * C);
   TAKE(w->Erow, (C + 1) * K);
+  const size_t CP = (size_t)chunk_padded(p);
+  TAKE(w->KcT, K * CP); TAKE(w->ErT, K * (CP + 1));
   TAKE(w->Lam, K); TAKE(w->dLam, K); TAKE(w->dqrow, K); TAKE(w->dkrow, K);
-  TAKE(w->beta, C + 1); TAKE(w->dbeta, C + 1); TAKE(w->dbs, C + 1); TAKE(w->erow, C + 1);
+  TAKE(w->beta, C + 1); TAKE(w->dbeta, C + 1); TAKE(w->dbs, C + 1); TAKE(w->erow, C + 1); TAKE(w->lc, C + 1);
 #undef TAKE
   return off;
 }
@@ -119,45 +130,60 @@ static void load(const at_lin_prob *p, const chunk *ch, work *w) {
     w->beta[r] = p->delta ? p->beta[i] : 1;
     if (p->gate == AT_LIN_GATE_CHANNEL) {
       const real *g = p->g + i * K;
-      for (int64_t d = 0; d < K; d++) w->a[r * K + d] = (real)exp((double)g[d]);
+#pragma omp simd
+      for (int64_t d = 0; d < K; d++) w->a[r * K + d] = at_expr(g[d]);
     } else if (p->gate == AT_LIN_GATE_HEAD) {
-      w->a[r] = (real)exp((double)p->g[i]);
+      w->a[r] = at_expr(p->g[i]);
     }
   }
 }
 
 /* Per-channel gate: P, F, Lam and the pair matrices Aqk (j <= r) and Akk
- * (j < r) by direct sums. Erow[0] is the S0 row (P); Erow[1 + j] = E[r, j]
- * while row r is processed. */
+ * (j < r) by direct sums. The decays are kept channel-major, ErT[d][0] the
+ * S0 row (P) and ErT[d][1 + j] = E[r, j, d] while row r is processed, with
+ * K channel-major too (KcT[d][j]), so that the sums over d run for JB pairs
+ * (r, j..j+JB-1) at once in vector registers instead of one pair at a time
+ * with a horizontal sum each. Entries past the chunk are zero. */
 static void pairs_channel(const at_lin_prob *p, int64_t n, work *w) {
-  const int64_t K = p->K, C = p->C;
-  real *Er = w->Erow;
-  for (int64_t d = 0; d < K; d++) Er[d] = 1;
+  const int64_t K = p->K, C = p->C, CP = chunk_padded(p), LE = CP + 1;
+  real *ErT = w->ErT, *KcT = w->KcT;
+  memset(ErT, 0, (size_t)(K * LE) * sizeof(real));
+  memset(KcT, 0, (size_t)(K * CP) * sizeof(real));
+  for (int64_t d = 0; d < K; d++) ErT[d * LE] = 1;
+  for (int64_t j = 0; j < n; j++)
+    for (int64_t d = 0; d < K; d++) KcT[d * CP + j] = w->Kc[j * K + d];
   for (int64_t r = 0; r < n; r++) {
     const real *ar = w->a + r * K, *qr = w->Qs + r * K, *kr = w->Kc + r * K;
-    for (int64_t j = -1; j < r; j++) {
-      real *e = Er + (j + 1) * K;
+    for (int64_t d = 0; d < K; d++) { /* decay every earlier pair and S0 by a_r */
+      real *e = ErT + d * LE, a = ar[d];
 #pragma omp simd
-      for (int64_t d = 0; d < K; d++) e[d] = flush(e[d] * ar[d]);
+      for (int64_t j = 0; j <= r; j++) e[j] = flush(e[j] * a);
+      e[r + 1] = 1;
+      w->P[r * K + d] = e[0];
     }
-    for (int64_t d = 0; d < K; d++) Er[(r + 1) * K + d] = 1;
-    memcpy(w->P + r * K, Er, (size_t)K * sizeof(real));
-    for (int64_t j = 0; j <= r; j++) {
-      const real *e = Er + (j + 1) * K, *kj = w->Kc + j * K;
-      real sq = 0, sk = 0;
-#pragma omp simd reduction(+ : sq, sk)
+    for (int64_t j0 = 0; j0 <= r; j0 += JB) {
+      real sq[JB], sk[JB];
+      for (int64_t jj = 0; jj < JB; jj++) sq[jj] = sk[jj] = 0;
       for (int64_t d = 0; d < K; d++) {
-        real ke = kj[d] * e[d];
-        sq += qr[d] * ke;
-        sk += kr[d] * ke;
+        const real *kt = KcT + d * CP + j0, *e = ErT + d * LE + 1 + j0, q = qr[d], k = kr[d];
+#pragma omp simd
+        for (int64_t jj = 0; jj < JB; jj++) {
+          real ke = kt[jj] * e[jj];
+          sq[jj] += q * ke;
+          sk[jj] += k * ke;
+        }
       }
-      w->Aqk[r * C + j] = sq;
-      w->Akk[r * C + j] = j < r ? sk : 0;
+      for (int64_t jj = 0; jj < JB && j0 + jj <= r; jj++) {
+        w->Aqk[r * C + j0 + jj] = sq[jj];
+        w->Akk[r * C + j0 + jj] = j0 + jj < r ? sk[jj] : 0;
+      }
     }
     for (int64_t j = r + 1; j < n; j++) w->Aqk[r * C + j] = 0; /* used by GEMMs */
   }
-  memcpy(w->Lam, Er, (size_t)K * sizeof(real));
-  memcpy(w->F, Er + K, (size_t)(n * K) * sizeof(real));
+  for (int64_t d = 0; d < K; d++) {
+    w->Lam[d] = ErT[d * LE];
+    for (int64_t j = 0; j < n; j++) w->F[j * K + d] = ErT[d * LE + 1 + j];
+  }
 }
 
 /* Per-head gate (or none): the scalar E (n x n), P, F, Lam broadcast over
@@ -185,6 +211,27 @@ static void pairs_head(const at_lin_prob *p, int64_t n, work *w) {
     }
     for (int64_t j = r + 1; j < n; j++) w->Aqk[r * C + j] = 0; /* used by GEMMs */
   }
+}
+
+/* y -= sum over i0 <= i < i1 of c[i] rows[i * ld ..] (V columns), each
+ * element in order of i, JB columns at a time in registers (a row at a time
+ * would store and reload y for every i). */
+static void sub_rows(real *y, int64_t V, const real *c, const real *rows, int64_t ld, int64_t i0,
+                     int64_t i1) {
+  int64_t j0 = 0;
+  for (; j0 + JB <= V; j0 += JB) {
+    real acc[JB];
+    for (int64_t jj = 0; jj < JB; jj++) acc[jj] = y[j0 + jj];
+    for (int64_t i = i0; i < i1; i++) {
+      const real l = c[i], *ri = rows + i * ld + j0;
+#pragma omp simd
+      for (int64_t jj = 0; jj < JB; jj++) acc[jj] -= l * ri[jj];
+    }
+    for (int64_t jj = 0; jj < JB; jj++) y[j0 + jj] = acc[jj];
+  }
+  if (j0 < V)
+    for (int64_t i = i0; i < i1; i++)
+      for (int64_t j = j0; j < V; j++) y[j] -= c[i] * rows[i * ld + j];
 }
 
 /* Everything of the forward that the output, the next state and the
@@ -215,12 +262,8 @@ static void prepare(const at_lin_prob *p, const chunk *ch, const real *S0, work 
     const real *x = w->X + r * V, br = w->beta[r];
 #pragma omp simd
     for (int64_t j = 0; j < V; j++) u[j] = br * x[j];
-    for (int64_t i = 0; i < r; i++) {
-      real l = br * w->Akk[r * C + i];
-      const real *ui = w->U + i * V;
-#pragma omp simd
-      for (int64_t j = 0; j < V; j++) u[j] -= l * ui[j];
-    }
+    for (int64_t i = 0; i < r; i++) w->lc[i] = br * w->Akk[r * C + i];
+    sub_rows(u, V, w->lc, w->U, V, 0, r);
   }
 }
 
@@ -249,6 +292,30 @@ void at_lin_chunk_forward(const at_lin_prob *p, int64_t b, int64_t h, real *S, r
 
 /* ---- backward ------------------------------------------------------------------ */
 
+/* Row r's pair terms over channels d0 .. d0+nb-1 (nb <= JB): dqrow, dkrow
+ * (summed over j < r in order, in registers) and the dKcol of every j. */
+static inline void pair_row_backward(work *w, const real *Er, int64_t K, int64_t C, int64_t r,
+                                     int64_t d0, int64_t nb) {
+  const real *qr = w->Qs + r * K + d0, *kr = w->Kc + r * K + d0;
+  real dq[JB], dk[JB];
+  for (int64_t d = 0; d < nb; d++) dq[d] = dk[d] = 0;
+  for (int64_t j = 0; j < r; j++) {
+    real c1 = w->dAqk[r * C + j], c2 = w->dAkk[r * C + j];
+    if (c1 == 0 && c2 == 0) continue;
+    const real *e = Er + (j + 1) * K + d0, *kj = w->Kc + j * K + d0;
+    real *dkc = w->dKcol + j * K + d0;
+#pragma omp simd
+    for (int64_t d = 0; d < nb; d++) {
+      real ke = kj[d] * e[d];
+      dq[d] += c1 * ke;
+      dk[d] += c2 * ke;
+      dkc[d] += (c1 * qr[d] + c2 * kr[d]) * e[d];
+    }
+  }
+  memcpy(w->dqrow + d0, dq, (size_t)nb * sizeof(real));
+  memcpy(w->dkrow + d0, dk, (size_t)nb * sizeof(real));
+}
+
 /* Per-channel gate: the pair terms of dqs, dk and db from dAqk, dAkk,
  * recomputing the rows of E exactly as the forward did. */
 static void pairs_channel_backward(const at_lin_prob *p, int64_t n, work *w) {
@@ -264,21 +331,9 @@ static void pairs_channel_backward(const at_lin_prob *p, int64_t n, work *w) {
       for (int64_t d = 0; d < K; d++) e[d] = flush(e[d] * ar[d]);
     }
     for (int64_t d = 0; d < K; d++) Er[(r + 1) * K + d] = 1;
-    memset(w->dqrow, 0, (size_t)K * sizeof(real));
-    memset(w->dkrow, 0, (size_t)K * sizeof(real));
-    for (int64_t j = 0; j < r; j++) {
-      real c1 = w->dAqk[r * C + j], c2 = w->dAkk[r * C + j];
-      if (c1 == 0 && c2 == 0) continue;
-      const real *e = Er + (j + 1) * K, *kj = w->Kc + j * K;
-      real *dkc = w->dKcol + j * K;
-#pragma omp simd
-      for (int64_t d = 0; d < K; d++) {
-        real ke = kj[d] * e[d];
-        w->dqrow[d] += c1 * ke;
-        w->dkrow[d] += c2 * ke;
-        dkc[d] += (c1 * qr[d] + c2 * kr[d]) * e[d];
-      }
-    }
+    int64_t d0 = 0;
+    for (; d0 + JB <= K; d0 += JB) pair_row_backward(w, Er, K, C, r, d0, JB);
+    if (d0 < K) pair_row_backward(w, Er, K, C, r, d0, K - d0);
     /* the diagonal (E = 1) has no log-decay gradient: kept out of db */
     real c1 = w->dAqk[r * C + r];
     real *dq = w->dQs + r * K, *dk = w->dK + r * K, *db = w->db + r * K;
@@ -371,13 +426,8 @@ void at_lin_chunk_backward(const at_lin_prob *p, int64_t b, int64_t h, const rea
     if (p->delta) {
       /* dY = (I + L)^-T dU, in place in dU (back substitution) */
       for (int64_t r = n - 1; r >= 0; r--) {
-        real *dy = w.dU + r * V;
-        for (int64_t i = r + 1; i < n; i++) {
-          real l = w.beta[i] * w.Akk[i * C + r];
-          const real *dyi = w.dU + i * V;
-#pragma omp simd
-          for (int64_t j = 0; j < V; j++) dy[j] -= l * dyi[j];
-        }
+        for (int64_t i = r + 1; i < n; i++) w.lc[i] = w.beta[i] * w.Akk[i * C + r];
+        sub_rows(w.dU + r * V, V, w.lc, w.dU, V, r + 1, n);
       }
       /* dL = -strict_tril(dY U^T); dAkk = diag(beta) dL */
       at_gemm(AT_N, AT_T, n, n, V, -1, w.dU, V, w.U, V, 0, w.dAkk, C);
