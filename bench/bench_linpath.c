@@ -32,7 +32,7 @@ typedef struct run {
 
 static at_tensor *forward(at_ctx *c, run *r) {
   at_la_opts o = {0, r->chunk, AT_LA_CHUNK, r->op == OP_LINEAR, 0};
-  at_attn_opts ao = {0, 0};
+  at_attn_opts ao = {.scale = 0, .window = 0};
   switch (r->op) {
   case OP_LINEAR: return at_linear_attn(c, r->q, r->k, r->v, NULL, NULL, NULL, NULL, &o);
   case OP_RETENTION: return at_retention(c, r->q, r->k, r->v, NULL, NULL, &o);

@@ -271,7 +271,7 @@ Test(linpath_favor, approaches_softmax_as_m_grows) {
   at_tensor *q = at_from(c, d.x[LXQ], AT_SHAPE(d.B, d.T, d.H, d.K));
   at_tensor *k = at_from(c, d.x[LXK], AT_SHAPE(d.B, d.T, d.H, d.K));
   at_tensor *v = at_from(c, d.x[LXV], AT_SHAPE(d.B, d.T, d.H, d.V));
-  at_attn_opts ao = {0, 0};
+  at_attn_opts ao = {.scale = 0, .window = 0};
   at_tensor *soft = at_attention(c, q, k, v, &ao);
   cr_assert(soft, "%s", at_errmsg());
   double prev = INFINITY, first = 0, last = 0, ortho_sum = 0, iid_sum = 0;
