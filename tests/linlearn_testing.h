@@ -48,7 +48,8 @@ static inline learn_result train_mqar(at_mixer_kind kind, int64_t steps, int64_t
   mc.position = AT_POS_NOPE;
   mc.layers[0] = mc.layers[1] = kind;
   set_opt(&mc, kind, "chunk_size", 64);
-  set_opt(&mc, kind, "head_dim", kind == MIXER(mamba2) ? 32 : 0); /* mamba2: 2 heads of 32 */
+  if (!isnan(get_opt(&mc, kind, "head_dim"))) /* gla has none (its dims follow expand_k, expand_v) */
+    set_opt(&mc, kind, "head_dim", kind == MIXER(mamba2) ? 32 : 0); /* mamba2: 2 heads of 32 */
   at_model *m = NULL;
   cr_assert(at_model_new(&mc, 1, &m) == AT_OK, "%s", at_errmsg());
 
