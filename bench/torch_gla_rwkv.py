@@ -436,15 +436,19 @@ def schedule(t, cfg):
     return floor + (lr - floor) * 0.5 * (1 + math.cos(math.pi * u))
 
 
-def model_of(cfg):
+def model_of(cfg, chunk=0, core="chunk"):
+    """The run's LM; chunk > 0 replaces the chunk length of the PyTorch core
+    (the same function: only the speed changes)."""
     m = cfg["model"]
     assert m.get("position", "nope") in ("nope", "rope"), "learned positions are not modelled here"
     opts = {k: v for k, v in m.get("attention", {}).items() if k in MIXERS}
     for o in opts.values():
         if "output_gate" in o:
             o["output_gate"] = str(o["output_gate"])
+        if chunk > 0:
+            o["chunk_size"] = chunk
     return LM(cfg["data"]["vocab_size"] if cfg["data"]["task"] != "text" else 256, m["d_model"], m["layers"],
-              m["n_heads"], m["mlp"], m["mlp_hidden"], m["tie_embeddings"], opts, m["norm_eps"])
+              m["n_heads"], m["mlp"], m["mlp_hidden"], m["tie_embeddings"], opts, m["norm_eps"], core)
 
 
 def evaluate(model, tok, lab, batch):
@@ -473,7 +477,7 @@ def train(args):
         te_tok, te_lab = (torch.from_numpy(f[f"test/{n}"][...]).long() for n in ("tokens", "labels"))
     tc = dict(cfg["train"])
     tc["steps"] = args.steps or tc["steps"]
-    model = model_of(cfg)
+    model = model_of(cfg, args.chunk, args.core)
     model.init(cfg["model"]["init_std"], args.seed)
     named = model.named()
     groups = [{"params": [p for _, p, wd in named if wd], "weight_decay": tc["weight_decay"]},
@@ -511,6 +515,8 @@ def main():
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--steps", type=int, default=0, help="0: the run's")
     t.add_argument("--log", type=int, default=0, help="print the loss every N steps")
+    t.add_argument("--chunk", type=int, default=0, help="chunk length of the PyTorch core (0: the run's)")
+    t.add_argument("--core", default="chunk", choices=["chunk", "recurrent"], help="the PyTorch core's form")
     args = ap.parse_args()
     if args.cmd == "train":
         train(args)
