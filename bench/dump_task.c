@@ -1,16 +1,15 @@
-/* bench/dump_task.c: writes the examples one run of an experiment trains
- * and evaluates on, so that a reference implementation outside attnlab
- * (bench/torch_gla_rwkv.py) trains on exactly the same data, in the same
- * order, with the same settings.
+/* bench/dump_task.c: writes the exact batches a run of an experiment trains
+ * on, and its evaluation examples, to HDF5, so that another implementation
+ * (bench/torch_linpath.py) can train on the same data in the same order.
  *
- *   dump_task EXPERIMENT.yaml RUN OUT.h5 [--set section.key=value]...
+ *   build/bench/dump_task FILE.yaml RUN OUT.h5 [--set section.key=value]...
  *
- * RUN is the run's index (0-based, sweep points expanded) or its name.
- * OUT.h5: train/tokens, train/labels [steps x batch_size, T] (int32, the
- * order the trainer consumes them), test/tokens, test/labels [n, T] (the
- * examples every evaluation uses), labels -100 where unscored; root
- * attributes `config` (the run's resolved YAML) and `run`. Exit status 0,
- * or 2 with a message.
+ * RUN is the run's index in the expanded experiment (0 = the first run).
+ * OUT.h5: train_tokens, train_labels [steps * batch_size, T] (int32, in the
+ * order of the steps), test_tokens, test_labels [n_eval, T] (the examples
+ * an evaluation uses), and root attributes task, steps, batch_size, seq_len,
+ * vocab_size, seed, run (its name) and config (its resolved YAML, which
+ * bench/torch_gla_rwkv.py builds its model and recipe from).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,65 +19,57 @@
 #include "data/data.h"
 #include "experiments/config.h"
 
-static at_status dump(at_h5 *h, at_task *task, at_split split, int64_t n, int64_t T, const char *grp) {
-  int32_t *tok = malloc((size_t)(n * T) * sizeof *tok), *lab = malloc((size_t)(n * T) * sizeof *lab);
-  at_status st = tok && lab ? AT_OK : at_error(AT_E_NOMEM, "out of memory for %lld examples", (long long)n);
-  if (st == AT_OK) at_task_batch(task, split, 0, n, tok, lab, NULL);
-  char name[64];
-  snprintf(name, sizeof name, "%s/tokens", grp);
-  if (st == AT_OK) st = at_h5_write_int(h, name, AT_SHAPE(n, T), tok);
-  snprintf(name, sizeof name, "%s/labels", grp);
-  if (st == AT_OK) st = at_h5_write_int(h, name, AT_SHAPE(n, T), lab);
-  free(tok), free(lab);
-  return st;
-}
-
-static int run_index(const at_experiment *e, const char *arg) {
-  for (int i = 0; i < e->n_runs; i++)
-    if (strcmp(e->runs[i].name, arg) == 0) return i;
-  char *end;
-  long i = strtol(arg, &end, 10);
-  return *end == 0 && i >= 0 && i < e->n_runs ? (int)i : -1;
+static int fail(const char *what) {
+  fprintf(stderr, "dump_task: %s: %s\n", what, at_errmsg());
+  return 2;
 }
 
 int main(int argc, char **argv) {
-  if (argc < 4 || (argc - 4) % 2) {
-    fprintf(stderr, "usage: dump_task EXPERIMENT.yaml RUN OUT.h5 [--set section.key=value]...\n");
+  if (argc < 4) {
+    fprintf(stderr, "usage: dump_task FILE.yaml RUN OUT.h5 [--set section.key=value]...\n");
     return 2;
   }
   const char *sets[32];
   int n_sets = 0;
-  for (int i = 4; i + 1 < argc && n_sets < 32; i += 2) {
-    if (strcmp(argv[i], "--set") != 0) {
-      fprintf(stderr, "dump_task: unknown option %s\n", argv[i]);
-      return 2;
-    }
-    sets[n_sets++] = argv[i + 1];
-  }
+  for (int i = 4; i + 1 < argc && n_sets < 32; i += 2)
+    if (!strcmp(argv[i], "--set")) sets[n_sets++] = argv[i + 1];
   at_experiment *e = NULL;
-  at_task *task = NULL;
-  at_h5 *h = NULL;
-  at_status st = at_experiment_load(argv[1], sets, n_sets, &e);
-  int k = st == AT_OK ? run_index(e, argv[2]) : -1;
-  if (st == AT_OK && k < 0) st = at_error(AT_E_ARG, "no run '%s' in %s (%d runs)", argv[2], argv[1], e->n_runs);
-  const at_run_cfg *rc = k >= 0 ? &e->runs[k] : NULL;
-  if (st == AT_OK) st = at_task_open(&rc->data, &task);
-  if (st == AT_OK) st = at_h5_create(argv[3], &h);
-  if (st == AT_OK) {
-    int64_t T = rc->data.seq_len, n_test = at_task_size(task, AT_SPLIT_TEST);
-    if (rc->train.eval_examples > 0 && rc->train.eval_examples < n_test) n_test = rc->train.eval_examples;
-    st = dump(h, task, AT_SPLIT_TRAIN, rc->train.steps * rc->train.batch_size, T, "train");
-    if (st == AT_OK) st = dump(h, task, AT_SPLIT_TEST, n_test, T, "test");
-    if (st == AT_OK) st = at_h5_set_attr_str(h, "/", "config", rc->yaml);
-    if (st == AT_OK) st = at_h5_set_attr_str(h, "/", "run", rc->name);
-    if (st == AT_OK) {
-      st = at_h5_commit(h);
-      h = NULL;
-    }
+  if (at_experiment_load(argv[1], sets, n_sets, &e) != AT_OK) return fail(argv[1]);
+  int run = atoi(argv[2]);
+  if (run < 0 || run >= e->n_runs) {
+    fprintf(stderr, "dump_task: run %d outside 0..%d\n", run, e->n_runs - 1);
+    return 2;
   }
-  if (st != AT_OK) fprintf(stderr, "dump_task: %s\n", at_errmsg());
-  at_h5_close(h);
+  const at_run_cfg *rc = &e->runs[run];
+  at_task *task = NULL;
+  if (at_task_open(&rc->data, &task) != AT_OK) return fail("task");
+  const int64_t B = rc->train.batch_size, steps = rc->train.steps, T = rc->data.seq_len;
+  int64_t n_test = at_task_size(task, AT_SPLIT_TEST);
+  if (rc->train.eval_examples > 0) n_test = AT_MIN(n_test, rc->train.eval_examples);
+  int32_t *tok = malloc((size_t)(steps * B * T) * sizeof *tok), *lab = malloc((size_t)(steps * B * T) * sizeof *lab);
+  int32_t *ttok = malloc((size_t)(n_test * T) * sizeof *ttok), *tlab = malloc((size_t)(n_test * T) * sizeof *tlab);
+  if (!tok || !lab || !ttok || !tlab) return fail("out of memory");
+  for (int64_t s = 0; s < steps; s++) /* the runner's order: examples s B .. s B + B - 1 */
+    at_task_batch(task, AT_SPLIT_TRAIN, s * B, B, tok + s * B * T, lab + s * B * T, NULL);
+  at_task_batch(task, AT_SPLIT_TEST, 0, n_test, ttok, tlab, NULL);
+  at_h5 *h = NULL;
+  if (at_h5_create(argv[3], &h) != AT_OK) return fail(argv[3]);
+  if (at_h5_write_int(h, "train_tokens", 2, (int64_t[]){steps * B, T}, tok) != AT_OK ||
+      at_h5_write_int(h, "train_labels", 2, (int64_t[]){steps * B, T}, lab) != AT_OK ||
+      at_h5_write_int(h, "test_tokens", 2, (int64_t[]){n_test, T}, ttok) != AT_OK ||
+      at_h5_write_int(h, "test_labels", 2, (int64_t[]){n_test, T}, tlab) != AT_OK ||
+      at_h5_set_attr_str(h, "/", "task", at_task_name(rc->data.kind)) != AT_OK ||
+      at_h5_set_attr_int(h, "/", "steps", steps) != AT_OK || at_h5_set_attr_int(h, "/", "batch_size", B) != AT_OK ||
+      at_h5_set_attr_int(h, "/", "seq_len", T) != AT_OK ||
+      at_h5_set_attr_int(h, "/", "vocab_size", rc->data.vocab_size) != AT_OK ||
+      at_h5_set_attr_int(h, "/", "seed", (int64_t)rc->seed) != AT_OK ||
+      at_h5_set_attr_str(h, "/", "run", rc->name) != AT_OK ||
+      at_h5_set_attr_str(h, "/", "config", rc->yaml) != AT_OK || at_h5_commit(h) != AT_OK)
+    return fail(argv[3]);
+  printf("dump_task: %s run %d (%s): %lld training sequences, %lld test sequences of %lld tokens -> %s\n",
+         argv[1], run, rc->name, (long long)(steps * B), (long long)n_test, (long long)T, argv[3]);
+  free(tok), free(lab), free(ttok), free(tlab);
   at_task_free(task);
   at_experiment_free(e);
-  return st == AT_OK ? 0 : 2;
+  return 0;
 }

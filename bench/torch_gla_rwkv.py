@@ -15,7 +15,7 @@ dplr/naive.py) before it writes the golden file.
 
 Training comparison (never run by the tests):
 
-    build/bench/dump_task EXPERIMENT.yaml RUN /tmp/run.h5
+    build/bench/dump_task EXPERIMENT.yaml RUN_INDEX /tmp/run.h5
     /usr/bin/python3 bench/torch_gla_rwkv.py train /tmp/run.h5 [--seed S] [--threads 2]
 
 trains the run's model (its resolved YAML: d_model, layers, mixer options,
@@ -473,8 +473,9 @@ def train(args):
         cfg = yaml.safe_load(f.attrs["config"])
         run = f.attrs["run"]
         run = run.decode() if isinstance(run, bytes) else run
-        tr_tok, tr_lab = (torch.from_numpy(f[f"train/{n}"][...]).long() for n in ("tokens", "labels"))
-        te_tok, te_lab = (torch.from_numpy(f[f"test/{n}"][...]).long() for n in ("tokens", "labels"))
+        sep = "_" if "train_tokens" in f else "/"  # TEMP: both layouts while old dumps are in use
+        tr_tok, tr_lab = (torch.from_numpy(f[f"train{sep}{n}"][...]).long() for n in ("tokens", "labels"))
+        te_tok, te_lab = (torch.from_numpy(f[f"test{sep}{n}"][...]).long() for n in ("tokens", "labels"))
     tc = dict(cfg["train"])
     tc["steps"] = args.steps or tc["steps"]
     model = model_of(cfg, args.chunk, args.core)

@@ -357,12 +357,15 @@ static const at_ynode *run_override(loader *L, const at_ynode *item) {
 }
 
 /* The sweep keys as the report sees them: which ones the table keeps the
- * best point over (report.best_over; by default all of them). */
+ * best point over (report.best_over; by default all of them but the seed),
+ * and the seed, which the table averages over. */
 static at_status sweep_summary(loader *L, at_experiment *e, const at_ynode *best_over) {
   e->n_sweep = L->n_sweep;
+  e->seed_key = -1;
   for (int k = 0; k < L->n_sweep; k++) {
     snprintf(e->sweep_keys[k], sizeof e->sweep_keys[k], "%s", L->sweep[k].show);
-    e->sweep_best[k] = best_over == NULL;
+    if (!strcmp(L->sweep[k].text, "seed")) e->seed_key = k;
+    e->sweep_best[k] = best_over == NULL && e->seed_key != k;
   }
   for (int i = 0; best_over && i < best_over->n; i++) {
     const at_ynode *it = best_over->v[i];
@@ -378,6 +381,9 @@ static at_status sweep_summary(loader *L, at_experiment *e, const at_ynode *best
       return at_cfg_fail(it->at, "report.best_over: '%s' is not a sweep key (sweep keys: %s)", it->s,
                          L->n_sweep ? list : "none");
     }
+    if (found == e->seed_key)
+      return at_cfg_fail(it->at, "report.best_over: seeds are averaged (mean and standard deviation), "
+                         "never picked; remove 'seed'");
     e->sweep_best[found] = 1;
   }
   return AT_OK;

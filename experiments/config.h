@@ -72,6 +72,8 @@ typedef struct at_experiment {
   int n_sweep;                 /* sweep keys, in file order */
   char sweep_keys[AT_MAX_SWEEP_KEYS][64];   /* as shown in run names ("lr", "data") */
   int sweep_best[AT_MAX_SWEEP_KEYS];        /* 1: the table keeps the best point over this key */
+  int seed_key;                             /* the sweep key "seed" (the table averages over
+                                               it: mean +- std), or -1 */
 } at_experiment;
 
 /* Loads and checks `path`, applying `--set section.key=value` overrides (in

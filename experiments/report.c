@@ -2,9 +2,13 @@
  * (curves.png via gnuplot) of an experiment's results.
  *
  * Runs that differ only in "best-over" sweep keys (by default every sweep
- * key: a learning-rate grid) are one table entry: the point with the best
- * final metric. Sweep keys that are not best-over (e.g. data.task) become
- * the columns of a pivot table: rows are runs, columns their values.
+ * key but the seed: a learning-rate grid) are one table entry: the point
+ * with the best final metric. A `seed` sweep key is averaged: an entry is
+ * the mean and sample standard deviation over the seeds of a point, and the
+ * best point is the one with the best mean. Sweep keys that are neither
+ * (e.g. data.task) become the columns of a pivot table: rows are runs,
+ * columns their values. table.csv beside table.md lists every run (each
+ * seed) with its final metrics.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -27,7 +31,7 @@ static double metric_of(const at_results_run *r, const char *metric) {
 static void column_of(const at_experiment *e, const at_run_cfg *rc, char *buf, size_t n) {
   buf[0] = '\0';
   for (int k = 0; k < e->n_sweep; k++) {
-    if (e->sweep_best[k]) continue;
+    if (e->sweep_best[k] || k == e->seed_key) continue;
     size_t l = strlen(buf);
     snprintf(buf + l, n - l, "%s%s", l ? " " : "", rc->sweep_values[k]);
   }
@@ -43,16 +47,57 @@ static void best_point_of(const at_experiment *e, const at_run_cfg *rc, char *bu
 }
 
 typedef struct cell {
-  int best;        /* index of the best run (into e->runs), -1: none finished */
-  double value;
+  int best;        /* a run of the best point (into e->runs), -1: none finished */
+  double value;    /* its metric: the mean over seeds */
+  double std;      /* the sample standard deviation over seeds (NAN: one seed) */
+  int n;           /* seeds */
 } cell;
 
-static void fmt_metric(const char *metric, int text, double v, char *buf, size_t n) {
+/* "97.6%", "97.6 ± 0.4%", "2.273 bpb", "2.273 ± 0.011 bpb", "0.1234". */
+static void fmt_metric(const char *metric, int text, double v, double sd, char *buf, size_t n) {
+  int loss = strcmp(metric, "eval_loss") == 0;
+  double k = loss ? (text ? 1 / log(2.0) : 1) : 100;
+  const char *unit = loss ? (text ? " bpb" : "") : "%";
   if (!isfinite(v)) snprintf(buf, n, "—");
-  else if (strcmp(metric, "eval_loss") == 0) {
-    if (text) snprintf(buf, n, "%.3f bpb", v / log(2.0));
-    else snprintf(buf, n, "%.4f", v);
-  } else snprintf(buf, n, "%.1f%%", 100 * v);
+  else if (isfinite(sd)) snprintf(buf, n, loss ? "%.3f ± %.3f%s" : "%.1f ± %.1f%s", k * v, k * sd, unit);
+  else snprintf(buf, n, loss && !text ? "%.4f%s" : loss ? "%.3f%s" : "%.1f%s", k * v, unit);
+}
+
+/* Mean and sample standard deviation of the finite final metrics of the
+ * runs in one cell at one best-over point (the seeds of that point). */
+typedef struct point_stats {
+  int first;       /* the point's first run (into e->runs) */
+  int n;
+  double sum, sumsq;
+} point_stats;
+
+static void point_mean(const point_stats *p, double *mean, double *sd) {
+  *mean = p->sum / p->n;
+  *sd = p->n > 1 ? sqrt(fmax(0, (p->sumsq - p->n * *mean * *mean) / (p->n - 1))) : NAN;
+}
+
+/* Every run with its sweep values and final figures (table.csv). */
+static at_status write_csv(const at_experiment *e, const at_results *res, const char *out_dir) {
+  char path[1200], tmp[1300];
+  snprintf(path, sizeof path, "%s/table.csv", out_dir);
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *f = fopen(tmp, "w");
+  if (!f) return at_error(AT_E_IO, "%s: cannot write", path);
+  fprintf(f, "run,base,sweep_point,seed,status,final_eval_loss,final_eval_accuracy,bits_per_byte,params,"
+             "tokens_per_second,cache_bytes_per_token,state_bytes,steps,wall_seconds\n");
+  for (int i = 0; i < e->n_runs; i++) {
+    const at_run_cfg *rc = &e->runs[i];
+    const at_results_run *rr = at_results_find(res, rc->run_id);
+    if (!rr) continue;
+    const at_results_extra *bpb = at_results_get(rr, "bits_per_byte"), *cb = at_results_get(rr, "cache_bytes_per_token"),
+                           *sb = at_results_get(rr, "state_bytes");
+    fprintf(f, "\"%s\",\"%s\",\"%s\",%llu,\"%s\",%.9g,%.9g,%.9g,%lld,%.6g,%.9g,%.9g,%lld,%.3f\n", rr->name,
+            rc->base_name, rc->sweep_point, (unsigned long long)rc->seed, rr->status, rr->final_eval_loss,
+            rr->final_eval_accuracy, bpb ? bpb->num : NAN, (long long)rr->params, rr->tokens_per_second,
+            cb ? cb->num : NAN, sb ? sb->num : NAN, (long long)rr->steps, rr->wall_seconds);
+  }
+  if (fclose(f) != 0 || rename(tmp, path) != 0) return at_error(AT_E_IO, "%s: cannot write", path);
+  return AT_OK;
 }
 
 
@@ -141,7 +186,8 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
   char (*cols)[256] = calloc((size_t)e->n_runs, sizeof *cols);
   cell *cells = malloc((size_t)e->n_runs * (size_t)e->n_runs * sizeof *cells);
   int *row_of = malloc((size_t)e->n_runs * sizeof *row_of), *col_of = malloc((size_t)e->n_runs * sizeof *col_of);
-  if (!rows || !cols || !cells || !row_of || !col_of) {
+  point_stats *points = malloc((size_t)e->n_runs * sizeof *points);
+  if (!rows || !cols || !cells || !row_of || !col_of || !points) {
     st = at_error(AT_E_NOMEM, "out of memory");
     goto done;
   }
@@ -156,14 +202,30 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
     if (c == nc) snprintf(cols[nc++], sizeof cols[0], "%s", col);
     row_of[i] = r, col_of[i] = c;
   }
-  for (int i = 0; i < nr * nc; i++) cells[i].best = -1, cells[i].value = NAN;
+  for (int i = 0; i < nr * nc; i++) cells[i] = (cell){-1, NAN, NAN, 0};
+  /* the seeds of each (cell, best-over point), then the best point by mean */
+  int np = 0;
   for (int i = 0; i < e->n_runs; i++) {
     const at_results_run *rr = at_results_find(res, e->runs[i].run_id);
-    if (!rr || strcmp(rr->status, "ok") != 0) continue;
-    double v = metric_of(rr, metric);
-    cell *cl = &cells[row_of[i] * nc + col_of[i]];
+    double v = rr && !strcmp(rr->status, "ok") ? metric_of(rr, metric) : NAN;
     if (!isfinite(v)) continue;
-    if (cl->best < 0 || (hib ? v > cl->value : v < cl->value)) cl->best = i, cl->value = v;
+    char bp[256], bq[256];
+    best_point_of(e, &e->runs[i], bp, sizeof bp);
+    int p = 0;
+    for (; p < np; p++) {
+      int j = points[p].first;
+      best_point_of(e, &e->runs[j], bq, sizeof bq);
+      if (row_of[j] == row_of[i] && col_of[j] == col_of[i] && !strcmp(bp, bq)) break;
+    }
+    if (p == np) points[np++] = (point_stats){i, 0, 0, 0};
+    points[p].n++, points[p].sum += v, points[p].sumsq += v * v;
+  }
+  for (int p = 0; p < np; p++) {
+    double mean, sd;
+    point_mean(&points[p], &mean, &sd);
+    cell *cl = &cells[row_of[points[p].first] * nc + col_of[points[p].first]];
+    if (cl->best < 0 || (hib ? mean > cl->value : mean < cl->value))
+      *cl = (cell){points[p].first, mean, e->seed_key >= 0 ? sd : NAN, points[p].n};
   }
 
   char tpath[1200];
@@ -183,7 +245,13 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
   for (int k = 0; k < e->n_sweep; k++)
     if (e->sweep_best[k])
       fprintf(f, "%s %s", any_best++ ? "," : " (best point of the sweep over", e->sweep_keys[k]);
-  fprintf(f, "%s.\n\n", any_best ? ")" : "");
+  fprintf(f, "%s", any_best ? ")" : "");
+  if (e->seed_key >= 0) {
+    int most = 0;
+    for (int i = 0; i < nr * nc; i++) most = cells[i].n > most ? cells[i].n : most;
+    fprintf(f, ": mean ± standard deviation over %d seeds", most);
+  }
+  fprintf(f, ".\n\n");
   /* pivot */
   fprintf(f, "| run |");
   for (int c = 0; c < nc; c++) fprintf(f, " %s |", cols[c][0] ? cols[c] : metric);
@@ -195,7 +263,8 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
     for (int c = 0; c < nc; c++) {
       const cell *cl = &cells[r * nc + c];
       char v[64], bp[256] = "";
-      fmt_metric(metric, cl->best >= 0 ? e->runs[cl->best].data.kind == AT_TASK_TEXT : text, cl->value, v, sizeof v);
+      fmt_metric(metric, cl->best >= 0 ? e->runs[cl->best].data.kind == AT_TASK_TEXT : text, cl->value, cl->std,
+                 v, sizeof v);
       if (cl->best >= 0) best_point_of(e, &e->runs[cl->best], bp, sizeof bp);
       fprintf(f, " %s%s%s%s |", v, bp[0] ? " (" : "", bp, bp[0] ? ")" : "");
     }
@@ -231,9 +300,9 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
     }
     fprintf(log, "\nwrote %s and %s\n", tpath, path);
   }
-  st = plot(e, res, out_dir, log, rows, nr, cols, nc, cells, metric);
+  if ((st = write_csv(e, res, out_dir)) == AT_OK) st = plot(e, res, out_dir, log, rows, nr, cols, nc, cells, metric);
 done:
-  free(rows), free(cols), free(cells), free(row_of), free(col_of);
+  free(rows), free(cols), free(cells), free(row_of), free(col_of), free(points);
   at_results_free(res);
   return st;
 }

@@ -314,6 +314,7 @@ static at_status run_resume(run_state *r) {
     if (r->ts.step > r->stages[k].first && (st = at_checkpoint_load(x->ckpt, r->m->params, r->opt, &r->ts, NULL)) != AT_OK)
       return at_error_prefix(st, "[%s] cannot resume", r->rc->name);
     at_results_truncate(r->rr, r->ts.step - 1);
+    r->m->step = AT_MAX(r->ts.step - 1, 0); /* the last step taken, as an evaluation now would see it */
     say(x->pg, "[%s] resuming at step %lld\n", r->rc->name, (long long)r->ts.step);
   } else {
     at_results_truncate(r->rr, -1);
@@ -359,6 +360,7 @@ static int run_step(run_state *r, int64_t step) {
   if (ti && li) {
     memcpy(ti->data, r->tok, (size_t)(B * T) * sizeof *r->tok);
     memcpy(li->data, r->lab, (size_t)(B * T) * sizeof *r->lab);
+    r->m->step = step;
     loss = at_model_train_loss(c, r->m, ti, li, sg->flags, &io, &lm, &n_lab, &n_cor);
   }
   if (!loss) {

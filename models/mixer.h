@@ -94,6 +94,9 @@ typedef struct at_mixer_stat {
 typedef struct at_mixer_io {
   int64_t pos0;       /* position of the first token (0 in training) */
   unsigned stage;     /* AT_STAGE_* flags */
+  int64_t step;       /* the training step being taken (0-based), or the last one taken when
+                         evaluating (at_model.step); mixers whose state follows the training
+                         (performer's random-feature redraws) derive it from this alone */
   /* Out: auxiliary losses added to the LM loss (NULL: none). */
   at_tensor *aux_loss;
   /* Out: statistics by name. */

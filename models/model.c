@@ -123,6 +123,7 @@ static at_tensor *hidden(at_ctx *c, at_model *m, const at_itensor *tokens, at_mi
   if (tokens->ndim != 2)
     return at_fail(c, AT_E_SHAPE, "model: tokens must be [B, T], got rank %d", tokens->ndim);
   int64_t T = tokens->shape[1];
+  io->step = m->step;
   at_tensor *x = at_embedding(c, m->tok_emb, tokens);
   if (m->pos_emb) {
     if (T > cfg->max_seq_len)

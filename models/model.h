@@ -28,6 +28,8 @@ typedef struct at_model {
   at_tensor *final_norm; /* [d] */
   at_tensor *lm_head;    /* [V, d], or NULL when tied to tok_emb */
   at_block blocks[AT_MAX_LAYERS];
+  int64_t step;          /* the training step being taken or last taken (the trainer sets it;
+                            every forward passes it to the mixers as at_mixer_io.step) */
 } at_model;
 
 /* Builds and initialises a model (parameter values depend only on the seed

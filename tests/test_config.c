@@ -230,6 +230,8 @@ Test(config, sweep_expansion) {
   cr_expect_str_eq(e->runs[3].run_id, "seeds__seed=2__layers=kda,full");
   cr_expect_str_eq(e->runs[3].sweep_point, "seed=2 layers=kda,full");
   cr_expect_str_eq(e->runs[3].name, "seeds seed=2 layers=kda,full");
+  cr_expect(e->seed_key == 0 && !e->sweep_best[0] && e->sweep_best[1],
+            "seeds are averaged, never best-over; the other keys are best-over by default");
   at_experiment_free(e);
 
   e = load_ok("sweep_same_leaf.yaml");
@@ -311,6 +313,7 @@ Test(config_errors, out_of_range) {
   expect_file_error("bad_range_size.yaml", 2, 17, "data.seq_len must be between 1 and");
   expect_file_error("bad_range_lr.yaml", 2, 13, "train.lr must be > 0, got 0");
   expect_file_error("bad_range_beta.yaml", 2, 16, "train.beta2 must be in [0, 1), got 1.0");
+  expect_file_error("bad_best_over_seed.yaml", 3, 26, "seeds are averaged (mean and standard deviation), never picked");
   expect_set_error("minimal.yaml", "train.threads=-1", "train.threads must be between 0 and 4096, got -1");
   expect_set_error("minimal.yaml", "model.attention.full.window=-1", "model.attention.full.window must be between 0");
   expect_set_error("minimal.yaml", "model.d_model=0", "model.d_model must be between 1 and 65536, got 0");

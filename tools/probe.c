@@ -37,10 +37,11 @@
 
 #include "core/h5io.h"
 #include "ops/attention/attention.h"
+#include "ops/attention/favor.h"
 #include "ops/attention/dplr.h"
 
 #define PROBE_MAX_IN 8
-#define PROBE_MAX_OUT 3
+#define PROBE_MAX_OUT 4
 
 enum {
   PROBE_OPTIONAL = 1 << 0, /* input: may be absent (x[i] = NULL); output seed: zero when absent */
@@ -146,6 +147,52 @@ static at_status run_gated_delta_rule(probe_run *r) { return run_lin(r, AT_LIN_G
 static at_status run_kda(probe_run *r) { return run_lin(r, AT_LIN_KDA); }
 static at_status run_simple_gla(probe_run *r) { return run_lin(r, AT_LIN_SIMPLE_GLA); }
 
+/* The linear path (ops/attention/linear_attn.h, favor.h): options scale,
+ * chunk_size, recurrent (1: token by token; retention: 2 = the parallel
+ * form), normalize (linear_attn). fla's z_state [B,1,H,K] is read and
+ * written as such. */
+static at_status la_opts(probe_run *r, at_la_opts *o) {
+  int64_t form = 0, norm = 0;
+  *o = (at_la_opts){0};
+  at_status st = probe_opt_double(r, "scale", 0, &o->scale);
+  if (st == AT_OK) st = probe_opt_int(r, "chunk_size", 0, &o->chunk_size);
+  if (st == AT_OK) st = probe_opt_int(r, "recurrent", 0, &form);
+  if (st == AT_OK) st = probe_opt_int(r, "normalize", 0, &norm);
+  if (st == AT_OK && (form < 0 || form > 2)) st = at_error(AT_E_ARG, "recurrent = %lld: 0, 1 or 2", (long long)form);
+  o->form = (at_la_form)form;
+  o->normalize = norm != 0;
+  return st;
+}
+
+static at_status run_linear_attn(probe_run *r) {
+  at_la_opts o;
+  at_status st = la_opts(r, &o);
+  if (st != AT_OK) return st;
+  at_tensor *z0 = r->x[4], *ht = NULL, *zt = NULL;
+  if (z0 && z0->ndim == 4 && z0->shape[1] == 1) z0 = AT_RESHAPE(r->c, z0, z0->shape[0], z0->shape[2], z0->shape[3]);
+  at_tensor *y = at_linear_attn(r->c, r->x[0], r->x[1], r->x[2], r->x[3], z0, &ht, &zt, &o);
+  if ((st = probe_result(r, y, 0)) != AT_OK || (st = probe_result(r, ht, 1)) != AT_OK) return st;
+  if (zt) r->y[2] = AT_RESHAPE(r->c, zt, zt->shape[0], 1, zt->shape[1], zt->shape[2]);
+  return AT_OK;
+}
+
+static at_status run_retention(probe_run *r) {
+  at_la_opts o;
+  at_status st = la_opts(r, &o);
+  if (st != AT_OK) return st;
+  at_tensor *ht = NULL;
+  if ((st = probe_result(r, at_retention(r->c, r->x[0], r->x[1], r->x[2], r->x[3], &ht, &o), 0)) != AT_OK)
+    return st;
+  return probe_result(r, ht, 1);
+}
+
+static at_status run_performer(probe_run *r) {
+  at_la_opts o;
+  at_status st = la_opts(r, &o);
+  if (st != AT_OK) return st;
+  return probe_result(r, at_performer(r->c, r->x[0], r->x[1], r->x[2], r->x[3], NULL, NULL, NULL, NULL,
+                                      NULL, NULL, &o), 0);
+}
 /* gla and dplr: options scale, chunk_size, recurrent; inputs q k v [a b] gk
  * initial_state in table order. */
 static at_status run_dplr_family(probe_run *r, int lowrank) {
@@ -213,6 +260,21 @@ static const probe_op probe_ops[] = {
     {"simple_gla", "scalar-gated linear attention (Mamba-2 / SSD core): S <- exp(g) S + k v^T", LIN_OPTIONS,
      {{"q", 0}, {"k", 0}, {"v", 0}, {"g", 0}, {"initial_state", PROBE_OPTIONAL}},
      LIN_OUTPUTS, run_simple_gla},
+    {"linear_attn", "linear attention: S <- S + k v^T, o = S^T q (/ q.z with normalize, z <- z + k)",
+     "scale (default K^-1/2), chunk_size (default 64), recurrent (0: chunkwise, 1: token by token, 2: parallel), "
+     "normalize (default 0)",
+     {{"q", 0}, {"k", 0}, {"v", 0}, {"initial_state", PROBE_OPTIONAL}, {"initial_z", PROBE_OPTIONAL}},
+     {{"o", "do", 0}, {"final_state", "dht", PROBE_OPTIONAL}, {"final_z", "dzt", PROBE_OPTIONAL}},
+     run_linear_attn},
+    {"retention", "RetNet retention: S <- gamma_h S + k v^T, gamma_h = 1 - 2^(-5-h), o = S^T q",
+     "scale (default K^-1/2), chunk_size (default 64), recurrent (0: chunkwise, 1: token by token, 2: parallel)",
+     {{"q", 0}, {"k", 0}, {"v", 0}, {"initial_state", PROBE_OPTIONAL}},
+     LIN_OUTPUTS, run_retention},
+    {"performer", "Performer FAVOR+ (causal, normalised) with the given random features projection_matrix [m, K]",
+     "chunk_size (default 64), recurrent (0: chunkwise, 1: token by token)",
+     {{"q", 0}, {"k", 0}, {"v", 0}, {"projection_matrix", PROBE_NO_GRAD}},
+     {{"o", "do", 0}},
+     run_performer},
     {"gla", "gated linear attention, per-channel decay: S <- diag(exp gk) S + k v^T (gk [B,T,H,K])", LIN_OPTIONS,
      {{"q", 0}, {"k", 0}, {"v", 0}, {"gk", 0}, {"initial_state", PROBE_OPTIONAL}},
      LIN_OUTPUTS, run_gla},
@@ -320,7 +382,10 @@ static int probe(const char *name, const char *in_path, const char *out_path, FI
   /* seed each output's gradient */
   for (int j = 0; op->out[j].name; j++) {
     at_tensor *y = r.y[j], *seed = NULL;
-    AT_ASSERT(y != NULL);
+    if (!y) { /* an optional output the op did not produce (linear_attn's final_z without normalize) */
+      AT_ASSERT(op->out[j].flags & PROBE_OPTIONAL);
+      continue;
+    }
     char path[256];
     snprintf(path, sizeof path, "%s%s", prefix, op->out[j].seed);
     if ((op->out[j].flags & PROBE_OPTIONAL) && !at_h5_exists(r.in, path)) continue;
@@ -343,8 +408,8 @@ static int probe(const char *name, const char *in_path, const char *out_path, FI
   /* write */
   if ((st = at_h5_create(out_path, &out)) != AT_OK) goto fail;
   for (int j = 0; op->out[j].name; j++)
-    if ((st = at_h5_write_real(out, op->out[j].name, r.y[j]->ndim, r.y[j]->shape, r.y[j]->data)) !=
-        AT_OK)
+    if (r.y[j] && (st = at_h5_write_real(out, op->out[j].name, r.y[j]->ndim, r.y[j]->shape, r.y[j]->data)) !=
+                      AT_OK)
       goto fail;
   for (int i = 0; op->in[i].name; i++) {
     at_tensor *x = r.x[i];
