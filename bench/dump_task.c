@@ -8,7 +8,8 @@
  * OUT.h5: train_tokens, train_labels [steps * batch_size, T] (int32, in the
  * order of the steps), test_tokens, test_labels [n_eval, T] (the examples
  * an evaluation uses), and root attributes task, steps, batch_size, seq_len,
- * vocab_size, seed.
+ * vocab_size, seed, run (its name) and config (its resolved YAML, which
+ * bench/torch_gla_rwkv.py builds its model and recipe from).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,7 +62,9 @@ int main(int argc, char **argv) {
       at_h5_set_attr_int(h, "/", "steps", steps) != AT_OK || at_h5_set_attr_int(h, "/", "batch_size", B) != AT_OK ||
       at_h5_set_attr_int(h, "/", "seq_len", T) != AT_OK ||
       at_h5_set_attr_int(h, "/", "vocab_size", rc->data.vocab_size) != AT_OK ||
-      at_h5_set_attr_int(h, "/", "seed", (int64_t)rc->seed) != AT_OK || at_h5_commit(h) != AT_OK)
+      at_h5_set_attr_int(h, "/", "seed", (int64_t)rc->seed) != AT_OK ||
+      at_h5_set_attr_str(h, "/", "run", rc->name) != AT_OK ||
+      at_h5_set_attr_str(h, "/", "config", rc->yaml) != AT_OK || at_h5_commit(h) != AT_OK)
     return fail(argv[3]);
   printf("dump_task: %s run %d (%s): %lld training sequences, %lld test sequences of %lld tokens -> %s\n",
          argv[1], run, rc->name, (long long)(steps * B), (long long)n_test, (long long)T, argv[3]);

@@ -19,8 +19,9 @@
  *                Defaults per task: at_task_cfg_defaults (data/). A key that does not
  *                concern the run's task is refused.
  *   model        d_model [64], n_layers [len(layers), else 2], n_heads [2],
- *                n_kv_heads [n_heads], mlp [swiglu] (none | swiglu),
- *                mlp_hidden [8/3 d_model rounded up to 16], position [rope]
+ *                n_kv_heads [n_heads], mlp [swiglu] (none | swiglu | rwkv_cmix),
+ *                mlp_hidden [8/3 d_model rounded up to 16; rwkv_cmix: 4 d_model
+ *                rounded up to 32], position [rope]
  *                (rope | nope | learned), rope_theta [10000], norm_eps [1e-5],
  *                init_std [0.02], residual_init [scaled] (scaled: output projections
  *                into the residual stream at init_std / sqrt(2 n_layers); plain:
@@ -94,7 +95,7 @@ typedef struct field {
   {.key = k, .type = F_ENUM, .off = offsetof(S, f), .size = sizeof(int), .names = nm, .vals = vl, .mask = m}
 #define FX(k, t) {.key = k, .type = t}
 
-static const char *const mlp_names[] = {"none", "swiglu", NULL};
+static const char *const mlp_names[] = {"none", "swiglu", "rwkv_cmix", NULL};
 static const char *const resid_names[] = {"scaled", "plain", NULL};
 static const char *const model_pos_names[] = {"rope", "nope", "learned", NULL};
 static const int model_pos_vals[] = {AT_POS_ROPE, AT_POS_NOPE, AT_POS_LEARNED};
@@ -720,7 +721,9 @@ static at_status resolve_model(const at_ynode *mm, const at_task_cfg *d, at_cfg_
     return at_cfg_fail(loc_of(mm, "n_kv_heads", fb),
                        "model.n_heads %lld is not a multiple of model.n_kv_heads %lld",
                        (long long)m->n_heads, (long long)m->n_kv_heads);
-  if (at_yt_find(mm, "mlp_hidden") < 0) m->mlp_hidden = ((8 * m->d_model + 2) / 3 + 15) / 16 * 16;
+  if (at_yt_find(mm, "mlp_hidden") < 0)
+    m->mlp_hidden = m->mlp == AT_MLP_RWKV_CMIX ? (4 * m->d_model + 31) / 32 * 32
+                                               : ((8 * m->d_model + 2) / 3 + 15) / 16 * 16;
 
   /* mixers: derived values and each mixer's own check, placed at the option
    * at fault, else at the mixer's options, else where the layers name it */

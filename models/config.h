@@ -18,7 +18,7 @@ const char *at_mixer_name(at_mixer_kind k); /* "unknown" outside the registry */
 int at_mixer_from_name(const char *name);   /* -1 if unknown */
 
 typedef enum at_position { AT_POS_INHERIT = -1, AT_POS_ROPE, AT_POS_NOPE, AT_POS_LEARNED } at_position;
-typedef enum at_mlp_kind { AT_MLP_NONE, AT_MLP_SWIGLU } at_mlp_kind;
+typedef enum at_mlp_kind { AT_MLP_NONE, AT_MLP_SWIGLU, AT_MLP_RWKV_CMIX } at_mlp_kind;
 /* Initial std of the projections that write into the residual stream (mixer
  * outputs, MLP down): init_std / sqrt(2 n_layers) (GPT-2, fla) or init_std. */
 typedef enum at_residual_init { AT_RESID_SCALED, AT_RESID_PLAIN } at_residual_init;

@@ -102,6 +102,9 @@ typedef struct at_mixer_io {
   /* Out: statistics by name. */
   int n_stats;
   at_mixer_stat stats[AT_MAX_STATS];
+  /* RWKV-7's value residual: the first rwkv7 layer's v [B, T, H*K], set by
+   * it and read by the later rwkv7 layers of the same forward (NULL before). */
+  at_tensor *v_first;
 } at_mixer_io;
 
 /* Adds one layer's value of statistic `name` (a static string). */

@@ -18,7 +18,9 @@
   X(dsa)      /* models/dsa.c */                   \
   X(linear_attn) /* models/linear_attn.c */        \
   X(performer)   /* models/performer.c */          \
-  X(retnet)      /* models/retnet.c */
+  X(retnet)      /* models/retnet.c */             \
+  X(gla)         /* models/gla.c */                \
+  X(rwkv7)       /* models/rwkv7.c */
 
 #define DECLARE(n) extern const at_mixer_impl at_mixer_##n;
 MIXERS(DECLARE)

@@ -6,6 +6,7 @@
 
 #include "core/rng.h"
 #include "models/model.h"
+#include "models/rwkv7.h"
 #include "ops/ops.h"
 
 static at_status declare(at_model *m) {
@@ -35,6 +36,12 @@ static at_status declare(at_model *m) {
           !(b->w_up = at_layer_weight(p, prefix, "mlp.w_up", cfg->mlp_hidden, d)) ||
           !(b->w_down = at_layer_weight(p, prefix, "mlp.w_down", d, cfg->mlp_hidden)))
         return AT_E_ARG;
+    } else if (cfg->mlp == AT_MLP_RWKV_CMIX) {
+      if (!(b->norm2 = at_layer_param(p, prefix, "norm2", AT_SHAPE(d), AT_PARAM_NO_DECAY)) ||
+          !(b->x_k = at_layer_param(p, prefix, "mlp.x_k", AT_SHAPE(d), AT_PARAM_NO_DECAY)) ||
+          !(b->w_up = at_layer_weight(p, prefix, "mlp.key", cfg->mlp_hidden, d)) ||
+          !(b->w_down = at_layer_weight(p, prefix, "mlp.value", d, cfg->mlp_hidden)))
+        return AT_E_ARG;
     }
   }
   if (!(m->final_norm = at_layer_param(p, "", "final_norm", AT_SHAPE(d), AT_PARAM_NO_DECAY)))
@@ -60,6 +67,10 @@ static void init(at_model *m, uint64_t seed) {
       at_layer_init_normal(b->w_gate, seed, std);
       at_layer_init_normal(b->w_up, seed, std);
       at_layer_init_out(b->w_down, cfg, seed);
+    }
+    if (b->x_k) {
+      at_layer_init_const(b->norm2, 1);
+      at_rwkv_cmix_init(b->x_k, b->w_up, b->w_down, l, cfg->n_layers, seed);
     }
   }
   at_layer_init_const(m->final_norm, 1);
@@ -124,6 +135,7 @@ static at_tensor *hidden(at_ctx *c, at_model *m, const at_itensor *tokens, at_mi
     at_block *b = &m->blocks[l];
     x = at_add(c, x, b->mixer->forward(c, b->mixer_state, at_rmsnorm(c, x, b->norm1, cfg->norm_eps), io));
     if (b->w_gate) x = at_add(c, x, swiglu(c, b, at_rmsnorm(c, x, b->norm2, cfg->norm_eps)));
+    if (b->x_k) x = at_add(c, x, at_rwkv_cmix(c, at_rmsnorm(c, x, b->norm2, cfg->norm_eps), b->x_k, b->w_up, b->w_down));
   }
   return at_rmsnorm(c, x, m->final_norm, cfg->norm_eps);
 }
@@ -241,5 +253,7 @@ int64_t at_model_state_elems(const at_model *m) {
   int64_t n = 0;
   for (int l = 0; l < m->cfg.n_layers; l++)
     if (m->blocks[l].mixer->state_elems) n += m->blocks[l].mixer->state_elems(m->blocks[l].mixer_state);
+  for (int l = 0; l < m->cfg.n_layers; l++) /* rwkv_cmix: the previous token's input */
+    if (m->blocks[l].x_k) n += m->cfg.d_model;
   return n;
 }

@@ -17,6 +17,7 @@ typedef struct at_block {
   const at_mixer_impl *mixer;
   void *mixer_state;
   at_tensor *w_gate, *w_up, *w_down; /* SwiGLU MLP, or NULL */
+  at_tensor *x_k;                    /* rwkv_cmix: token-shift mix (w_up = key, w_down = value) */
 } at_block;
 
 typedef struct at_model {

@@ -103,6 +103,10 @@ Test(probe, golden_linear_family) {
   check_golden_op("gated_delta_rule.h5", "gated_delta_rule", outs, g_gated);
   check_golden_op("kda.h5", "kda", outs, g_gated);
   check_golden_op("simple_gla.h5", "simple_gla", outs, g_gla);
+  static const char *const g_gk[] = {"dq", "dk", "dv", "dgk", "dinitial_state", NULL};
+  static const char *const g_dplr[] = {"dq", "dk", "dv", "da", "db", "dgk", "dinitial_state", NULL};
+  check_golden_op("gla.h5", "gla", outs, g_gk);
+  check_golden_op("dplr.h5", "dplr", outs, g_dplr);
 }
 
 /* DSA: fla's golden indices contain ties among equal scores, so only o and

@@ -38,6 +38,7 @@
 #include "core/h5io.h"
 #include "ops/attention/attention.h"
 #include "ops/attention/favor.h"
+#include "ops/attention/dplr.h"
 
 #define PROBE_MAX_IN 8
 #define PROBE_MAX_OUT 4
@@ -192,6 +193,24 @@ static at_status run_performer(probe_run *r) {
   return probe_result(r, at_performer(r->c, r->x[0], r->x[1], r->x[2], r->x[3], NULL, NULL, NULL, NULL,
                                       NULL, NULL, &o), 0);
 }
+/* gla and dplr: options scale, chunk_size, recurrent; inputs q k v [a b] gk
+ * initial_state in table order. */
+static at_status run_dplr_family(probe_run *r, int lowrank) {
+  at_lin_opts o = {0, 0, AT_LIN_CHUNK};
+  int64_t rec = 0;
+  at_status st = probe_opt_double(r, "scale", 0, &o.scale);
+  if (st == AT_OK) st = probe_opt_int(r, "chunk_size", 0, &o.chunk_size);
+  if (st == AT_OK) st = probe_opt_int(r, "recurrent", 0, &rec);
+  if (st != AT_OK) return st;
+  if (rec) o.form = AT_LIN_RECURRENT;
+  at_tensor *ht = NULL, **x = r->x;
+  at_tensor *y = lowrank ? at_dplr(r->c, x[0], x[1], x[2], x[3], x[4], x[5], x[6], &ht, &o)
+                         : at_gla(r->c, x[0], x[1], x[2], x[3], x[4], &ht, &o);
+  if ((st = probe_result(r, y, 0)) != AT_OK) return st;
+  return probe_result(r, ht, 1);
+}
+static at_status run_gla(probe_run *r) { return run_dplr_family(r, 0); }
+static at_status run_dplr(probe_run *r) { return run_dplr_family(r, 1); }
 
 static at_status probe_topk(probe_run *r, int64_t *topk) {
   at_status st = probe_opt_int(r, "topk", -1, topk);
@@ -256,6 +275,12 @@ static const probe_op probe_ops[] = {
      {{"q", 0}, {"k", 0}, {"v", 0}, {"projection_matrix", PROBE_NO_GRAD}},
      {{"o", "do", 0}},
      run_performer},
+    {"gla", "gated linear attention, per-channel decay: S <- diag(exp gk) S + k v^T (gk [B,T,H,K])", LIN_OPTIONS,
+     {{"q", 0}, {"k", 0}, {"v", 0}, {"gk", 0}, {"initial_state", PROBE_OPTIONAL}},
+     LIN_OUTPUTS, run_gla},
+    {"dplr", "generalised delta rule (RWKV-7 core): S <- diag(exp gk) S + k v^T + b (a^T S)", LIN_OPTIONS,
+     {{"q", 0}, {"k", 0}, {"v", 0}, {"a", 0}, {"b", 0}, {"gk", 0}, {"initial_state", PROBE_OPTIONAL}},
+     LIN_OUTPUTS, run_dplr},
     {"dsa", "DeepSeek sparse attention: lightning-indexer top-k, attention over the selected keys (writes indices too)",
      "topk (required), scale (default D^-1/2)",
      {{"q", 0}, {"k", 0}, {"v", 0}, {"q_idx", PROBE_NO_GRAD}, {"k_idx", PROBE_NO_GRAD},
