@@ -15,7 +15,9 @@
   X(kda)                                           \
   X(mamba2)   /* models/mamba2.c */                \
   X(mla)      /* models/mla.c */                   \
-  X(dsa)      /* models/dsa.c */
+  X(dsa)      /* models/dsa.c */                   \
+  X(s4d)      /* models/s4d.c */                   \
+  X(mamba)    /* models/mamba.c */
 
 #define DECLARE(n) extern const at_mixer_impl at_mixer_##n;
 MIXERS(DECLARE)
