@@ -241,14 +241,16 @@ static inline at_tensor *s4d_call(at_ctx *c, at_tensor **in, int recurrent, at_t
   return at_s4d_conv(c, in[QU], at_s4d_kernel(c, Abar, Bbar, in[QC], in[QU]->shape[1]));
 }
 
-static inline ssm_result s4d_run(const s4d_data *d, int recurrent) {
+/* Forward and backward of y (and of the final state when want_state: the
+ * recurrence only), gradient of sum(y dy) [+ sum(xT dxT)]. */
+static inline ssm_result s4d_run(const s4d_data *d, int recurrent, int want_state) {
   at_ctx *c = at_ctx_new(1 << 22);
   at_tensor *in[QN_IN], *xT = NULL;
   s4d_leaves(c, d, in);
-  at_tensor *y = s4d_call(c, in, recurrent, recurrent ? &xT : NULL);
+  at_tensor *y = s4d_call(c, in, recurrent, want_state ? &xT : NULL);
   at_tensor *outs[] = {y, xT};
   const real *seeds[] = {d->dy, d->dxT};
-  ssm_result r = ssm_collect(c, outs, seeds, recurrent ? 2 : 1, in, QN_IN);
+  ssm_result r = ssm_collect(c, outs, seeds, want_state ? 2 : 1, in, QN_IN);
   at_ctx_free(c);
   return r;
 }
