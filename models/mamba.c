@@ -20,11 +20,14 @@
  *
  * Initialisation as mamba_ssm: A_log[d, n] = log(n + 1) (S4D-Real);
  * D = 1; dt_bias = softplus^-1(dt), dt = exp(U(log 1e-3, log 1e-1)) floored
- * at 1e-4; dt_proj U(-R^-1/2, R^-1/2); conv and conv_bias U(-k^-1/2, k^-1/2)
- * (PyTorch's Conv1d default, k = conv_size); these (but dt_proj and conv)
- * without weight decay. in_proj and x_proj N(0, init_std) (attnlab's
- * convention where mamba_ssm keeps PyTorch's Linear default), out_proj
- * N(0, init_std / sqrt(2 n_layers)).
+ * at 1e-4; dt_proj U(-R^-1/2, R^-1/2); in_proj, x_proj, conv and conv_bias
+ * PyTorch's Linear / Conv1d default U(-f^-1/2, f^-1/2) (f the fan-in: d,
+ * I, conv_size), which mamba_ssm keeps; A_log, D, dt_bias, conv_bias
+ * without weight decay. out_proj N(0, init_std / sqrt(2 n_layers))
+ * (attnlab's residual init; mamba_ssm rescales its default by
+ * 1 / sqrt(n_layers)). The small N(0, 0.02) of attnlab's other projections
+ * makes dt and B, C nearly input-independent at the start, and selective
+ * copying then learned several times slower.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -100,8 +103,8 @@ static void init_uniform(at_tensor *t, uint64_t seed, double bound) {
 
 static void mamba_init(void *layer, const at_model_cfg *cfg, uint64_t seed) {
   mamba_layer *L = layer;
-  at_layer_init_normal(L->w_in, seed, cfg->init_std);
-  at_layer_init_normal(L->w_x, seed, cfg->init_std);
+  init_uniform(L->w_in, seed, 1 / sqrt((double)L->d));
+  init_uniform(L->w_x, seed, 1 / sqrt((double)L->I));
   init_uniform(L->conv, seed, 1 / sqrt((double)L->K));
   init_uniform(L->conv_b, seed, 1 / sqrt((double)L->K));
   init_uniform(L->w_dt, seed, 1 / sqrt((double)L->R));

@@ -29,12 +29,18 @@
  * of blocks per entry, so the sums over channels (dB, dC) and over batch
  * entries (dA, dD, dbias) are taken in an order that does not depend on the
  * thread count: each item writes its own partial sums, added up in order
- * afterwards. Cost: one exp and a few FMAs per (token, channel, state) in
- * the forward, the same twice in the backward (recomputation).
+ * afterwards. dt and its derivative are computed once per (token, channel)
+ * before the scan and kept for the backward ([B,T,D] each). Cost: one exp and
+ * a few FMAs per (token, channel, state) in the forward, the same twice in
+ * the backward (recomputation).
  *
  * The sequential form is the definition written with primitive ops, token
  * by token, so its backward comes from the tape: the reference.
  */
+/* The short reductions over the state (n) vectorise only with the dynamic
+ * cost model at -O2 (GCC 12 rejects them under -O2's very-cheap model). */
+#pragma GCC optimize("vect-cost-model=dynamic")
+
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -49,28 +55,56 @@ typedef struct scan_prob {
   int64_t B, T, D, N, C;
   int softplus;
   const real *u, *delta, *A, *Bm, *Cm, *Dk, *z, *bias;
+  real *dt, *ddt; /* [B,T,D]: dt and d dt / d delta (compute_dt) */
 } scan_prob;
 
 static int64_t n_blocks(const scan_prob *p) { return AT_MIN(SCAN_BLOCKS, p->D); }
 static int64_t block_lo(const scan_prob *p, int64_t k) { return k * p->D / n_blocks(p); }
 static int64_t n_chunks(const scan_prob *p) { return (p->T + p->C - 1) / p->C; }
 
-/* dt for element i (channel d) and d dt / d delta. softplus(x) = max(x, 0) +
- * log1p(exp(-|x|)): no overflow for any x. */
-static inline real dt_of(const scan_prob *p, int64_t i, int64_t d, real *ddt) {
-  real x = p->delta[i] + (p->bias ? p->bias[d] : 0);
-  if (!p->softplus) {
-    *ddt = 1;
-    return x;
-  }
-  double e = exp(-fabs((double)x));
-  *ddt = (real)(x >= 0 ? 1 / (1 + e) : e / (1 + e));
-  return (real)(fmax((double)x, 0) + log1p(e));
+/* softplus(x) = max(x, 0) + log1p(e^-|x|) and its derivative sigmoid(x),
+ * without overflow for any x and branch-free, so the loop over a row
+ * vectorises: in float log1p(e), e in (0, 1], is 2 atanh(s), s = e / (2 + e)
+ * <= 1/3, by its series to s^15 (the next term is below 3e-9 relative). */
+static inline real softplus_d(real x, real *sig) {
+  real e = at_expr(-fabs(x));
+  *sig = x >= 0 ? 1 / (1 + e) : e / (1 + e);
+#ifdef AT_DOUBLE
+  return fmax(x, 0) + log1p(e);
+#else
+  real s = e / (2 + e), q = s * s;
+  real poly = 1.0f / 15;
+  poly = poly * q + 1.0f / 13;
+  poly = poly * q + 1.0f / 11;
+  poly = poly * q + 1.0f / 9;
+  poly = poly * q + 1.0f / 7;
+  poly = poly * q + 1.0f / 5;
+  poly = poly * q + 1.0f / 3;
+  poly = poly * q + 1;
+  return (x > 0 ? x : 0) + 2 * s * poly;
+#endif
 }
 
-static inline real sigmoid_r(real x) {
-  double e = exp(-fabs((double)x));
-  return (real)(x >= 0 ? 1 / (1 + e) : e / (1 + e));
+static inline real silu_r(real z, real *sig) {
+  real e = at_expr(-fabs(z));
+  *sig = z >= 0 ? 1 / (1 + e) : e / (1 + e);
+  return z * *sig;
+}
+
+/* dt [B,T,D] for every element and, when ddt is not NULL, d dt / d delta. */
+static void compute_dt(const scan_prob *p, real *dt, real *ddt) {
+  const int64_t D = p->D, rows = p->B * p->T;
+#pragma omp parallel for num_threads(at_threads_here()) schedule(static) if (rows * D >= (1 << 15))
+  for (int64_t r = 0; r < rows; r++) {
+    const real *x = p->delta + r * D;
+    real *o = dt + r * D, *g = ddt ? ddt + r * D : NULL;
+#pragma omp simd
+    for (int64_t d = 0; d < D; d++) {
+      real v = x[d] + (p->bias ? p->bias[d] : 0), s = 1;
+      o[d] = p->softplus ? softplus_d(v, &s) : v;
+      if (g) g[d] = s;
+    }
+  }
 }
 
 /* ---- checks ------------------------------------------------------------------ */
@@ -138,7 +172,7 @@ static void token(const scan_prob *p, int64_t b, int64_t t, int64_t d0, int64_t 
   const real *Bt = p->Bm + (b * p->T + t) * N, *Ct = p->Cm + (b * p->T + t) * N;
   for (int64_t d = d0; d < d1; d++) {
     const int64_t i = (b * p->T + t) * p->D + d, o = (d - d0) * N;
-    real ddt, dt = dt_of(p, i, d, &ddt), x = dt * p->u[i], y = 0;
+    real dt = p->dt[i], x = dt * p->u[i], y = 0;
     const real *Ad = p->A + d * N;
     real *hd = h + o, *ad = a ? a + o : NULL;
     const real *pd = prev + o;
@@ -151,7 +185,8 @@ static void token(const scan_prob *p, int64_t b, int64_t t, int64_t d0, int64_t 
     }
     if (!out) continue;
     if (p->Dk) y += p->Dk[d] * p->u[i];
-    out[i] = p->z ? y * p->z[i] * sigmoid_r(p->z[i]) : y;
+    real sg;
+    out[i] = p->z ? y * silu_r(p->z[i], &sg) : y;
   }
 }
 
@@ -209,16 +244,16 @@ static void bwd_item(const scan_prob *p, int64_t b, int64_t blk, const real *ckp
         const int64_t idx = (b * p->T + t) * p->D + d, o = (d - d0) * N;
         const real *Ad = p->A + d * N, *hpd = hp + o, *hcd = hc + o, *acd = ac + o;
         real *dhd = dh + o, *dAd = dAc + o;
-        real ddt, dt = dt_of(p, idx, d, &ddt), ui = p->u[idx], x = dt * ui;
+        real dt = p->dt[idx], ddt = p->ddt[idx], ui = p->u[idx], x = dt * ui;
         real dy = g->dout ? g->dout[idx] : 0;
         if (p->z) {
           real y = 0;
 #pragma omp simd reduction(+ : y)
           for (int64_t n = 0; n < N; n++) y += Ct[n] * hcd[n];
           if (p->Dk) y += p->Dk[d] * ui;
-          real zi = p->z[idx], sg = sigmoid_r(zi);
+          real zi = p->z[idx], sg, gate = silu_r(zi, &sg);
           if (g->dz) g->dz[idx] += dy * y * sg * (1 + zi * (1 - sg));
-          dy *= zi * sg;
+          dy *= gate;
         }
         real du = 0, dtt = 0;
         if (p->Dk) {
@@ -350,16 +385,22 @@ at_tensor *at_selective_scan(at_ctx *c, at_tensor *u, at_tensor *delta, at_tenso
   if (!out || (ht && !hT)) return NULL;
   at_tensor *ins[N_IN] = {u, delta, A, Bm, Cm, D, z, delta_bias, h0}, *outs[] = {out, hT};
   scan_saved *s = NULL;
-  if (at_needs_grad(c, N_IN, ins)) {
+  const size_t nel = (size_t)(p.B * p.T * p.D) * sizeof(real);
+  if (at_needs_grad(c, N_IN, ins)) { /* dt, ddt and the checkpoints stay for the backward */
     s = at_scratch(c, sizeof *s);
-    if (!s) return NULL;
-    s->p = p;
-    s->ckpt = at_scratch(c, (size_t)(p.B * n_chunks(&p) * p.D * p.N) * sizeof(real));
-    if (!s->ckpt) return NULL;
+    real *ck = at_scratch(c, (size_t)(p.B * n_chunks(&p) * p.D * p.N) * sizeof(real));
+    p.dt = at_scratch(c, nel), p.ddt = at_scratch(c, nel);
+    if (!s || !ck || !p.dt || !p.ddt) return NULL;
+    s->ckpt = ck;
   }
+  at_arena_mark mk = at_arena_get_mark(c->arena);
+  if (!s && !(p.dt = at_scratch(c, nel))) return NULL;
+  compute_dt(&p, p.dt, p.ddt);
   if (!run_forward(c, &p, h0 ? h0->data : NULL, hT ? hT->data : NULL, out->data, s ? s->ckpt : NULL))
     return at_fail(c, AT_E_NOMEM, "selective_scan: out of memory");
+  if (!s) at_arena_rewind(c->arena, mk);
   if (s) {
+    s->p = p;
     at_node *nd = AT_RECORD(c, "selective_scan", scan_backward, ins, outs);
     if (!nd) return NULL;
     nd->saved = s;
@@ -380,8 +421,12 @@ at_tensor *at_selective_scan_step(at_ctx *c, at_tensor *u, at_tensor *delta, at_
   if (!check(c, "selective_scan_step", u, delta, A, Bm, Cm, D, z, delta_bias, state, opts, &p)) return NULL;
   at_tensor *out = AT_NEW(c, p.B, p.T, p.D);
   if (!out) return NULL;
+  at_arena_mark mk = at_arena_get_mark(c->arena);
+  if (!(p.dt = at_scratch(c, (size_t)(p.B * p.T * p.D) * sizeof(real)))) return NULL;
+  compute_dt(&p, p.dt, NULL);
   if (!run_forward(c, &p, state->data, state->data, out->data, NULL))
     return at_fail(c, AT_E_NOMEM, "selective_scan_step: out of memory");
+  at_arena_rewind(c->arena, mk);
   return out;
 }
 
