@@ -166,27 +166,26 @@ Test(selective_scan, threads_bit_identical) {
   scan_free(&d);
 }
 
-Test(selective_scan, refuses_bad_input) {
+/* One bad argument at a time: A, B, D, the state of the wrong shape. */
+static void expect_refused(int which, const char *msg) {
   at_ctx *c = at_ctx_new(1 << 20);
   at_tensor *u = AT_ZEROS(c, 2, 5, 3), *A = AT_ZEROS(c, 3, 4), *Bm = AT_ZEROS(c, 2, 5, 4);
-  at_tensor *badA = AT_ZEROS(c, 4, 4), *badB = AT_ZEROS(c, 2, 4, 4), *badD = AT_ZEROS(c, 4);
-  at_tensor *h0 = AT_ZEROS(c, 2, 3, 5);
-  struct { at_tensor *A, *B, *D, *h0; const char *msg; } cases[] = {
-      {badA, Bm, NULL, NULL, "A"}, {A, badB, NULL, NULL, "B"}, {A, Bm, badD, NULL, "D"},
-      {A, Bm, NULL, h0, "state"}};
-  for (int i = 0; i < AT_ARRAY_LEN(cases); i++) {
-    at_ctx_reset(c);
-    u = AT_ZEROS(c, 2, 5, 3), A = AT_ZEROS(c, 3, 4), Bm = AT_ZEROS(c, 2, 5, 4);
-    cases[0].A = AT_ZEROS(c, 4, 4), cases[1].B = AT_ZEROS(c, 2, 4, 4), cases[2].D = AT_ZEROS(c, 4);
-    cases[3].h0 = AT_ZEROS(c, 2, 3, 5);
-    at_tensor *a = i == 0 ? cases[0].A : A, *b = i == 1 ? cases[1].B : Bm;
-    at_tensor *y = at_selective_scan(c, u, u, a, b, Bm, i == 2 ? cases[2].D : NULL, NULL, NULL,
-                                     i == 3 ? cases[3].h0 : NULL, NULL, NULL);
-    cr_expect(y == NULL && at_ctx_status(c) == AT_E_SHAPE, "case %s accepted", cases[i].msg);
-    cr_expect(strstr(at_errmsg(), cases[i].msg) != NULL, "message: %s", at_errmsg());
-  }
-  at_ctx_reset(c);
-  u = AT_ZEROS(c, 2, 5, 3), A = AT_ZEROS(c, 3, 4), Bm = AT_ZEROS(c, 2, 5, 4);
+  if (which == 0) A = AT_ZEROS(c, 4, 4);
+  at_tensor *Bx = which == 1 ? AT_ZEROS(c, 2, 4, 4) : Bm;
+  at_tensor *D = which == 2 ? AT_ZEROS(c, 4) : NULL, *h0 = which == 3 ? AT_ZEROS(c, 2, 3, 5) : NULL;
+  at_tensor *y = at_selective_scan(c, u, u, A, Bx, Bm, D, NULL, NULL, h0, NULL, NULL);
+  cr_expect(y == NULL && at_ctx_status(c) == AT_E_SHAPE, "bad %s accepted", msg);
+  cr_expect(strstr(at_errmsg(), msg) != NULL, "message: %s", at_errmsg());
+  at_ctx_free(c);
+}
+
+Test(selective_scan, refuses_bad_input) {
+  expect_refused(0, "A");
+  expect_refused(1, "B");
+  expect_refused(2, "D");
+  expect_refused(3, "state");
+  at_ctx *c = at_ctx_new(1 << 20);
+  at_tensor *u = AT_ZEROS(c, 2, 5, 3), *A = AT_ZEROS(c, 3, 4), *Bm = AT_ZEROS(c, 2, 5, 4);
   cr_expect(at_selective_scan(c, u, NULL, A, Bm, Bm, NULL, NULL, NULL, NULL, NULL, NULL) == NULL);
   cr_expect(strstr(at_errmsg(), "required") != NULL, "%s", at_errmsg());
   at_ctx_reset(c);

@@ -3,7 +3,7 @@
  * 4, 5, 64 with ragged tails, with and without initial state, softplus,
  * bias, D and z; dt near 0 and large, A strongly negative; the S4D
  * discretisation, kernel, convolution and recurrence, with and without
- * initial state) and of both whole layers (mamba, s4d) in both forms, every
+ * initial state; the kernel beyond T taps and the convolution alone) and of both whole layers (mamba, s4d) in both forms, every
  * parameter and the input. */
 #include "lin_gradcheck.h" /* pack() */
 #include "linlayer_testing.h"
