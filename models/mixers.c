@@ -20,7 +20,9 @@
   X(performer)   /* models/performer.c */          \
   X(retnet)      /* models/retnet.c */             \
   X(gla)         /* models/gla.c */                \
-  X(rwkv7)       /* models/rwkv7.c */
+  X(rwkv7)       /* models/rwkv7.c */              \
+  X(s4d)         /* models/s4d.c */                \
+  X(mamba)       /* models/mamba.c */
 
 #define DECLARE(n) extern const at_mixer_impl at_mixer_##n;
 MIXERS(DECLARE)

@@ -39,8 +39,9 @@
 #include "ops/attention/attention.h"
 #include "ops/attention/favor.h"
 #include "ops/attention/dplr.h"
+#include "ops/attention/ssm.h"
 
-#define PROBE_MAX_IN 8
+#define PROBE_MAX_IN 10 /* with the terminating entry */
 #define PROBE_MAX_OUT 4
 
 enum {
@@ -239,6 +240,41 @@ static at_status run_dsa_indexer(probe_run *r) {
   return r->ints ? AT_OK : at_ctx_status(r->c);
 }
 
+/* Mamba-1's selective scan in selective_scan_ref's channel-major layout:
+ * u, delta, z [B,D,L], B, C [B,N,L] are transposed to attnlab's [B,L,*]
+ * (on the tape, so the gradients come back in the file's layout). */
+static at_status run_selective_scan(probe_run *r) {
+  int64_t sp = 0, chunk = 0, seq = 0;
+  at_status st = probe_opt_int(r, "delta_softplus", 0, &sp);
+  if (st == AT_OK) st = probe_opt_int(r, "chunk_size", 0, &chunk);
+  if (st == AT_OK) st = probe_opt_int(r, "sequential", 0, &seq);
+  if (st != AT_OK) return st;
+  at_ctx *c = r->c;
+  at_tensor *t[PROBE_MAX_IN];
+  for (int i = 0; i < PROBE_MAX_IN; i++) /* u delta B C z: [B,*,L] -> [B,L,*] */
+    t[i] = r->x[i] && (i <= 1 || i == 3 || i == 4 || i == 6) ? at_transpose(c, r->x[i], 1, 2) : r->x[i];
+  at_scan_opts o = {(int)sp, chunk, seq ? AT_SCAN_SEQUENTIAL : AT_SCAN_CHUNKED};
+  at_tensor *ht = NULL;
+  at_tensor *y = at_selective_scan(c, t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], NULL, &ht, &o);
+  if ((st = probe_result(r, y ? at_transpose(c, y, 1, 2) : NULL, 0)) != AT_OK) return st;
+  return probe_result(r, ht, 1);
+}
+
+/* S4D's convolution kernel from its continuous parameters (B absent: 1). */
+static at_status run_s4d_kernel(probe_run *r) {
+  int64_t L;
+  at_status st = probe_opt_int(r, "L", 0, &L);
+  if (st != AT_OK) return st;
+  if (L < 1) return at_error(AT_E_ARG, "the root attribute L (the kernel length, a positive integer) is required");
+  at_tensor *B = r->x[3];
+  if (!B && r->x[1]) {
+    B = at_zeros(r->c, AT_SHAPE(r->x[1]->shape[0], r->x[1]->ndim > 1 ? r->x[1]->shape[1] : 1, 2));
+    for (int64_t i = 0; B && i < B->size; i += 2) B->data[i] = 1;
+  }
+  at_tensor *Bbar = NULL, *Abar = at_s4d_discretize(r->c, r->x[0], r->x[1], r->x[2], B, &Bbar);
+  return probe_result(r, at_s4d_kernel(r->c, Abar, Bbar, r->x[4], L), 0);
+}
+
 #define LIN_OPTIONS "scale (default K^-1/2), chunk_size (default 64), recurrent (0: chunkwise, 1: token by token)"
 #define LIN_OUTPUTS {{"o", "do", 0}, {"final_state", "dht", PROBE_OPTIONAL}}
 
@@ -281,6 +317,17 @@ static const probe_op probe_ops[] = {
     {"dplr", "generalised delta rule (RWKV-7 core): S <- diag(exp gk) S + k v^T + b (a^T S)", LIN_OPTIONS,
      {{"q", 0}, {"k", 0}, {"v", 0}, {"a", 0}, {"b", 0}, {"gk", 0}, {"initial_state", PROBE_OPTIONAL}},
      LIN_OUTPUTS, run_dplr},
+    {"selective_scan", "Mamba-1's selective scan (mamba_ssm's selective_scan_ref with variable B, C [B,N,L] and real A)",
+     "delta_softplus (0), chunk_size (64), sequential (0: chunked with checkpoints, 1: token by token)",
+     {{"u", 0}, {"delta", 0}, {"A", 0}, {"B", 0}, {"C", 0}, {"D", PROBE_OPTIONAL}, {"z", PROBE_OPTIONAL},
+      {"delta_bias", PROBE_OPTIONAL}},
+     {{"out", "dout", 0}, {"last_state", "dlast_state", PROBE_OPTIONAL}},
+     run_selective_scan},
+    {"s4d_kernel", "S4D's kernel K[h,l] = 2 Re sum_n C_n Bbar_n Abar_n^l (ZOH, A = -exp(log_A_real) + i A_imag)",
+     "L (required)",
+     {{"log_dt", 0}, {"log_A_real", 0}, {"A_imag", 0}, {"B", PROBE_OPTIONAL}, {"C", 0}},
+     {{"K", "dK", 0}},
+     run_s4d_kernel},
     {"dsa", "DeepSeek sparse attention: lightning-indexer top-k, attention over the selected keys (writes indices too)",
      "topk (required), scale (default D^-1/2)",
      {{"q", 0}, {"k", 0}, {"v", 0}, {"q_idx", PROBE_NO_GRAD}, {"k_idx", PROBE_NO_GRAD},
