@@ -249,7 +249,7 @@ typedef struct run_state {
   char why[256];        /* why the run left its loop ("" while training) */
 } run_state;
 
-static int is_text(const at_run_cfg *rc) { return rc->data.kind == AT_TASK_TEXT; }
+static int is_text(const at_run_cfg *rc) { return at_task_byte_level(&rc->data); }
 
 /* The task, the model, the step context and the batch buffers; the run's
  * entry in the results with its sizes. A run that cannot start is recorded

@@ -15,7 +15,8 @@
  *                      query_layout (zoology | contiguous)
  *                palindrome: palindrome_len      stack: num_stacks, num_symbols
  *                selective_copy: num_tokens_to_copy      niah: num_depth_buckets
- *                text: path, val_fraction, cache
+ *                text: path (a text file, a directory, or a *.bin token file whose
+ *                vocab_size is its tokenizer's unless given), val_fraction, cache
  *                Defaults per task: at_task_cfg_defaults (data/). A key that does not
  *                concern the run's task is refused.
  *   model        d_model [64], n_layers [len(layers), else 2], n_heads [2],
@@ -677,6 +678,8 @@ static at_status resolve_data(const at_ynode *dm, uint64_t seed, at_cfg_loc fb, 
   d->seed = seed;
   at_status s;
   if (dm && (s = at_cfg_apply_data(dm, kind, d))) return s;
+  int64_t declared = at_task_corpus_vocab(d); /* a token file's tokenizer, unless vocab_size is given */
+  if (declared > 0 && at_yt_find(dm, "vocab_size") < 0) d->vocab_size = declared;
   const char *bad = NULL;
   s = at_task_check(d, &bad);
   if (s) {

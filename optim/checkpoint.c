@@ -342,11 +342,21 @@ static at_status read_values(at_h5 *f, const char *path, const char *dset, const
 #define FAIL(s, ...) \
   do { st = at_error((s), __VA_ARGS__); goto done; } while (0)
 
-at_status at_checkpoint_load(const char *path, at_params *p, at_optim *o, at_train_state *s,
-                             char **config_yaml) {
-  if (!p->finalized) return at_error(AT_E_STATE, "loading checkpoint %s: the parameter store is not finalized", path);
-  if (o && at_optim_params(o) != p)
-    return at_error(AT_E_ARG, "loading checkpoint %s: the optimiser belongs to another parameter store", path);
+typedef struct load_args {
+  const char *path;
+  at_params *p;
+  at_optim *o;
+  at_train_state *s;
+  char **config_yaml;
+} load_args;
+
+static at_status load(void *arg) {
+  const load_args *a = arg;
+  const char *path = a->path;
+  at_params *p = a->p;
+  at_optim *o = a->o;
+  at_train_state *s = a->s;
+  char **config_yaml = a->config_yaml;
   at_h5 *f = NULL;
   char *fmt = NULL, *index = NULL, *index_copy = NULL, *optimizer = NULL, *buffers = NULL, *config = NULL;
   entry *ents = NULL;
@@ -365,7 +375,7 @@ at_status at_checkpoint_load(const char *path, at_params *p, at_optim *o, at_tra
     FAIL(AT_E_FORMAT, "checkpoint %s: not an attnlab checkpoint (no 'format' attribute)", path);
   TRY(at_h5_get_attr_str(f, "/", "format", &fmt));
   if (strcmp(fmt, AT_CHECKPOINT_FORMAT) != 0)
-    FAIL(AT_E_FORMAT, "checkpoint %s: a '%s' file, not an %s", path, fmt, AT_CHECKPOINT_FORMAT);
+    FAIL(AT_E_FORMAT, "checkpoint %s: a '%.60s' file, not an %s", path, fmt, AT_CHECKPOINT_FORMAT);
   TRY(at_h5_get_attr_int(f, "/", "format_version", &version));
   if (version > AT_CHECKPOINT_VERSION)
     FAIL(AT_E_FORMAT, "checkpoint %s: format version %lld is newer than this attnlab reads (%d)", path,
@@ -379,6 +389,11 @@ at_status at_checkpoint_load(const char *path, at_params *p, at_optim *o, at_tra
   if (!parse_index(index_copy, &ents, &n_ents))
     FAIL(AT_E_FORMAT, "checkpoint %s: the parameter index is damaged", path);
   TRY(match_model(path, ents, n_ents, p));
+  int64_t n_values;
+  TRY(at_h5_get_attr_int(f, "/", "n_values", &n_values));
+  if (n_values != p->total)
+    FAIL(AT_E_FORMAT, "checkpoint %s: declares %lld values but its parameter index has %lld (damaged)", path,
+         (long long)n_values, (long long)p->total);
 
   /* the optimiser */
   TRY(at_h5_get_attr_str(f, "/", "optimizer", &optimizer));
@@ -391,9 +406,9 @@ at_status at_checkpoint_load(const char *path, at_params *p, at_optim *o, at_tra
     if (strcmp(optimizer, "none") == 0)
       FAIL(AT_E_STATE, "checkpoint %s: holds no optimiser state (saved without an optimiser)", path);
     if (strcmp(optimizer, want) != 0)
-      FAIL(AT_E_STATE, "checkpoint %s: holds %s state, the optimiser is %s", path, optimizer, want);
+      FAIL(AT_E_STATE, "checkpoint %s: holds %.60s state, the optimiser is %s", path, optimizer, want);
     if (strcmp(buffers, want_bufs) != 0)
-      FAIL(AT_E_STATE, "checkpoint %s: holds optimiser buffers [%s], the optimiser has [%s]%s", path, buffers,
+      FAIL(AT_E_STATE, "checkpoint %s: holds optimiser buffers [%.60s], the optimiser has [%s]%s", path, buffers,
            want_bufs, strcmp(want, "sgd") == 0 ? " (SGD keeps a buffer only with momentum > 0)" : "");
     if (optim_step < 0) FAIL(AT_E_FORMAT, "checkpoint %s: negative optim_step", path);
   }
@@ -452,4 +467,13 @@ done:
   free(ents), free(scratch), free(new_params);
   for (int b = 0; b < MAX_CK_BUFFERS; b++) free(new_bufs[b]);
   return st;
+}
+
+at_status at_checkpoint_load(const char *path, at_params *p, at_optim *o, at_train_state *s,
+                             char **config_yaml) {
+  if (!p->finalized) return at_error(AT_E_STATE, "loading checkpoint %s: the parameter store is not finalized", path);
+  if (o && at_optim_params(o) != p)
+    return at_error(AT_E_ARG, "loading checkpoint %s: the optimiser belongs to another parameter store", path);
+  load_args a = {path, p, o, s, config_yaml};
+  return at_h5_guard(path, load, &a);
 }
