@@ -97,7 +97,7 @@ static int parse_seal(const unsigned char *b, int64_t *length, uint64_t *hash) {
   return 1;
 }
 
-/* Seals the closed file `tmp`: writes the user block and fsyncs. */
+/* Seals the closed file `tmp` (to become `path`): writes the user block and fsyncs. */
 static at_status seal(const char *path, const char *tmp) {
   int fd = open(tmp, O_RDWR);
   if (fd < 0) return at_error(AT_E_IO, "%s: cannot reopen %s to seal it (%s)", path, tmp, strerror(errno));
@@ -120,6 +120,8 @@ static at_status seal(const char *path, const char *tmp) {
   if (close(fd) != 0 && s == AT_OK) s = at_error(AT_E_IO, "%s: cannot write %s (%s)", path, tmp, strerror(errno));
   return s;
 }
+
+at_status at_h5_seal(const char *path) { return seal(path, path); }
 
 /* fsync of the directory holding `path`, so that a rename survives a crash. */
 static at_status sync_dir(const char *path) {
@@ -309,6 +311,37 @@ typedef struct guard_report {
   char msg[1024];
 } guard_report;
 
+/* Fuzzing: libFuzzer's coverage counters (present only in a -fsanitize=fuzzer
+ * build). The child sends its counters to the parent, which adds them to
+ * its own, so that what the reader did in the child guides the fuzzer. */
+extern unsigned char __start___sancov_cntrs[] __attribute__((weak));
+extern unsigned char __stop___sancov_cntrs[] __attribute__((weak));
+
+static size_t counters_size(void) {
+  return __start___sancov_cntrs && __stop___sancov_cntrs ? (size_t)(__stop___sancov_cntrs - __start___sancov_cntrs) : 0;
+}
+
+static int write_all(int fd, const void *p, size_t n) {
+  for (size_t done = 0; done < n;) {
+    ssize_t w = write(fd, (const char *)p + done, n - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
+    done += (size_t)w;
+  }
+  return 0;
+}
+
+static size_t read_all(int fd, void *p, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = read(fd, (char *)p + got, n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += (size_t)r;
+  }
+  return got;
+}
+
 static _Noreturn void guard_child(int fd, uint64_t mem, unsigned seconds, at_status (*fn)(void *), void *arg) {
   /* a crash or the alarm ends the child, whatever handlers the parent had */
   static const int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGALRM, SIGXCPU};
@@ -319,8 +352,19 @@ static _Noreturn void guard_child(int fd, uint64_t mem, unsigned seconds, at_sta
   alarm(seconds);
   guard_report r = {fn(arg), ""};
   snprintf(r.msg, sizeof r.msg, "%s", at_errmsg());
-  ssize_t w = write(fd, &r, sizeof r);
-  _exit(w == (ssize_t)sizeof r ? 0 : 1);
+  int bad = write_all(fd, &r, sizeof r) || write_all(fd, __start___sancov_cntrs, counters_size());
+  _exit(bad);
+}
+
+/* Adds the child's coverage counters to ours (saturating). */
+static void merge_counters(int fd) {
+  size_t n = counters_size();
+  unsigned char *c = n ? malloc(n) : NULL;
+  if (!c) return;
+  if (read_all(fd, c, n) == n)
+    for (size_t i = 0; i < n; i++)
+      if (c[i]) __start___sancov_cntrs[i] = (unsigned char)AT_MIN(255, __start___sancov_cntrs[i] + c[i]);
+  free(c);
 }
 
 at_status at_h5_guard(const char *path, at_status (*fn)(void *), void *arg) {
@@ -344,22 +388,18 @@ at_status at_h5_guard(const char *path, at_status (*fn)(void *), void *arg) {
   }
   close(fds[1]);
   guard_report r;
-  size_t got = 0;
-  while (got < sizeof r) {
-    ssize_t n = read(fds[0], (char *)&r + got, sizeof r - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    got += (size_t)n;
-  }
+  size_t got = read_all(fds[0], &r, sizeof r);
+  if (got == sizeof r) merge_counters(fds[0]);
   close(fds[0]);
   int ws = 0;
   while (waitpid(pid, &ws, 0) < 0 && errno == EINTR) {}
   if (got == sizeof r && WIFEXITED(ws) && WEXITSTATUS(ws) == 0) {
+    if (r.status == AT_OK) return fn(arg); /* for real: the file is as harmless here as it was there */
     r.msg[sizeof r.msg - 1] = '\0';
     if (r.status == AT_E_NOMEM)
       return at_error(AT_E_NOMEM, "%s (reading it needs more than %llu MiB: refused)", r.msg,
                       (unsigned long long)(budget >> 20));
-    return fn(arg);
+    return at_error(r.status, "%s", r.msg); /* refused there: never parsed here */
   }
   if (WIFSIGNALED(ws) && (WTERMSIG(ws) == SIGALRM || WTERMSIG(ws) == SIGXCPU))
     return at_error(AT_E_FORMAT, "%s: reading it took more than %u s (a damaged or hostile HDF5 file): refused",

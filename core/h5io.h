@@ -52,15 +52,19 @@ const char *at_h5_path(const at_h5 *h);
 /* 1 if the file starts with attnlab's seal (whether or not it verifies):
  * attnlab wrote it, so a damaged copy is attnlab's to replace. */
 int at_h5_sealed(const char *path);
+/* (Re)writes the seal of a closed HDF5 file that has the 512-byte user
+ * block, and fsyncs it (at_h5_commit does this to its temporary file; the
+ * fuzz harnesses reseal mutated files). */
+at_status at_h5_seal(const char *path);
 
 /* Runs fn(arg), which reads the HDF5 file `path`, first in a child process
  * (address space limited to 512 MiB + 3x the file's size beyond the
- * parent's, 20 s + 1 s per 32 MiB of file). If the child crashes, runs out
- * of time or out of memory, the file is refused (AT_E_FORMAT, or
- * AT_E_NOMEM) with the reason and fn never runs here; otherwise fn runs in
- * this process and its status is returned (fn must be deterministic: same
- * file, same outcome). AT_H5_GUARD=0 in the environment runs fn directly
- * (to debug a reader). */
+ * parent's, 20 s + 1 s per 32 MiB of file). Only when fn succeeds there
+ * does it run in this process (fn must be deterministic: same file, same
+ * outcome), so this process never parses a file that was refused. If fn
+ * fails in the child, its status and message are returned; if the child
+ * crashes or runs out of time, AT_E_FORMAT with the reason. AT_H5_GUARD=0
+ * in the environment runs fn directly (to debug a reader). */
 at_status at_h5_guard(const char *path, at_status (*fn)(void *), void *arg);
 
 /* 1 if the object (dataset, group or "group/attribute"-free path) exists. */

@@ -389,25 +389,26 @@ static at_status cache_write(const at_task *t, const source *s) {
 typedef struct cache_args {
   at_task *t;
   const source *s;
-  cache_verdict v;
-  int ran;
 } cache_args;
 
+/* The verdict as a status, the only thing the guard's child reports:
+ * AT_OK used (and loaded), AT_E_STATE rebuild, AT_E_FORMAT refused. */
 static at_status cache_try(void *arg) {
   cache_args *a = arg;
-  a->v = cache_load(a->t, a->s);
-  a->ran = 1;
-  return a->v == CACHE_REFUSED ? AT_E_FORMAT : AT_OK;
+  cache_verdict v = cache_load(a->t, a->s);
+  return v == CACHE_USED ? AT_OK : v == CACHE_REBUILD ? AT_E_STATE : AT_E_FORMAT;
 }
 
 static cache_verdict cache_load_guarded(at_task *t, const source *s) {
   if (access(t->cfg.cache, F_OK) != 0) return CACHE_REBUILD;
-  cache_args a = {t, s, CACHE_REFUSED, 0};
+  cache_args a = {t, s};
   at_status st = at_h5_guard(t->cfg.cache, cache_try, &a);
-  if (!a.ran) /* the guard's own refusal */
+  if (st == AT_OK) return CACHE_USED;
+  if (st == AT_E_STATE) return CACHE_REBUILD;
+  if (!strstr(at_errmsg(), "refusing to overwrite")) /* the guard's own refusal (HDF5 crashed, ...) */
     at_error_prefix(st, "text: token cache '%s' refused; not overwriting it (delete it or choose another cache "
                     "path)", t->cfg.cache);
-  return st == AT_OK ? a.v : CACHE_REFUSED;
+  return CACHE_REFUSED;
 }
 
 /* The byte corpus, from the cache when it is current. */

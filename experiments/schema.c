@@ -469,9 +469,10 @@ static int mixer_fields(const at_mixer_impl *impl, field *out) {
   AT_ASSERT(impl->n_opts <= MAX_MIXER_OPTS);
   for (int i = 0; i < impl->n_opts; i++) {
     const at_mixer_opt *o = &impl->opts[i];
+    int is_int = o->type == AT_OPT_INT; /* only integer options have integer bounds (reals may be +-inf) */
     out[i] = (field){.key = o->key, .type = types[o->type], .off = o->off,
                      .size = o->type == AT_OPT_INT ? sizeof(int64_t) : o->type == AT_OPT_REAL ? sizeof(double) : sizeof(int),
-                     .imin = (int64_t)o->lo, .imax = (int64_t)o->hi, .lo = o->lo, .hi = o->hi,
+                     .imin = is_int ? (int64_t)o->lo : 0, .imax = is_int ? (int64_t)o->hi : 0, .lo = o->lo, .hi = o->hi,
                      .lo_open = o->lo_open, .hi_open = o->hi_open, .names = o->names, .vals = o->vals};
   }
   return impl->n_opts;

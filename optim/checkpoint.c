@@ -313,6 +313,10 @@ static at_status read_state(at_h5 *f, at_train_state *s) {
   if (n_rng < 0 || n_rng > AT_STATE_MAX_WORDS || n_data < 0 || n_data > AT_STATE_MAX_WORDS)
     return at_error(AT_E_FORMAT, "%s: n_rng = %lld or n_data_pos = %lld out of range", at_h5_path(f),
                     (long long)n_rng, (long long)n_data);
+  if (s->step < 0 || s->skipped_steps < 0 || s->skipped_steps > s->step || s->tokens < 0 ||
+      !(s->train_seconds >= 0) || !(s->wall_seconds >= 0))
+    return at_error(AT_E_FORMAT, "%s: damaged training state (step %lld, skipped %lld, tokens %lld)", at_h5_path(f),
+                    (long long)s->step, (long long)s->skipped_steps, (long long)s->tokens);
   s->n_rng = (int)n_rng, s->n_data_pos = (int)n_data;
   if (n_rng && (st = at_h5_get_attr_u64s(f, "/", "rng", s->n_rng, s->rng)) != AT_OK) return st;
   if (n_data && (st = at_h5_get_attr_u64s(f, "/", "data_pos", s->n_data_pos, s->data_pos)) != AT_OK) return st;
