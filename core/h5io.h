@@ -64,7 +64,8 @@ at_status at_h5_seal(const char *path);
  * outcome), so this process never parses a file that was refused. If fn
  * fails in the child, its status and message are returned; if the child
  * crashes or runs out of time, AT_E_FORMAT with the reason. AT_H5_GUARD=0
- * in the environment runs fn directly (to debug a reader). */
+ * in the environment runs fn directly (to debug a reader);
+ * AT_H5_GUARD_SECONDS=n sets the time limit. */
 at_status at_h5_guard(const char *path, at_status (*fn)(void *), void *arg);
 
 /* 1 if the object (dataset, group or "group/attribute"-free path) exists. */
