@@ -55,6 +55,12 @@ static void setup(void) {
   fclose(f);
 }
 
+static void cleanup(void) {
+  char cmd[300];
+  if (dir[0] && snprintf(cmd, sizeof cmd, "rm -rf %s", dir) > 0 && system(cmd) != 0) {}
+}
+TestSuite(crash, .fini = cleanup);
+
 static double now(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
