@@ -296,7 +296,8 @@ static at_status apply_sets(loader *L, const char *const *sets, int n_sets) {
     size_t n = strlen(arg) + 7;
     char *src = at_arena_alloc(L->a, n);
     if (!src) return nomem();
-    snprintf(src, n, "--set %s", arg);
+    if (strlen(arg) > 100) snprintf(src, n, "--set %.100s...", arg); /* messages name the argument, not all of it */
+    else snprintf(src, n, "--set %s", arg);
     at_cfg_loc at = {src, 0, 0};
     const char *eq = strchr(arg, '=');
     if (!eq || eq == arg) return at_cfg_fail(at, "expected section.key=value");
