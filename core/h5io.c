@@ -3,6 +3,7 @@
  * h5io.h). */
 #define _GNU_SOURCE
 #include "core/h5io.h"
+#include "core/threads.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -349,6 +350,7 @@ static _Noreturn void guard_child(int fd, uint64_t mem, unsigned seconds, at_sta
   struct rlimit as = {(rlim_t)mem, (rlim_t)mem}, core = {0, 0};
   setrlimit(RLIMIT_AS, &as);
   setrlimit(RLIMIT_CORE, &core);
+  at_set_threads(1); /* OpenMP's and BLIS's thread pools do not survive fork: stay on this thread */
   alarm(seconds);
   guard_report r = {fn(arg), ""};
   snprintf(r.msg, sizeof r.msg, "%s", at_errmsg());

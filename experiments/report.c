@@ -147,7 +147,7 @@ static at_status plot(const at_experiment *e, const at_results *res, const char 
     }
   fprintf(g, "unset multiplot\n");
   fclose(g);
-  char cmd[3000];
+  char cmd[sizeof q + 32];
   sh_quote(gp, q, sizeof q);
   snprintf(cmd, sizeof cmd, "gnuplot %s 2>/dev/null", q);
   int rc = system("command -v gnuplot >/dev/null 2>&1") == 0 ? system(cmd) : -1;
