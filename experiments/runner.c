@@ -565,8 +565,8 @@ static at_status train_run(run_ctx *x) {
   const at_run_cfg *rc = x->rc;
   at_results_run *rr = at_results_find(x->results, rc->run_id);
   if (rr && x->opts->resume) {
-    run_state probe = {.x = x, .rc = rc};
-    at_status st = same_config(&probe, rr->config, x->results_path);
+    run_state view = {.x = x, .rc = rc};
+    at_status st = same_config(&view, rr->config, x->results_path);
     if (st != AT_OK) return st;
   }
   if (rr && x->opts->resume && strcmp(rr->status, "ok") == 0) {
