@@ -30,7 +30,7 @@ typedef enum at_split { AT_SPLIT_TRAIN = 0, AT_SPLIT_TEST = 1 } at_split;
 typedef struct at_task_cfg {
   at_task_kind kind;
   uint64_t seed;
-  int64_t vocab_size;      /* ids are in [0, vocab_size); text: 256 */
+  int64_t vocab_size;      /* ids are in [0, vocab_size); text: 256, or a token file's */
   int64_t seq_len;         /* T, the model's input length */
   int64_t train_examples;  /* size of the training set (text: sequences per epoch) */
   int64_t test_examples;   /* text: at most this many held-out windows (0: all) */
@@ -52,7 +52,7 @@ typedef struct at_task_cfg {
   /* niah */
   int64_t num_depth_buckets;
   /* text */
-  char path[1024];         /* a text file, or a directory of text files */
+  char path[1024];         /* a text file, a directory of text files, or a *.bin token file */
   double val_fraction;     /* held-out share of the corpus */
   char cache[1024];        /* HDF5 token cache path ("" = next to the results; the
                               trainer fills it in; left empty, at_task_open reads the
@@ -73,6 +73,13 @@ typedef struct at_task at_task;
 at_status at_task_open(const at_task_cfg *cfg, at_task **out);
 void at_task_free(at_task *t);
 int64_t at_task_size(const at_task *t, at_split split);
+/* The vocabulary a `text` corpus declares: that of an llm.c token file's
+ * tokenizer, else 0 (a byte corpus is 256 by default; a nanoGPT token file
+ * does not say). 0 for the other tasks. */
+int64_t at_task_corpus_vocab(const at_task_cfg *cfg);
+/* 1 for byte-level language modelling (`text` from text files, not tokens):
+ * its loss is reported in bits per byte. */
+int at_task_byte_level(const at_task_cfg *cfg);
 /* Examples first .. first+batch-1 of a split (indices wrap around epochs; in
  * the training split each epoch is a fresh seeded permutation). tokens and
  * labels are [batch, T]; groups [batch] (may be NULL) receives each

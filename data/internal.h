@@ -35,9 +35,11 @@ struct at_task {
   /* mqar (Zoology layout): unnormalised power-law weights of the query slots */
   double *gap_weight;
   int64_t gap_space;
-  /* text: the two splits as bytes */
+  /* text: the two splits, text_len[k] tokens of token_bytes bytes each
+   * (1: a byte corpus; 2 or 4: a token file, native uint16 / uint32) */
   uint8_t *text[2];
   int64_t text_len[2];
+  int token_bytes;
   int64_t text_tiles;     /* held-out windows available */
 };
 
@@ -49,6 +51,23 @@ const at_task_ops *at_stack_ops(void);
 const at_task_ops *at_selective_copy_ops(void);
 const at_task_ops *at_niah_ops(void);
 const at_task_ops *at_text_ops(void);
+
+/* Pre-tokenized corpora (data/tokens.c): a *.bin file in llm.c's or
+ * nanoGPT's layout. */
+typedef struct at_token_file {
+  int width;            /* bytes per token: 2 or 4 */
+  int64_t offset;       /* bytes before the first token (the header) */
+  int64_t n;            /* tokens */
+  int64_t vocab;        /* the vocabulary the file declares, 0 if it does not say */
+  const char *format;   /* "llm.c GPT-2 uint16", "nanoGPT uint16", ... */
+} at_token_file;
+/* 1 if `path` is a regular file named *.bin. */
+int at_is_token_file(const char *path);
+/* The layout, size and vocabulary of a token file, checked against its size. */
+at_status at_token_file_probe(const char *path, at_token_file *tf);
+/* Reads every token into dst (n tokens of width bytes; NULL: only check),
+ * refusing any token >= vocab. */
+at_status at_token_file_read(const char *path, const at_token_file *tf, int64_t vocab, void *dst);
 
 /* A check failure: sets *bad_key (when bad_key is not NULL) and the message. */
 at_status at_task_bad(const char **bad_key, const char *key, at_status st, const char *fmt, ...)

@@ -33,10 +33,16 @@
  *   as little-endian int64), val_fraction, checksum (FNV-1a 64 of the train
  *   bytes followed by the val bytes).
  * It is reused when every attribute matches the source as it is now and the
- * data match the checksum; a stale cache (source changed) or a corrupt one
- * (an HDF5 file that cannot be read, or a checksum mismatch) is rebuilt. A
- * file at the cache path that is not an HDF5 file, or an HDF5 file without
- * the format attribute, is someone else's: it is refused, never overwritten.
+ * data match the checksum and the source's size; a stale cache (source
+ * changed) or a damaged one that attnlab wrote (sealed: see core/h5io.h) is
+ * rebuilt. Anything else at the cache path (not HDF5, an HDF5 file without
+ * the format attribute, an unsealed HDF5 file that cannot be read) is
+ * someone else's: it is refused, never overwritten.
+ *
+ * Token files. A `path` naming a *.bin file is a pre-tokenized corpus
+ * (llm.c's or nanoGPT's layout, data/tokens.c): its tokens are the
+ * vocabulary (vocab_size: the file's, or data.vocab_size), the last
+ * val_fraction of them (exactly) is held out, and no cache is written.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -184,13 +190,31 @@ fail:
 
 /* ---- checks ------------------------------------------------------------------------ */
 
+/* The splits' sizes for a corpus of n tokens (a token file). */
+static int64_t token_cut(const at_task_cfg *c, int64_t n) { return (int64_t)((1.0 - c->val_fraction) * (double)n); }
+
+static at_status token_check(const at_task_cfg *c, const char **bad) {
+  at_token_file tf;
+  at_status st = at_token_file_probe(c->path, &tf);
+  if (st == AT_OK) st = at_token_file_read(c->path, &tf, c->vocab_size, NULL);
+  if (st != AT_OK) return at_task_bad(bad, "path", st, "%s", at_errmsg());
+  int64_t cut = token_cut(c, tf.n), need = c->seq_len + 1;
+  if (cut < need || tf.n - cut < need)
+    return at_task_bad(bad, tf.n < 2 * need ? "path" : "val_fraction", AT_E_CONFIG,
+                       "text: token file '%s' has %lld tokens: val_fraction %g leaves %lld for training and %lld "
+                       "held out, and each split needs seq_len+1 = %lld", c->path, (long long)tf.n,
+                       c->val_fraction, (long long)cut, (long long)(tf.n - cut), (long long)need);
+  return AT_OK;
+}
+
 static at_status text_check(const at_task_cfg *c, const char **bad) {
-  if (c->vocab_size < 256)
-    return at_task_bad(bad, "vocab_size", AT_E_CONFIG, "text: byte-level modelling needs vocab_size >= 256, not %lld",
-                       (long long)c->vocab_size);
   if (!(c->val_fraction > 0 && c->val_fraction < 1))
     return at_task_bad(bad, "val_fraction", AT_E_CONFIG, "text: val_fraction must be in (0, 1), not %g",
                        c->val_fraction);
+  if (at_is_token_file(c->path)) return token_check(c, bad);
+  if (c->vocab_size < 256)
+    return at_task_bad(bad, "vocab_size", AT_E_CONFIG, "text: byte-level modelling needs vocab_size >= 256, not %lld",
+                       (long long)c->vocab_size);
   source s;
   at_status st = source_scan(c->path, &s);
   if (st != AT_OK) return at_task_bad(bad, "path", st, "%s", at_errmsg());
@@ -286,23 +310,13 @@ static uint64_t checksum(const uint8_t *a, int64_t na, const uint8_t *b, int64_t
 
 typedef enum { CACHE_USED, CACHE_REBUILD, CACHE_REFUSED } cache_verdict;
 
-static int starts_with_hdf5_signature(const char *path) {
-  static const uint8_t sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-  uint8_t head[8];
-  FILE *f = fopen(path, "rb");
-  if (!f) return 0;
-  size_t got = fread(head, 1, sizeof head, f);
-  fclose(f);
-  return got == sizeof head && memcmp(head, sig, sizeof sig) == 0;
-}
-
 /* Loads the cache into t when it is current; otherwise says why not. */
 static cache_verdict cache_load(at_task *t, const source *s) {
   const char *path = t->cfg.cache;
   if (access(path, F_OK) != 0) return CACHE_REBUILD;
   at_h5 *h;
   if (at_h5_open(path, &h) != AT_OK) {
-    if (starts_with_hdf5_signature(path)) return CACHE_REBUILD; /* ours, but damaged */
+    if (at_h5_sealed(path)) return CACHE_REBUILD; /* ours, but damaged */
     at_error_prefix(AT_E_FORMAT,
                     "text: token cache '%s' is not a readable HDF5 file; refusing to overwrite it (delete it "
                     "or choose another cache path)", path);
@@ -333,6 +347,9 @@ static cache_verdict cache_load(at_task *t, const source *s) {
   for (int k = 0; k < 2; k++) {
     int nd;
     if (at_h5_shape(h, names[k], &nd, &n[k]) != AT_OK || nd != 1) goto done;
+  }
+  if (n[0] + n[1] != s->size) goto done; /* the splits are the whole source */
+  for (int k = 0; k < 2; k++) {
     data[k] = malloc((size_t)AT_MAX(n[k], 1));
     if (!data[k] || at_h5_read_u8(h, names[k], n[k], data[k]) != AT_OK) goto done;
   }
@@ -367,11 +384,39 @@ static at_status cache_write(const at_task *t, const source *s) {
 
 /* ---- the task --------------------------------------------------------------------------------- */
 
-static at_status text_open(at_task *t) {
+/* cache_load under the HDF5 guard: a cache that crashes or hangs HDF5 is
+ * refused (it is not an attnlab cache). */
+typedef struct cache_args {
+  at_task *t;
+  const source *s;
+} cache_args;
+
+/* The verdict as a status, the only thing the guard's child reports:
+ * AT_OK used (and loaded), AT_E_STATE rebuild, AT_E_FORMAT refused. */
+static at_status cache_try(void *arg) {
+  cache_args *a = arg;
+  cache_verdict v = cache_load(a->t, a->s);
+  return v == CACHE_USED ? AT_OK : v == CACHE_REBUILD ? AT_E_STATE : AT_E_FORMAT;
+}
+
+static cache_verdict cache_load_guarded(at_task *t, const source *s) {
+  if (access(t->cfg.cache, F_OK) != 0) return CACHE_REBUILD;
+  cache_args a = {t, s};
+  at_status st = at_h5_guard(t->cfg.cache, cache_try, &a);
+  if (st == AT_OK) return CACHE_USED;
+  if (st == AT_E_STATE) return CACHE_REBUILD;
+  if (!strstr(at_errmsg(), "refusing to overwrite")) /* the guard's own refusal (HDF5 crashed, ...) */
+    at_error_prefix(st, "text: token cache '%s' refused; not overwriting it (delete it or choose another cache "
+                    "path)", t->cfg.cache);
+  return CACHE_REFUSED;
+}
+
+/* The byte corpus, from the cache when it is current. */
+static at_status open_bytes(at_task *t) {
   source s;
   at_status st = source_scan(t->cfg.path, &s);
   if (st != AT_OK) return st;
-  cache_verdict v = t->cfg.cache[0] ? cache_load(t, &s) : CACHE_REBUILD;
+  cache_verdict v = t->cfg.cache[0] ? cache_load_guarded(t, &s) : CACHE_REBUILD;
   if (v == CACHE_REFUSED) {
     source_free(&s);
     return AT_E_FORMAT; /* message set by cache_load */
@@ -381,14 +426,52 @@ static at_status text_open(at_task *t) {
     if (st == AT_OK && t->cfg.cache[0]) st = cache_write(t, &s);
   }
   source_free(&s);
+  t->token_bytes = 1;
+  return st;
+}
+
+/* A token file, split at exactly (1 - val_fraction) of its tokens. */
+static at_status open_tokens(at_task *t) {
+  const at_task_cfg *c = &t->cfg;
+  at_token_file tf;
+  at_status st = at_token_file_probe(c->path, &tf);
+  if (st != AT_OK) return st;
+  int64_t cut = token_cut(c, tf.n), len[2] = {cut, tf.n - cut};
+  for (int k = 0; k < 2 && st == AT_OK; k++)
+    if (!(t->text[k] = malloc((size_t)AT_MAX(len[k], 1) * (size_t)tf.width)))
+      st = at_error(AT_E_NOMEM, "text: out of memory for %lld tokens of '%s'", (long long)tf.n, c->path);
+  uint8_t *all = st == AT_OK ? malloc((size_t)AT_MAX(tf.n, 1) * (size_t)tf.width) : NULL;
+  if (st == AT_OK && !all) st = at_error(AT_E_NOMEM, "text: out of memory for %lld tokens of '%s'", (long long)tf.n, c->path);
+  if (st == AT_OK) st = at_token_file_read(c->path, &tf, c->vocab_size, all);
+  if (st == AT_OK) {
+    memcpy(t->text[0], all, (size_t)len[0] * (size_t)tf.width);
+    memcpy(t->text[1], all + len[0] * tf.width, (size_t)len[1] * (size_t)tf.width);
+    t->text_len[0] = len[0], t->text_len[1] = len[1];
+    t->token_bytes = tf.width;
+  }
+  free(all);
+  return st;
+}
+
+int64_t at_task_corpus_vocab(const at_task_cfg *cfg) {
+  at_token_file tf;
+  if (cfg->kind != AT_TASK_TEXT || !at_is_token_file(cfg->path) || at_token_file_probe(cfg->path, &tf) != AT_OK)
+    return 0;
+  return tf.vocab;
+}
+
+int at_task_byte_level(const at_task_cfg *cfg) { return cfg->kind == AT_TASK_TEXT && !at_is_token_file(cfg->path); }
+
+static at_status text_open(at_task *t) {
+  at_status st = at_is_token_file(t->cfg.path) ? open_tokens(t) : open_bytes(t);
   if (st != AT_OK) return st;
   const int64_t T = t->cfg.seq_len;
   for (int k = 0; k < 2; k++)
     if (t->text_len[k] < T + 1)
       return at_error(AT_E_CONFIG,
-                      "text: the %s split of '%s' has %lld bytes, fewer than seq_len+1 = %lld (change "
+                      "text: the %s split of '%s' has %lld %s, fewer than seq_len+1 = %lld (change "
                       "val_fraction or seq_len)", k ? "held-out" : "training", t->cfg.path,
-                      (long long)t->text_len[k], (long long)(T + 1));
+                      (long long)t->text_len[k], t->token_bytes == 1 ? "bytes" : "tokens", (long long)(T + 1));
   t->text_tiles = (t->text_len[1] - 1) / T;
   int64_t want = t->cfg.test_examples;
   t->size[AT_SPLIT_TEST] = want > 0 && want < t->text_tiles ? want : t->text_tiles;
@@ -400,6 +483,9 @@ static void text_example(const at_task *t, at_split split, int64_t i, at_rng *r,
   (void)scratch;
   const int64_t T = t->cfg.seq_len;
   const uint8_t *b = t->text[split];
+  const uint16_t *b16 = (const uint16_t *)b;
+  const uint32_t *b32 = (const uint32_t *)b;
+  int w = t->token_bytes;
   int64_t o;
   *group = 0;
   if (split == AT_SPLIT_TRAIN) {
@@ -410,7 +496,9 @@ static void text_example(const at_task *t, at_split split, int64_t i, at_rng *r,
     o = tile * T;
   }
   AT_ASSERT(o >= 0 && o + T < t->text_len[split]);
-  for (int64_t p = 0; p < T; p++) tok[p] = b[o + p], lab[p] = b[o + p + 1];
+#define TOKEN(i) (w == 1 ? (int32_t)b[i] : w == 2 ? (int32_t)b16[i] : (int32_t)b32[i])
+  for (int64_t p = 0; p < T; p++) tok[p] = TOKEN(o + p), lab[p] = TOKEN(o + p + 1);
+#undef TOKEN
 }
 
 static const at_task_ops ops = {text_check, text_open, NULL, NULL, text_example};

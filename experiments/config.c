@@ -21,7 +21,8 @@
 
 #include "experiments/schema.h"
 
-#define MAX_FILE_BYTES ((size_t)16 << 20)
+#define MAX_FILE_BYTES ((size_t)1 << 20) /* experiment files are a few KiB */
+#define MAX_SET_BYTES ((size_t)64 << 10)  /* one --set argument */
 #define MAX_RUNS 4096
 #define MAX_SWEEP_KEYS AT_MAX_SWEEP_KEYS
 #define MAX_PARTS 8
@@ -290,10 +291,13 @@ static at_status apply_sets(loader *L, const char *const *sets, int n_sets) {
   for (int i = 0; i < n_sets; i++) {
     const char *arg = sets[i];
     if (!arg) return at_error(AT_E_ARG, "at_experiment_load: --set argument %d is NULL", i);
+    if (strlen(arg) > MAX_SET_BYTES)
+      return at_error(AT_E_CONFIG, "--set %.40s...: longer than %zu KiB", arg, MAX_SET_BYTES >> 10);
     size_t n = strlen(arg) + 7;
     char *src = at_arena_alloc(L->a, n);
     if (!src) return nomem();
-    snprintf(src, n, "--set %s", arg);
+    if (strlen(arg) > 100) snprintf(src, n, "--set %.100s...", arg); /* messages name the argument, not all of it */
+    else snprintf(src, n, "--set %s", arg);
     at_cfg_loc at = {src, 0, 0};
     const char *eq = strchr(arg, '=');
     if (!eq || eq == arg) return at_cfg_fail(at, "expected section.key=value");
@@ -498,11 +502,11 @@ static at_status read_file(const char *path, char **text, size_t *len) {
   char *buf = malloc(cap);
   at_status s = buf ? AT_OK : nomem();
   while (s == AT_OK) {
+    if (n > MAX_FILE_BYTES) {
+      s = at_error(AT_E_CONFIG, "%s: larger than %zu KiB; not an experiment file", path, MAX_FILE_BYTES >> 10);
+      break;
+    }
     if (n + 1 >= cap) {
-      if (cap > MAX_FILE_BYTES) {
-        s = at_error(AT_E_CONFIG, "%s: larger than %zu MiB; not an experiment file", path, MAX_FILE_BYTES >> 20);
-        break;
-      }
       char *nb = realloc(buf, cap * 2);
       if (!nb) {
         s = nomem();

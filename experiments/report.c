@@ -103,6 +103,33 @@ static at_status write_csv(const at_experiment *e, const at_results *res, const 
 
 /* ---- curves ------------------------------------------------------------------ */
 
+/* `s` inside a gnuplot single-quoted string: quotes doubled, control
+ * characters (a newline would end the command) as spaces. Names come from
+ * experiment files and results: they must not become gnuplot commands. */
+static const char *gp_quote(const char *s, char *buf, size_t n) {
+  size_t j = 0;
+  for (; *s && j + 3 < n; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '\'') buf[j++] = '\'', buf[j++] = '\'';
+    else buf[j++] = ch < 0x20 || ch == 0x7f ? ' ' : (char)ch;
+  }
+  buf[j] = '\0';
+  return buf;
+}
+
+/* `s` as one shell word ('...' with every ' written '\''). */
+static void sh_quote(const char *s, char *buf, size_t n) {
+  size_t j = 0;
+  if (n < 3) return;
+  buf[j++] = '\'';
+  for (; *s && j + 6 < n; s++) {
+    if (*s == '\'') memcpy(buf + j, "'\\''", 4), j += 4;
+    else buf[j++] = *s;
+  }
+  buf[j++] = '\'';
+  buf[j] = '\0';
+}
+
 /* Writes <out>/plot/<id>.train.dat (step, smoothed training loss) and
  * <id>.eval.dat (step, eval loss, eval accuracy) for the best run of every
  * cell, a gnuplot script with one column of panels per table column (eval
@@ -119,13 +146,17 @@ static at_status plot(const at_experiment *e, const at_results *res, const char 
   FILE *g = fopen(gp, "w");
   if (!g) return at_error(AT_E_IO, "%s: cannot write", gp);
   int acc = strcmp(metric, "eval_loss") != 0;
-  fprintf(g, "# gnuplot script written by ./train; run: gnuplot %s\n", gp);
-  fprintf(g, "set terminal pngcairo size %d,700 font ',9' noenhanced\nset output '%s'\n", 420 * (nc > 0 ? nc : 1) + 80, png);
-  fprintf(g, "set multiplot layout 2,%d title '%s'\nset key bottom right font ',8'\nset grid\n", nc > 0 ? nc : 1, e->name);
+  char q[3000], q2[600];
+  fprintf(g, "# gnuplot script written by ./train; run: gnuplot %s\n", gp_quote(gp, q, sizeof q));
+  fprintf(g, "set terminal pngcairo size %d,700 font ',9' noenhanced\nset output '%s'\n", 420 * (nc > 0 ? nc : 1) + 80,
+          gp_quote(png, q, sizeof q));
+  fprintf(g, "set multiplot layout 2,%d title '%s'\nset key bottom right font ',8'\nset grid\n", nc > 0 ? nc : 1,
+          gp_quote(e->name, q, sizeof q));
   for (int panel = 0; panel < 2; panel++)
     for (int c = 0; c < nc; c++) {
-      fprintf(g, "set title '%s'\nset xlabel 'step'\n", panel == 0 ? (cols[c][0] ? cols[c] : (acc ? "evaluation accuracy" : "evaluation loss"))
-                                                                  : "training loss (EMA 0.98)");
+      fprintf(g, "set title '%s'\nset xlabel 'step'\n",
+              gp_quote(panel == 0 ? (cols[c][0] ? cols[c] : (acc ? "evaluation accuracy" : "evaluation loss"))
+                                  : "training loss (EMA 0.98)", q, sizeof q));
       if (panel == 0 && acc) fprintf(g, "set ylabel 'accuracy'\nset yrange [0:1]\nunset logscale y\n");
       else fprintf(g, "set ylabel 'loss'\nset autoscale y\nset logscale y\n");
       int first = 1;
@@ -152,8 +183,8 @@ static at_status plot(const at_experiment *e, const at_results *res, const char 
             fprintf(d, "%lld %.6g %.6g\n", (long long)rr->eval_step[i], rr->eval_loss[i], rr->eval_accuracy[i]);
         }
         fclose(d);
-        fprintf(g, "%s '%s' using 1:%d with lines lw 2 title '%s'", first ? "plot" : ", \\\n    ", dat,
-                panel ? 2 : (acc ? 3 : 2), rows[r]);
+        fprintf(g, "%s '%s' using 1:%d with lines lw 2 title '%s'", first ? "plot" : ", \\\n    ",
+                gp_quote(dat, q, sizeof q), panel ? 2 : (acc ? 3 : 2), gp_quote(rows[r], q2, sizeof q2));
         first = 0;
       }
       if (first) fprintf(g, "plot NaN notitle");
@@ -161,8 +192,9 @@ static at_status plot(const at_experiment *e, const at_results *res, const char 
     }
   fprintf(g, "unset multiplot\n");
   fclose(g);
-  char cmd[3000];
-  snprintf(cmd, sizeof cmd, "gnuplot '%s' 2>/dev/null", gp);
+  char cmd[sizeof q + 32];
+  sh_quote(gp, q, sizeof q);
+  snprintf(cmd, sizeof cmd, "gnuplot %s 2>/dev/null", q);
   int rc = system("command -v gnuplot >/dev/null 2>&1") == 0 ? system(cmd) : -1;
   if (log) {
     if (rc == 0) fprintf(log, "wrote %s\n", png);
@@ -237,7 +269,7 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
     st = at_error(AT_E_IO, "%s: cannot write", tpath);
     goto done;
   }
-  int text = e->n_runs && e->runs[0].data.kind == AT_TASK_TEXT;
+  int text = e->n_runs && at_task_byte_level(&e->runs[0].data);
   fprintf(f, "# %s\n\n", e->name);
   fprintf(f, "Final %s%s", strcmp(metric, "eval_loss") ? "evaluation accuracy" : "evaluation loss",
           text && !strcmp(metric, "eval_loss") ? " in bits per byte" : "");
@@ -263,7 +295,7 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
     for (int c = 0; c < nc; c++) {
       const cell *cl = &cells[r * nc + c];
       char v[64], bp[256] = "";
-      fmt_metric(metric, cl->best >= 0 ? e->runs[cl->best].data.kind == AT_TASK_TEXT : text, cl->value, cl->std,
+      fmt_metric(metric, cl->best >= 0 ? at_task_byte_level(&e->runs[cl->best].data) : text, cl->value, cl->std,
                  v, sizeof v);
       if (cl->best >= 0) best_point_of(e, &e->runs[cl->best], bp, sizeof bp);
       fprintf(f, " %s%s%s%s |", v, bp[0] ? " (" : "", bp, bp[0] ? ")" : "");
@@ -284,7 +316,8 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
             rr->final_eval_loss, 100 * rr->final_eval_accuracy, (long long)rr->params, rr->tokens_per_second,
             cb ? cb->num : NAN, sb ? sb->num : NAN, (long long)rr->steps, rr->wall_seconds);
   }
-  int wr = fclose(f);
+  int wr = ferror(f);
+  wr |= fclose(f);
   if (wr != 0 || rename(tmp, tpath) != 0) {
     st = at_error(AT_E_IO, "%s: cannot write", tpath);
     goto done;

@@ -383,7 +383,17 @@ done:
   return st;
 }
 
-/* ---- reading ------------------------------------------------------------------------ */
+/* ---- reading ------------------------------------------------------------------------
+ * Everything read is checked against what a writer can produce: sizes that
+ * agree with each other (curves and their steps, the group names and the
+ * accuracy table, n_runs and the runs stored), steps in 0..INT32_MAX that
+ * never decrease, valid run ids, and limits on counts (READ_MAX_*) that keep
+ * a hostile file from costing more than its size. */
+
+#define READ_MAX_RUNS 4096
+#define READ_MAX_GROUPS 1024
+#define READ_MAX_SERIES 64
+#define READ_MAX_EXTRAS 256
 
 static at_status read_str(at_h5 *f, const char *obj, const char *attr, char *dst, size_t size) {
   char *s;
@@ -405,12 +415,18 @@ static at_status length_of(at_h5 *f, const char *name, int64_t *n) {
   return AT_OK;
 }
 
+/* Steps as written: in 0..INT32_MAX, never decreasing. */
 static at_status read_steps(at_h5 *f, const char *name, int64_t n, int64_t *out) {
   if (n == 0) return AT_OK;
   int32_t *s = malloc((size_t)n * sizeof *s);
   if (!s) return at_error(AT_E_NOMEM, "results: out of memory");
   at_status st = at_h5_read_int(f, name, 1, &n, s);
-  for (int64_t i = 0; st == AT_OK && i < n; i++) out[i] = s[i];
+  for (int64_t i = 0; st == AT_OK && i < n; i++) {
+    if (s[i] < 0 || (i > 0 && s[i] < s[i - 1]))
+      st = at_error(AT_E_FORMAT, "%s: '%s' is damaged: step %d at index %lld %s", at_h5_path(f), name, (int)s[i],
+                    (long long)i, s[i] < 0 ? "is negative" : "comes after a larger step");
+    out[i] = s[i];
+  }
   free(s);
   return st;
 }
@@ -420,12 +436,14 @@ static at_status read_doubles(at_h5 *f, const char *name, int ndim, const int64_
   return at_h5_read_double(f, name, ndim, shape, out);
 }
 
-/* Splits newline-separated `text` into malloc'ed strings; -1 when out of memory. */
-static int split_lines(const char *text, char ***out) {
+/* Splits newline-separated `text` into at most `max` malloc'ed strings;
+ * -1 when out of memory, -2 when there are more. */
+static int split_lines(const char *text, int max, char ***out) {
   *out = NULL;
   if (!text[0]) return 0;
   int n = 1;
-  for (const char *c = text; *c; c++) n += *c == '\n';
+  for (const char *c = text; *c && n <= max; c++) n += *c == '\n';
+  if (n > max) return -2;
   char **v = calloc((size_t)n, sizeof *v);
   if (!v) return -1;
   const char *start = text;
@@ -448,12 +466,24 @@ static void free_lines(char **v, int n) {
   free(v);
 }
 
-static at_status read_run(at_h5 *f, const char *id, at_results_run *run, int64_t *index) {
-  char g[160], d[200], *s = NULL, **keys = NULL;
-  int n_keys = 0;
+/* The lines of attribute `attr` of `g`, at most `max` of them. */
+static at_status read_lines(at_h5 *f, const char *g, const char *attr, int max, char ***lines, int *n) {
+  char *s = NULL;
+  *lines = NULL, *n = 0;
+  at_status st = at_h5_get_attr_str(f, g, attr, &s);
+  if (st != AT_OK) return st;
+  int k = split_lines(s, max, lines);
+  free(s);
+  if (k == -1) return at_error(AT_E_NOMEM, "results: out of memory");
+  if (k == -2) return at_error(AT_E_FORMAT, "%s: %s: attribute %s lists more than %d names", at_h5_path(f), g, attr, max);
+  *n = k;
+  return AT_OK;
+}
+
+/* train_*, eval_* and eval_group_accuracy of a run. */
+static at_status read_curves(at_h5 *f, const char *g, at_results_run *run) {
+  char d[200];
   at_status st = AT_OK;
-  snprintf(g, sizeof g, "/runs/%s", id);
-  snprintf(run->id, sizeof run->id, "%s", id);
 #define DSET(x) (snprintf(d, sizeof d, "%s/%s", g, (x)), d)
   int64_t n_train, n_eval, n2;
   TRY(length_of(f, DSET("train_step"), &n_train));
@@ -479,44 +509,89 @@ static at_status read_run(at_h5 *f, const char *id, at_results_run *run, int64_t
   TRY(read_doubles(f, DSET("eval_accuracy"), 1, &n_eval, run->eval_accuracy));
   run->n_train = n_train, run->n_eval = n_eval;
   if (at_h5_has_attr(f, g, "eval_group_names")) {
-    TRY(at_h5_get_attr_str(f, g, "eval_group_names", &s));
-    int n = split_lines(s, &run->group_names);
-    if (n < 0) TRY(at_error(AT_E_NOMEM, "results: out of memory"));
+    int n;
+    TRY(read_lines(f, g, "eval_group_names", READ_MAX_GROUPS, &run->group_names, &n));
     run->n_groups = n;
+    if (n == 0) TRY(at_error(AT_E_FORMAT, "%s: %s: eval_group_names is empty", at_h5_path(f), g));
     int nd;
     int64_t shape[4];
     TRY(at_h5_shape(f, DSET("eval_group_accuracy"), &nd, shape));
     if (nd != 2 || shape[0] != n_eval || shape[1] != n)
       TRY(at_error(AT_E_FORMAT, "%s: %s: eval_group_accuracy is not [%lld, %d]", at_h5_path(f), g,
                    (long long)n_eval, n));
-    run->eval_group_accuracy = malloc((size_t)AT_MAX(run->cap_eval_ * n, 1) * sizeof(double));
+    run->eval_group_accuracy = malloc((size_t)(run->cap_eval_ * n) * sizeof(double));
     if (!run->eval_group_accuracy) TRY(at_error(AT_E_NOMEM, "results: out of memory"));
     TRY(read_doubles(f, d, 2, shape, run->eval_group_accuracy));
   }
-  snprintf(d, sizeof d, "%s/series", g);
-  if (at_h5_exists(f, d)) {
-    char **names = NULL, sd[400];
-    int n = 0;
-    TRY(at_h5_list(f, d, &names, &n));
-    for (int i = 0; i < n && st == AT_OK; i++) {
-      int64_t len, len2;
-      snprintf(sd, sizeof sd, "%s/series/%s/step", g, names[i]);
-      if ((st = length_of(f, sd, &len)) != AT_OK) break;
-      int64_t *steps = malloc((size_t)AT_MAX(len, 1) * sizeof *steps);
-      double *vals = malloc((size_t)AT_MAX(len, 1) * sizeof *vals);
-      if (!steps || !vals) st = at_error(AT_E_NOMEM, "results: out of memory");
-      if (st == AT_OK) st = read_steps(f, sd, len, steps);
-      snprintf(sd, sizeof sd, "%s/series/%s/value", g, names[i]);
-      if (st == AT_OK) st = length_of(f, sd, &len2);
-      if (st == AT_OK && len2 != len) st = at_error(AT_E_FORMAT, "%s: %s: series %s: step and value differ in length", at_h5_path(f), g, names[i]);
-      if (st == AT_OK) st = read_doubles(f, sd, 1, &len, vals);
-      for (int64_t j = 0; st == AT_OK && j < len; j++) st = at_results_log_series(run, names[i], steps[j], vals[j]);
-      free(steps), free(vals);
-    }
-    at_h5_free_list(names, n);
-    if (st != AT_OK) goto done;
-  }
 #undef DSET
+done:
+  return st;
+}
+
+/* The named curves under <g>/series. */
+static at_status read_series(at_h5 *f, const char *g, at_results_run *run) {
+  char d[200], sd[400], **names = NULL;
+  int n = 0;
+  snprintf(d, sizeof d, "%s/series", g);
+  if (!at_h5_exists(f, d)) return AT_OK;
+  at_status st = at_h5_list(f, d, &names, &n);
+  if (st == AT_OK && n > READ_MAX_SERIES)
+    st = at_error(AT_E_FORMAT, "%s: %s: more than %d series", at_h5_path(f), g, READ_MAX_SERIES);
+  for (int i = 0; i < n && st == AT_OK; i++) {
+    int64_t len, len2, *steps = NULL;
+    double *vals = NULL;
+    if (strlen(names[i]) >= sizeof run->series[0].name || strchr(names[i], '/')) {
+      st = at_error(AT_E_FORMAT, "%s: %s: bad series name '%.60s'", at_h5_path(f), g, names[i]);
+      break;
+    }
+    snprintf(sd, sizeof sd, "%s/series/%s/step", g, names[i]);
+    if ((st = length_of(f, sd, &len)) != AT_OK) break;
+    steps = malloc((size_t)AT_MAX(len, 1) * sizeof *steps);
+    vals = malloc((size_t)AT_MAX(len, 1) * sizeof *vals);
+    if (!steps || !vals) st = at_error(AT_E_NOMEM, "results: out of memory");
+    if (st == AT_OK) st = read_steps(f, sd, len, steps);
+    snprintf(sd, sizeof sd, "%s/series/%s/value", g, names[i]);
+    if (st == AT_OK) st = length_of(f, sd, &len2);
+    if (st == AT_OK && len2 != len)
+      st = at_error(AT_E_FORMAT, "%s: %s: series %s: step and value differ in length", at_h5_path(f), g, names[i]);
+    if (st == AT_OK) st = read_doubles(f, sd, 1, &len, vals);
+    for (int64_t j = 0; st == AT_OK && j < len; j++) st = at_results_log_series(run, names[i], steps[j], vals[j]);
+    free(steps), free(vals);
+  }
+  at_h5_free_list(names, n);
+  return st;
+}
+
+/* The extra attributes listed in extra_attrs: numbers or strings. */
+static at_status read_extras(at_h5 *f, const char *g, at_results_run *run) {
+  char **keys = NULL;
+  int n = 0;
+  at_status st = read_lines(f, g, "extra_attrs", READ_MAX_EXTRAS, &keys, &n);
+  for (int i = 0; i < n && st == AT_OK; i++) {
+    char *v = NULL;
+    double x;
+    if (at_results_get(run, keys[i]))
+      st = at_error(AT_E_FORMAT, "%s: %s: extra attribute %.60s is listed twice", at_h5_path(f), g, keys[i]);
+    else if (at_h5_get_attr_double(f, g, keys[i], &x) == AT_OK)
+      st = at_results_set_num(run, keys[i], x);
+    else if ((st = at_h5_get_attr_str(f, g, keys[i], &v)) == AT_OK)
+      st = at_results_set_str(run, keys[i], v);
+    free(v);
+    if (st == AT_E_ARG) st = at_error_prefix(AT_E_FORMAT, "%s", at_h5_path(f)); /* a name no writer makes */
+  }
+  free_lines(keys, n);
+  return st;
+}
+
+static at_status read_run(at_h5 *f, const char *id, at_results_run *run, int64_t *index) {
+  char g[160];
+  at_status st = AT_OK;
+  if (!id[0] || strlen(id) >= sizeof run->id || !strcmp(id, ".") || !strcmp(id, ".."))
+    return at_error(AT_E_FORMAT, "%s: bad run id '%.60s' under /runs", at_h5_path(f), id);
+  snprintf(g, sizeof g, "/runs/%s", id);
+  snprintf(run->id, sizeof run->id, "%s", id);
+  TRY(read_curves(f, g, run));
+  TRY(read_series(f, g, run));
   TRY(at_h5_get_attr_int(f, g, "index", index));
   TRY(read_str(f, g, "name", run->name, sizeof run->name));
   TRY(read_str(f, g, "base_name", run->base_name, sizeof run->base_name));
@@ -532,30 +607,24 @@ static at_status read_run(at_h5 *f, const char *id, at_results_run *run, int64_t
   TRY(at_h5_get_attr_double(f, g, "tokens_per_second", &run->tokens_per_second));
   TRY(at_h5_get_attr_double(f, g, "final_eval_loss", &run->final_eval_loss));
   TRY(at_h5_get_attr_double(f, g, "final_eval_accuracy", &run->final_eval_accuracy));
-  free(s);
-  s = NULL;
-  TRY(at_h5_get_attr_str(f, g, "extra_attrs", &s));
-  n_keys = split_lines(s, &keys);
-  if (n_keys < 0) TRY(at_error(AT_E_NOMEM, "results: out of memory"));
-  for (int i = 0; i < n_keys; i++) {
-    char *v = NULL;
-    double x;
-    if (at_h5_get_attr_double(f, g, keys[i], &x) == AT_OK) {
-      TRY(at_results_set_num(run, keys[i], x));
-    } else {
-      TRY(at_h5_get_attr_str(f, g, keys[i], &v));
-      st = at_results_set_str(run, keys[i], v);
-      free(v);
-      if (st != AT_OK) goto done;
-    }
-  }
+  if (run->steps < 0 || run->skipped_steps < 0 || run->skipped_steps > run->steps || run->train_tokens < 0 ||
+      run->params < 0)
+    TRY(at_error(AT_E_FORMAT, "%s: %s: negative or inconsistent counts (steps %lld, skipped %lld)", at_h5_path(f), g,
+                 (long long)run->steps, (long long)run->skipped_steps));
+  TRY(read_extras(f, g, run));
 done:
-  free(s);
-  free_lines(keys, n_keys);
   return st;
 }
 
-at_status at_results_read(const char *path, at_results **out) {
+typedef struct read_args {
+  const char *path;
+  at_results **out;
+} read_args;
+
+static at_status read_results(void *arg) {
+  const read_args *a = arg;
+  const char *path = a->path;
+  at_results **out = a->out;
   *out = NULL;
   at_h5 *f;
   at_status st = at_h5_open(path, &f);
@@ -563,25 +632,29 @@ at_status at_results_read(const char *path, at_results **out) {
   at_results *r = calloc(1, sizeof *r);
   char *fmt = NULL, **ids = NULL;
   int n_ids = 0;
-  int64_t *order = NULL, version;
+  int64_t *order = NULL, version, threads, n_runs;
   if (!r) TRY(at_error(AT_E_NOMEM, "results: out of memory"));
   if (!at_h5_has_attr(f, "/", "format"))
     TRY(at_error(AT_E_FORMAT, "%s: not an attnlab results file (no 'format' attribute)", path));
   TRY(at_h5_get_attr_str(f, "/", "format", &fmt));
   if (strcmp(fmt, AT_RESULTS_FORMAT) != 0)
-    TRY(at_error(AT_E_FORMAT, "%s: a '%s' file, not an %s file", path, fmt, AT_RESULTS_FORMAT));
+    TRY(at_error(AT_E_FORMAT, "%s: a '%.60s' file, not an %s file", path, fmt, AT_RESULTS_FORMAT));
   TRY(at_h5_get_attr_int(f, "/", "format_version", &version));
   if (version > AT_RESULTS_VERSION)
     TRY(at_error(AT_E_FORMAT, "%s: format version %lld is newer than this attnlab reads (%d)", path,
                  (long long)version, AT_RESULTS_VERSION));
+  if (version < 1) TRY(at_error(AT_E_FORMAT, "%s: bad format version %lld", path, (long long)version));
   TRY(read_str(f, "/", "experiment", r->experiment, sizeof r->experiment));
   TRY(at_h5_get_attr_str(f, "/", "source", &r->source));
   TRY(read_str(f, "/", "attnlab_version", r->version, sizeof r->version));
-  int64_t threads;
   TRY(at_h5_get_attr_int(f, "/", "threads", &threads));
-  r->threads = (int)threads;
+  r->threads = (int)AT_MAX(AT_MIN(threads, 1 << 20), 0);
   TRY(read_str(f, "/", "date", r->date, sizeof r->date));
+  TRY(at_h5_get_attr_int(f, "/", "n_runs", &n_runs));
   TRY(at_h5_list(f, "/runs", &ids, &n_ids));
+  if (n_runs != n_ids)
+    TRY(at_error(AT_E_FORMAT, "%s: declares %lld runs but holds %d", path, (long long)n_runs, n_ids));
+  if (n_ids > READ_MAX_RUNS) TRY(at_error(AT_E_FORMAT, "%s: more than %d runs", path, READ_MAX_RUNS));
   r->runs = calloc((size_t)AT_MAX(n_ids, 1), sizeof *r->runs);
   order = calloc((size_t)AT_MAX(n_ids, 1), sizeof *order);
   if (!r->runs || !order) TRY(at_error(AT_E_NOMEM, "results: out of memory"));
@@ -606,8 +679,15 @@ done:
   at_h5_free_list(ids, n_ids);
   if (st != AT_OK) {
     at_results_free(r);
-    return at_error_prefix(st, "reading results");
+    if (strncmp(at_errmsg(), "reading results", 15) != 0) at_error_prefix(st, "reading results");
+    return st;
   }
   *out = r;
   return AT_OK;
+}
+
+at_status at_results_read(const char *path, at_results **out) {
+  *out = NULL;
+  read_args a = {path, out};
+  return at_h5_guard(path, read_results, &a);
 }

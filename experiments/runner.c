@@ -249,7 +249,7 @@ typedef struct run_state {
   char why[256];        /* why the run left its loop ("" while training) */
 } run_state;
 
-static int is_text(const at_run_cfg *rc) { return rc->data.kind == AT_TASK_TEXT; }
+static int is_text(const at_run_cfg *rc) { return at_task_byte_level(&rc->data); }
 
 /* The task, the model, the step context and the batch buffers; the run's
  * entry in the results with its sizes. A run that cannot start is recorded
@@ -297,6 +297,38 @@ static at_status enter_stage(run_state *r, int k) {
   return stage_optim(r->tc, &r->stages[k], r->m->params, &r->opt);
 }
 
+/* Refuses to continue `what` (a checkpoint, results) written by a run
+ * configured otherwise, naming the first line that differs. */
+static at_status same_config(const run_state *r, const char *saved, const char *what) {
+  const char *was = saved, *now = r->rc->yaml, *la = was, *lb = now;
+  if (!strcmp(was, now)) return AT_OK;
+  int line = 1;
+  for (; *was && *was == *now; was++, now++)
+    if (*was == '\n') line++, la = was + 1, lb = now + 1;
+  int na = (int)strcspn(la, "\n"), nb = (int)strcspn(lb, "\n");
+  return at_error(AT_E_STATE,
+                  "[%s] cannot resume: %s was written by a run configured otherwise (line %d of the resolved "
+                  "configuration: '%.*s' then, '%.*s' now); resume with the same file and --set options, or use "
+                  "another --out", r->rc->name, what, line, AT_MIN(na, 120), la, AT_MIN(nb, 120), lb);
+}
+
+/* A checkpoint that this run, and its results, can continue from. The
+ * results are written before the checkpoint, so they are never behind it
+ * unless the files come from different moments. */
+static at_status check_resumable(const run_state *r, const char *saved) {
+  at_status st = same_config(r, saved, "its checkpoint");
+  if (st != AT_OK) return st;
+  if (r->ts.step > r->tc->steps)
+    return at_error(AT_E_STATE, "[%s] cannot resume: the checkpoint is at step %lld, past the run's %lld steps",
+                    r->rc->name, (long long)r->ts.step, (long long)r->tc->steps);
+  if (r->rr->steps < r->ts.step)
+    return at_error(AT_E_STATE,
+                    "[%s] cannot resume: %s records the run up to step %lld but its checkpoint is at step %lld, so "
+                    "the curves between are missing (the two files are from different moments)", r->rc->name,
+                    r->x->results_path, (long long)r->rr->steps, (long long)r->ts.step);
+  return AT_OK;
+}
+
 /* From the checkpoint when resuming (parameters and train state first: the
  * step says which stage, and so which optimiser, to restore), else fresh. */
 static at_status run_resume(run_state *r) {
@@ -305,8 +337,14 @@ static at_status run_resume(run_state *r) {
   at_train_state_init(&r->ts);
   int resuming = x->opts->resume && access(x->ckpt, F_OK) == 0;
   at_status st;
-  if (resuming && (st = at_checkpoint_load(x->ckpt, r->m->params, NULL, &r->ts, NULL)) != AT_OK)
+  char *saved = NULL;
+  if (resuming && (st = at_checkpoint_load(x->ckpt, r->m->params, NULL, &r->ts, &saved)) != AT_OK)
     return at_error_prefix(st, "[%s] cannot resume", r->rc->name);
+  if (resuming) {
+    st = check_resumable(r, saved);
+    free(saved);
+    if (st != AT_OK) return st;
+  }
   int k = 0;
   while (k + 1 < r->n_stages && r->ts.step >= r->stages[k].first + r->stages[k].steps) k++;
   if ((st = enter_stage(r, k)) != AT_OK) return st;
@@ -446,15 +484,18 @@ static void record_counts(run_state *r) {
   rr->train_seconds = r->ts.train_seconds, rr->wall_seconds = r->ts.wall_seconds;
 }
 
-/* The checkpoint (if `ckpt`) and the results file, both atomically. */
+/* The results file, then (if `ckpt`) the checkpoint, both atomically. In
+ * this order a crash between the two leaves results ahead of the
+ * checkpoint, which --resume truncates; the other order would lose the
+ * curves between them. */
 static at_status run_checkpoint(run_state *r, int ckpt) {
   r->ts.wall_seconds = at_now() - r->t_run0;
   r->ts.n_data_pos = 1;
   r->ts.data_pos[0] = r->data_pos;
-  at_status st;
-  if (ckpt && (st = at_checkpoint_save(r->x->ckpt, r->m->params, r->opt, &r->ts, r->rc->yaml)) != AT_OK) return st;
   record_counts(r);
-  return at_results_write(r->x->results, r->x->results_path);
+  at_status st = at_results_write(r->x->results, r->x->results_path);
+  if (st == AT_OK && ckpt) st = at_checkpoint_save(r->x->ckpt, r->m->params, r->opt, &r->ts, r->rc->yaml);
+  return st;
 }
 
 /* The run's final status and summary line. */
@@ -525,6 +566,11 @@ static at_status run_loop(run_state *r) {
 static at_status train_run(run_ctx *x) {
   const at_run_cfg *rc = x->rc;
   at_results_run *rr = at_results_find(x->results, rc->run_id);
+  if (rr && x->opts->resume) {
+    run_state view = {.x = x, .rc = rc};
+    at_status st = same_config(&view, rr->config, x->results_path);
+    if (st != AT_OK) return st;
+  }
   if (rr && x->opts->resume && strcmp(rr->status, "ok") == 0) {
     say(x->pg, "[%s] complete in %s, kept\n", rc->name, x->results_path);
     return AT_OK;
@@ -569,6 +615,12 @@ at_status at_experiment_train(const at_experiment *e, const at_train_opts *o, in
   at_results *res = NULL;
   if (o->resume && access(path, F_OK) == 0) {
     if ((st = at_results_read(path, &res)) != AT_OK) return at_error_prefix(st, "cannot resume");
+    if (strcmp(res->experiment, e->name) != 0) {
+      st = at_error(AT_E_STATE, "cannot resume: %s holds the results of experiment '%.100s', not '%s'", path,
+                    res->experiment, e->name);
+      at_results_free(res);
+      return st;
+    }
   } else if ((st = at_results_new(e->name, e->source, &res)) != AT_OK) {
     return st;
   }

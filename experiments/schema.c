@@ -15,7 +15,8 @@
  *                      query_layout (zoology | contiguous)
  *                palindrome: palindrome_len      stack: num_stacks, num_symbols
  *                selective_copy: num_tokens_to_copy      niah: num_depth_buckets
- *                text: path, val_fraction, cache
+ *                text: path (a text file, a directory, or a *.bin token file whose
+ *                vocab_size is its tokenizer's unless given), val_fraction, cache
  *                Defaults per task: at_task_cfg_defaults (data/). A key that does not
  *                concern the run's task is refused.
  *   model        d_model [64], n_layers [len(layers), else 2], n_heads [2],
@@ -469,9 +470,10 @@ static int mixer_fields(const at_mixer_impl *impl, field *out) {
   AT_ASSERT(impl->n_opts <= MAX_MIXER_OPTS);
   for (int i = 0; i < impl->n_opts; i++) {
     const at_mixer_opt *o = &impl->opts[i];
+    int is_int = o->type == AT_OPT_INT; /* only integer options have integer bounds (reals may be +-inf) */
     out[i] = (field){.key = o->key, .type = types[o->type], .off = o->off,
                      .size = o->type == AT_OPT_INT ? sizeof(int64_t) : o->type == AT_OPT_REAL ? sizeof(double) : sizeof(int),
-                     .imin = (int64_t)o->lo, .imax = (int64_t)o->hi, .lo = o->lo, .hi = o->hi,
+                     .imin = is_int ? (int64_t)o->lo : 0, .imax = is_int ? (int64_t)o->hi : 0, .lo = o->lo, .hi = o->hi,
                      .lo_open = o->lo_open, .hi_open = o->hi_open, .names = o->names, .vals = o->vals};
   }
   return impl->n_opts;
@@ -678,6 +680,8 @@ static at_status resolve_data(const at_ynode *dm, uint64_t seed, at_cfg_loc fb, 
   d->seed = seed;
   at_status s;
   if (dm && (s = at_cfg_apply_data(dm, kind, d))) return s;
+  int64_t declared = at_task_corpus_vocab(d); /* a token file's tokenizer, unless vocab_size is given */
+  if (declared > 0 && at_yt_find(dm, "vocab_size") < 0) d->vocab_size = declared;
   const char *bad = NULL;
   s = at_task_check(d, &bad);
   if (s) {

@@ -8,11 +8,15 @@
 #include <string.h>
 #include <yaml.h>
 
-/* Limits that keep hostile files (self-referencing or exponentially
- * expanding aliases) from crashing the loader. Real experiment files are
- * at most ~6 levels deep and have a few hundred nodes. */
+/* Limits that keep hostile text (deep nesting, self-referencing or
+ * exponentially expanding aliases, huge lists) from costing more than a few
+ * seconds and megabytes. Real experiment files are at most ~6 levels deep
+ * and have a few hundred nodes. Aliases are expanded: every value counts
+ * each time it is used. */
 #define MAX_DEPTH 24
 #define MAX_NODES 100000
+#define MAX_ITEMS 4096                 /* items of one list, pairs of one mapping */
+#define MAX_TEXT_BYTES ((size_t)4 << 20) /* all scalars, aliases expanded */
 
 static at_status vfail(at_status s, at_cfg_loc at, const char *fmt, va_list ap) {
   char msg[1536];
@@ -37,86 +41,204 @@ at_status at_cfg_fail(at_cfg_loc at, const char *fmt, ...) {
   return s;
 }
 
-/* ---- parsing ----------------------------------------------------------------- */
+/* ---- parsing -----------------------------------------------------------------
+ * The tree is built from libyaml's events, not from its document: events let
+ * the limits act while reading (libyaml's scanner is quadratic in the
+ * nesting depth, so 1 MB of "[" would take minutes to load as a document).
+ * An alias shares the anchored node (the tree is never modified), and counts
+ * as many nodes, bytes and levels as the node it names. */
 
-typedef struct conv {
+#define MAX_ANCHORS 512
+
+typedef struct anchor {
+  char *name;          /* malloc'ed */
+  at_ynode *node;
+  long count;          /* nodes, bytes and levels of the node, aliases expanded */
+  size_t bytes;
+  int height;
+  int done;            /* the node is complete (an alias to an open one is a loop) */
+} anchor;
+
+typedef struct frame {
+  at_ynode *node;      /* the open collection */
+  at_ynode **v;        /* items or values (malloc'ed while open) */
+  const char **k;
+  at_cfg_loc *kloc;
+  int n, cap;
+  const char *key;     /* a mapping's key waiting for its value */
+  at_cfg_loc key_at;
+  int anchor;          /* index in anchors, or -1 */
+  long count0;
+  size_t bytes0;
+  int height;          /* of the deepest child */
+} frame;
+
+typedef struct builder {
   at_arena *a;
-  yaml_document_t *doc;
   const char *src;
   int positions;
   long count;
-} conv;
+  size_t bytes;
+  frame stack[MAX_DEPTH + 1];
+  int sp;
+  anchor anchors[MAX_ANCHORS];
+  int n_anchors;
+  at_ynode *root;
+} builder;
 
-static at_cfg_loc mark_loc(const conv *c, yaml_mark_t m) {
-  at_cfg_loc l = {c->src, 0, 0};
-  if (c->positions) l.line = (int)m.line + 1, l.col = (int)m.column + 1;
+static at_cfg_loc mark_loc(const builder *b, yaml_mark_t m) {
+  at_cfg_loc l = {b->src, 0, 0};
+  if (b->positions) l.line = (int)m.line + 1, l.col = (int)m.column + 1;
   return l;
 }
 
-static at_status convert(conv *c, yaml_node_t *yn, int depth, at_ynode **out) {
-  at_cfg_loc at = mark_loc(c, yn->start_mark);
-  if (depth > MAX_DEPTH) return at_cfg_fail(at, "nesting deeper than %d levels (an alias inside itself?)", MAX_DEPTH);
-  if (++c->count > MAX_NODES) return at_cfg_fail(at, "more than %d values (aliases expanding?)", MAX_NODES);
-  at_ynode *n = at_arena_calloc(c->a, sizeof *n);
-  if (!n) return AT_E_NOMEM;
-  n->at = at;
-  switch (yn->type) {
-  case YAML_SCALAR_NODE: {
-    size_t len = yn->data.scalar.length;
-    if (memchr(yn->data.scalar.value, 0, len)) return at_cfg_fail(at, "a NUL character in a value");
-    char *s = at_arena_alloc(c->a, len + 1);
-    if (!s) return AT_E_NOMEM;
-    memcpy(s, yn->data.scalar.value, len);
-    s[len] = '\0';
-    n->kind = AT_YN_SCALAR;
-    n->s = s;
-    n->quoted = yn->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
-    break;
-  }
-  case YAML_SEQUENCE_NODE: {
-    n->kind = AT_YN_SEQ;
-    n->n = (int)(yn->data.sequence.items.top - yn->data.sequence.items.start);
-    n->v = at_arena_calloc(c->a, sizeof *n->v * (size_t)(n->n + 1));
-    if (!n->v) return AT_E_NOMEM;
-    for (int i = 0; i < n->n; i++) {
-      yaml_node_t *it = yaml_document_get_node(c->doc, yn->data.sequence.items.start[i]);
-      AT_ASSERT(it != NULL);
-      at_status s = convert(c, it, depth + 1, &n->v[i]);
-      if (s) return s;
-    }
-    break;
-  }
-  case YAML_MAPPING_NODE: {
-    n->kind = AT_YN_MAP;
-    n->n = (int)(yn->data.mapping.pairs.top - yn->data.mapping.pairs.start);
-    size_t cnt = (size_t)n->n + 1;
-    n->v = at_arena_calloc(c->a, sizeof *n->v * cnt);
-    n->k = at_arena_calloc(c->a, sizeof *n->k * cnt);
-    n->kloc = at_arena_calloc(c->a, sizeof *n->kloc * cnt);
-    if (!n->v || !n->k || !n->kloc) return AT_E_NOMEM;
-    for (int i = 0; i < n->n; i++) {
-      yaml_node_pair_t *p = &yn->data.mapping.pairs.start[i];
-      yaml_node_t *kn = yaml_document_get_node(c->doc, p->key);
-      yaml_node_t *vn = yaml_document_get_node(c->doc, p->value);
-      AT_ASSERT(kn != NULL && vn != NULL);
-      at_ynode *key;
-      at_status s = convert(c, kn, depth + 1, &key);
-      if (s) return s;
-      if (key->kind != AT_YN_SCALAR)
-        return at_cfg_fail(key->at, "a key must be a name, not a %s",
-                           key->kind == AT_YN_SEQ ? "list" : "mapping");
-      n->k[i] = key->s;
-      n->kloc[i] = key->at;
-      s = convert(c, vn, depth + 1, &n->v[i]);
-      if (s) return s;
-    }
-    break;
-  }
-  default:
-    return at_cfg_fail(at, "an empty node");
-  }
-  *out = n;
+static void builder_free(builder *b) {
+  for (int i = 0; i < b->sp; i++) free(b->stack[i].v), free(b->stack[i].k), free(b->stack[i].kloc);
+  for (int i = 0; i < b->n_anchors; i++) free(b->anchors[i].name);
+}
+
+/* Counts what a node adds (itself, or an alias's whole node). */
+static at_status charge(builder *b, at_cfg_loc at, long count, size_t bytes, int height) {
+  b->count += count, b->bytes += bytes;
+  if (b->count > MAX_NODES) return at_cfg_fail(at, "more than %d values (aliases expanding?)", MAX_NODES);
+  if (b->bytes > MAX_TEXT_BYTES)
+    return at_cfg_fail(at, "more than %zu MiB of text in values (aliases expanding?)", MAX_TEXT_BYTES >> 20);
+  if (b->sp + height > MAX_DEPTH)
+    return at_cfg_fail(at, "nesting deeper than %d levels (an alias inside itself?)", MAX_DEPTH);
   return AT_OK;
+}
+
+static at_status add_anchor(builder *b, const yaml_char_t *name, at_ynode *node, at_cfg_loc at, int *index) {
+  *index = -1;
+  if (!name) return AT_OK;
+  for (int i = 0; i < b->n_anchors; i++)
+    if (!strcmp(b->anchors[i].name, (const char *)name))
+      return at_cfg_fail(at, "anchor &%.60s is defined twice", (const char *)name);
+  if (b->n_anchors == MAX_ANCHORS) return at_cfg_fail(at, "more than %d anchors", MAX_ANCHORS);
+  anchor *an = &b->anchors[b->n_anchors];
+  memset(an, 0, sizeof *an);
+  if (!(an->name = strdup((const char *)name))) return AT_E_NOMEM;
+  an->node = node;
+  *index = b->n_anchors++;
+  return AT_OK;
+}
+
+/* Appends a finished node to the open collection, or makes it the root. */
+static at_status attach(builder *b, at_ynode *n, int height) {
+  if (b->sp == 0) {
+    b->root = n;
+    return AT_OK;
+  }
+  frame *f = &b->stack[b->sp - 1];
+  if (height + 1 > f->height) f->height = height + 1;
+  if (f->node->kind == AT_YN_MAP && !f->key) {
+    if (n->kind != AT_YN_SCALAR)
+      return at_cfg_fail(n->at, "a key must be a name, not a %s", n->kind == AT_YN_SEQ ? "list" : "mapping");
+    f->key = n->s, f->key_at = n->at;
+    return AT_OK;
+  }
+  if (f->n == MAX_ITEMS)
+    return at_cfg_fail(f->node->at, "a %s of more than %d %s", f->node->kind == AT_YN_SEQ ? "list" : "mapping",
+                       MAX_ITEMS, f->node->kind == AT_YN_SEQ ? "items" : "keys");
+  if (f->n == f->cap) {
+    int cap = f->cap ? 2 * f->cap : 8;
+    at_ynode **v = realloc(f->v, sizeof *v * (size_t)cap);
+    if (v) f->v = v;
+    if (f->node->kind == AT_YN_MAP) {
+      const char **k = realloc(f->k, sizeof *k * (size_t)cap);
+      if (k) f->k = k;
+      at_cfg_loc *kl = realloc(f->kloc, sizeof *kl * (size_t)cap);
+      if (kl) f->kloc = kl;
+      if (!k || !kl) return AT_E_NOMEM;
+    }
+    if (!v) return AT_E_NOMEM;
+    f->cap = cap;
+  }
+  if (f->node->kind == AT_YN_MAP) {
+    f->k[f->n] = f->key, f->kloc[f->n] = f->key_at;
+    f->key = NULL;
+  }
+  f->v[f->n++] = n;
+  return AT_OK;
+}
+
+static at_status on_scalar(builder *b, const yaml_event_t *ev) {
+  at_cfg_loc at = mark_loc(b, ev->start_mark);
+  size_t len = ev->data.scalar.length;
+  at_status s = charge(b, at, 1, len, 0);
+  if (s) return s;
+  if (memchr(ev->data.scalar.value, 0, len)) return at_cfg_fail(at, "a NUL character in a value");
+  at_ynode *n = at_arena_calloc(b->a, sizeof *n);
+  char *text = at_arena_alloc(b->a, len + 1);
+  if (!n || !text) return AT_E_NOMEM;
+  memcpy(text, ev->data.scalar.value, len);
+  text[len] = '\0';
+  n->kind = AT_YN_SCALAR;
+  n->s = text;
+  n->quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
+  n->at = at;
+  int an;
+  if ((s = add_anchor(b, ev->data.scalar.anchor, n, at, &an))) return s;
+  if (an >= 0) b->anchors[an] = (anchor){b->anchors[an].name, n, 1, len, 0, 1};
+  return attach(b, n, 0);
+}
+
+static at_status on_start(builder *b, const yaml_event_t *ev, at_ynode_kind kind) {
+  at_cfg_loc at = mark_loc(b, ev->start_mark);
+  if (b->sp == MAX_DEPTH) return at_cfg_fail(at, "nesting deeper than %d levels", MAX_DEPTH);
+  at_status s = charge(b, at, 1, 0, 0);
+  if (s) return s;
+  at_ynode *n = at_arena_calloc(b->a, sizeof *n);
+  if (!n) return AT_E_NOMEM;
+  n->kind = kind;
+  n->at = at;
+  frame *f = &b->stack[b->sp];
+  memset(f, 0, sizeof *f);
+  f->node = n;
+  f->count0 = b->count - 1;
+  f->bytes0 = b->bytes;
+  const yaml_char_t *name = kind == AT_YN_SEQ ? ev->data.sequence_start.anchor : ev->data.mapping_start.anchor;
+  if ((s = add_anchor(b, name, n, at, &f->anchor))) return s;
+  b->sp++;
+  return AT_OK;
+}
+
+/* Closes the open collection: its items move into the arena. */
+static at_status on_end(builder *b) {
+  frame *f = &b->stack[b->sp - 1];
+  at_ynode *n = f->node;
+  size_t cnt = (size_t)f->n + 1;
+  n->n = f->n;
+  n->v = at_arena_calloc(b->a, sizeof *n->v * cnt);
+  if (!n->v) return AT_E_NOMEM;
+  if (f->n) memcpy(n->v, f->v, sizeof *n->v * (size_t)f->n);
+  if (n->kind == AT_YN_MAP) {
+    n->k = at_arena_calloc(b->a, sizeof *n->k * cnt);
+    n->kloc = at_arena_calloc(b->a, sizeof *n->kloc * cnt);
+    if (!n->k || !n->kloc) return AT_E_NOMEM;
+    if (f->n) memcpy(n->k, f->k, sizeof *n->k * (size_t)f->n), memcpy(n->kloc, f->kloc, sizeof *n->kloc * (size_t)f->n);
+  }
+  if (f->anchor >= 0) {
+    anchor *an = &b->anchors[f->anchor];
+    an->count = b->count - f->count0, an->bytes = b->bytes - f->bytes0, an->height = f->height, an->done = 1;
+  }
+  int height = f->height;
+  free(f->v), free(f->k), free(f->kloc);
+  b->sp--;
+  return attach(b, n, height);
+}
+
+static at_status on_alias(builder *b, const yaml_event_t *ev) {
+  at_cfg_loc at = mark_loc(b, ev->start_mark);
+  const char *name = (const char *)ev->data.alias.anchor;
+  for (int i = 0; i < b->n_anchors; i++) {
+    const anchor *an = &b->anchors[i];
+    if (strcmp(an->name, name)) continue;
+    if (!an->done) return at_cfg_fail(at, "alias *%.60s is inside the value it names (a loop)", name);
+    at_status s = charge(b, at, an->count, an->bytes, an->height);
+    return s ? s : attach(b, an->node, an->height);
+  }
+  return at_cfg_fail(at, "alias *%.60s names no anchor defined before it", name);
 }
 
 static at_status syntax_error(const yaml_parser_t *ps, const char *text, size_t len,
@@ -146,38 +268,55 @@ static at_status syntax_error(const yaml_parser_t *ps, const char *text, size_t 
                      extra);
 }
 
+/* One event; *done at the end of the stream. */
+static at_status on_event(builder *b, const yaml_event_t *ev, int *docs, int *done) {
+  switch (ev->type) {
+  case YAML_STREAM_END_EVENT:
+    *done = 1;
+    return AT_OK;
+  case YAML_DOCUMENT_START_EVENT:
+    ++*docs;
+    return AT_OK;
+  case YAML_SCALAR_EVENT:
+  case YAML_SEQUENCE_START_EVENT:
+  case YAML_MAPPING_START_EVENT:
+  case YAML_ALIAS_EVENT:
+    /* A second document would be silently ignored: refuse it. */
+    if (*docs > 1) return at_cfg_fail(mark_loc(b, ev->start_mark), "a second YAML document; an experiment file holds one");
+    if (ev->type == YAML_SCALAR_EVENT) return on_scalar(b, ev);
+    if (ev->type == YAML_ALIAS_EVENT) return on_alias(b, ev);
+    return on_start(b, ev, ev->type == YAML_SEQUENCE_START_EVENT ? AT_YN_SEQ : AT_YN_MAP);
+  case YAML_SEQUENCE_END_EVENT:
+  case YAML_MAPPING_END_EVENT:
+    return on_end(b);
+  default:
+    return AT_OK;
+  }
+}
+
 at_status at_yt_parse(at_arena *a, const char *text, size_t len, const char *src, int positions,
                       at_ynode **out) {
   *out = NULL;
   yaml_parser_t ps;
   if (!yaml_parser_initialize(&ps)) return at_error(AT_E_NOMEM, "%s: out of memory", src);
   yaml_parser_set_input_string(&ps, (const unsigned char *)text, len);
-  yaml_document_t doc;
-  if (!yaml_parser_load(&ps, &doc)) {
-    at_status s = syntax_error(&ps, text, len, src, positions);
-    yaml_parser_delete(&ps);
-    return s;
-  }
-  at_status s = AT_OK;
-  yaml_node_t *root = yaml_document_get_root_node(&doc);
-  if (root) {
-    conv c = {a, &doc, src, positions, 0};
-    s = convert(&c, root, 0, out);
-    if (s == AT_OK) {
-      /* A second document would be silently ignored: refuse it. */
-      yaml_document_t doc2;
-      if (!yaml_parser_load(&ps, &doc2)) {
-        s = syntax_error(&ps, text, len, src, positions);
-      } else {
-        yaml_node_t *r2 = yaml_document_get_root_node(&doc2);
-        if (r2) s = at_cfg_fail(mark_loc(&c, r2->start_mark), "a second YAML document; an experiment file holds one");
-        yaml_document_delete(&doc2);
-      }
+  builder *b = calloc(1, sizeof *b);
+  at_status s = b ? AT_OK : AT_E_NOMEM;
+  if (b) b->a = a, b->src = src, b->positions = positions;
+  for (int docs = 0, done = 0; s == AT_OK && !done;) {
+    yaml_event_t ev;
+    if (!yaml_parser_parse(&ps, &ev)) {
+      s = syntax_error(&ps, text, len, src, positions);
+      break;
     }
+    s = on_event(b, &ev, &docs, &done);
+    yaml_event_delete(&ev);
   }
-  yaml_document_delete(&doc);
+  if (s == AT_E_NOMEM && !strstr(at_errmsg(), "out of memory")) at_error(s, "%s: out of memory while reading YAML", src);
+  if (s == AT_OK) *out = b->root;
+  if (b) builder_free(b);
+  free(b);
   yaml_parser_delete(&ps);
-  if (s) *out = NULL;
   return s;
 }
 

@@ -313,6 +313,10 @@ static at_status read_state(at_h5 *f, at_train_state *s) {
   if (n_rng < 0 || n_rng > AT_STATE_MAX_WORDS || n_data < 0 || n_data > AT_STATE_MAX_WORDS)
     return at_error(AT_E_FORMAT, "%s: n_rng = %lld or n_data_pos = %lld out of range", at_h5_path(f),
                     (long long)n_rng, (long long)n_data);
+  if (s->step < 0 || s->skipped_steps < 0 || s->skipped_steps > s->step || s->tokens < 0 ||
+      !(s->train_seconds >= 0) || !(s->wall_seconds >= 0))
+    return at_error(AT_E_FORMAT, "%s: damaged training state (step %lld, skipped %lld, tokens %lld)", at_h5_path(f),
+                    (long long)s->step, (long long)s->skipped_steps, (long long)s->tokens);
   s->n_rng = (int)n_rng, s->n_data_pos = (int)n_data;
   if (n_rng && (st = at_h5_get_attr_u64s(f, "/", "rng", s->n_rng, s->rng)) != AT_OK) return st;
   if (n_data && (st = at_h5_get_attr_u64s(f, "/", "data_pos", s->n_data_pos, s->data_pos)) != AT_OK) return st;
@@ -342,11 +346,21 @@ static at_status read_values(at_h5 *f, const char *path, const char *dset, const
 #define FAIL(s, ...) \
   do { st = at_error((s), __VA_ARGS__); goto done; } while (0)
 
-at_status at_checkpoint_load(const char *path, at_params *p, at_optim *o, at_train_state *s,
-                             char **config_yaml) {
-  if (!p->finalized) return at_error(AT_E_STATE, "loading checkpoint %s: the parameter store is not finalized", path);
-  if (o && at_optim_params(o) != p)
-    return at_error(AT_E_ARG, "loading checkpoint %s: the optimiser belongs to another parameter store", path);
+typedef struct load_args {
+  const char *path;
+  at_params *p;
+  at_optim *o;
+  at_train_state *s;
+  char **config_yaml;
+} load_args;
+
+static at_status load(void *arg) {
+  const load_args *a = arg;
+  const char *path = a->path;
+  at_params *p = a->p;
+  at_optim *o = a->o;
+  at_train_state *s = a->s;
+  char **config_yaml = a->config_yaml;
   at_h5 *f = NULL;
   char *fmt = NULL, *index = NULL, *index_copy = NULL, *optimizer = NULL, *buffers = NULL, *config = NULL;
   entry *ents = NULL;
@@ -365,7 +379,7 @@ at_status at_checkpoint_load(const char *path, at_params *p, at_optim *o, at_tra
     FAIL(AT_E_FORMAT, "checkpoint %s: not an attnlab checkpoint (no 'format' attribute)", path);
   TRY(at_h5_get_attr_str(f, "/", "format", &fmt));
   if (strcmp(fmt, AT_CHECKPOINT_FORMAT) != 0)
-    FAIL(AT_E_FORMAT, "checkpoint %s: a '%s' file, not an %s", path, fmt, AT_CHECKPOINT_FORMAT);
+    FAIL(AT_E_FORMAT, "checkpoint %s: a '%.60s' file, not an %s", path, fmt, AT_CHECKPOINT_FORMAT);
   TRY(at_h5_get_attr_int(f, "/", "format_version", &version));
   if (version > AT_CHECKPOINT_VERSION)
     FAIL(AT_E_FORMAT, "checkpoint %s: format version %lld is newer than this attnlab reads (%d)", path,
@@ -379,6 +393,11 @@ at_status at_checkpoint_load(const char *path, at_params *p, at_optim *o, at_tra
   if (!parse_index(index_copy, &ents, &n_ents))
     FAIL(AT_E_FORMAT, "checkpoint %s: the parameter index is damaged", path);
   TRY(match_model(path, ents, n_ents, p));
+  int64_t n_values;
+  TRY(at_h5_get_attr_int(f, "/", "n_values", &n_values));
+  if (n_values != p->total)
+    FAIL(AT_E_FORMAT, "checkpoint %s: declares %lld values but its parameter index has %lld (damaged)", path,
+         (long long)n_values, (long long)p->total);
 
   /* the optimiser */
   TRY(at_h5_get_attr_str(f, "/", "optimizer", &optimizer));
@@ -391,9 +410,9 @@ at_status at_checkpoint_load(const char *path, at_params *p, at_optim *o, at_tra
     if (strcmp(optimizer, "none") == 0)
       FAIL(AT_E_STATE, "checkpoint %s: holds no optimiser state (saved without an optimiser)", path);
     if (strcmp(optimizer, want) != 0)
-      FAIL(AT_E_STATE, "checkpoint %s: holds %s state, the optimiser is %s", path, optimizer, want);
+      FAIL(AT_E_STATE, "checkpoint %s: holds %.60s state, the optimiser is %s", path, optimizer, want);
     if (strcmp(buffers, want_bufs) != 0)
-      FAIL(AT_E_STATE, "checkpoint %s: holds optimiser buffers [%s], the optimiser has [%s]%s", path, buffers,
+      FAIL(AT_E_STATE, "checkpoint %s: holds optimiser buffers [%.60s], the optimiser has [%s]%s", path, buffers,
            want_bufs, strcmp(want, "sgd") == 0 ? " (SGD keeps a buffer only with momentum > 0)" : "");
     if (optim_step < 0) FAIL(AT_E_FORMAT, "checkpoint %s: negative optim_step", path);
   }
@@ -452,4 +471,13 @@ done:
   free(ents), free(scratch), free(new_params);
   for (int b = 0; b < MAX_CK_BUFFERS; b++) free(new_bufs[b]);
   return st;
+}
+
+at_status at_checkpoint_load(const char *path, at_params *p, at_optim *o, at_train_state *s,
+                             char **config_yaml) {
+  if (!p->finalized) return at_error(AT_E_STATE, "loading checkpoint %s: the parameter store is not finalized", path);
+  if (o && at_optim_params(o) != p)
+    return at_error(AT_E_ARG, "loading checkpoint %s: the optimiser belongs to another parameter store", path);
+  load_args a = {path, p, o, s, config_yaml};
+  return at_h5_guard(path, load, &a);
 }

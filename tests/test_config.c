@@ -288,7 +288,7 @@ Test(config_errors, yaml_syntax) {
   expect_file_error("bad_indent.yaml", 4, 2, "YAML syntax error: did not find expected key");
   expect_file_error("bad_two_documents.yaml", 3, 1, "a second YAML document");
   expect_file_error("bad_empty.yaml", 1, 1, "the file is empty");
-  expect_file_error("bad_alias_loop.yaml", 2, 12, "nesting deeper than");
+  expect_file_error("bad_alias_loop.yaml", 2, 23, "alias *m is inside the value it names");
 }
 
 Test(config_errors, unknown_key_with_suggestion) {
@@ -596,4 +596,74 @@ Test(config, never_crashes_on_damaged_files) {
   }
   unlink(path);
   cr_expect(ok > 0 && refused > 0, "ok %d refused %d", ok, refused);
+}
+
+/* ---- limits on hostile text (each refusal in well under a second) --------------------- */
+
+/* Loads `text` from a temporary file; expects line:col and `words`. */
+static void expect_text_error(const char *text, size_t len, int line, int col, const char *words) {
+  char path[] = "/tmp/attnlab_hostile_XXXXXX";
+  int fd = mkstemp(path);
+  cr_assert(fd >= 0 && write(fd, text, len) == (ssize_t)len);
+  close(fd);
+  at_experiment *e = NULL;
+  at_status s = at_experiment_load(path, NULL, 0, &e);
+  char prefix[200];
+  if (line) snprintf(prefix, sizeof prefix, "%s:%d:%d: ", path, line, col);
+  else snprintf(prefix, sizeof prefix, "%s: ", path);
+  expect_msg(s, AT_E_CONFIG, prefix, words);
+  cr_expect(e == NULL);
+  unlink(path);
+}
+
+static char *repeat(const char *head, const char *unit, int n, const char *tail, size_t *len) {
+  size_t h = strlen(head), u = strlen(unit), t = strlen(tail);
+  char *s = malloc(h + u * (size_t)n + t + 1);
+  cr_assert(s);
+  memcpy(s, head, h);
+  for (int i = 0; i < n; i++) memcpy(s + h + u * (size_t)i, unit, u);
+  memcpy(s + h + u * (size_t)n, tail, t + 1);
+  *len = h + u * (size_t)n + t;
+  return s;
+}
+
+Test(config_errors, hostile_text_limits) {
+  size_t n;
+  char *s = repeat("", "[", 1 << 20, "", &n); /* libyaml's own loader needs minutes for this */
+  expect_text_error(s, n, 1, 25, "nesting deeper than 24 levels");
+  free(s);
+  s = repeat("experiment: x\nsweep: {lr: [", "1,", 5000, "1]}\n", &n);
+  expect_text_error(s, n, 2, 13, "a list of more than 4096 items");
+  free(s);
+  s = repeat("experiment: x\nmodel: {", "a: 1, ", 5000, "b: 2}\n", &n);
+  for (size_t i = 0, k = 0; i + 5 < n; i++) /* distinct keys */
+    if (s[i] == 'a' && s[i + 1] == ':') s[i] = (char)('a' + k++ % 26);
+  expect_text_error(s, n, 2, 8, "a mapping of more than 4096 keys");
+  free(s);
+  static const char laughs[] =
+      "a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+      "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"
+      "f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]\n";
+  expect_text_error(laughs, strlen(laughs), 5, 29, "more than 100000 values (aliases expanding?)");
+  char *big = repeat("experiment: x\ndescription: &d \"", "y", 1 << 20, "\"\nz: [*d, *d, *d, *d]\n", &n);
+  expect_text_error(big, n, 0, 0, "larger than 1024 KiB"); /* the file itself */
+  free(big);
+  big = repeat("experiment: x\ndescription: &d \"", "y", 900000, "\"\nz: [*d, *d, *d, *d, *d]\n", &n);
+  expect_text_error(big, n, 3, 17, "more than 4 MiB of text in values");
+  free(big);
+  static const char twice[] = "experiment: x\na: &n 1\nb: &n 2\n", undefined[] = "experiment: x\na: *nowhere\n";
+  expect_text_error(twice, strlen(twice), 3, 4, "anchor &n is defined twice");
+  expect_text_error(undefined, strlen(undefined), 2, 4, "alias *nowhere names no anchor");
+  /* --set values are limited too */
+  char *arg = repeat("lr=", "1", 70000, "", &n);
+  const char *sets[] = {arg};
+  at_experiment *e = NULL;
+  at_status st = at_experiment_load(fixture("minimal.yaml"), sets, 1, &e);
+  cr_expect(st == AT_E_CONFIG && e == NULL && strstr(at_errmsg(), "longer than 64 KiB"), "%s", at_errmsg());
+  free(arg);
+  arg = repeat("model.layers=", "[", 60000, "", &n);
+  sets[0] = arg;
+  st = at_experiment_load(fixture("minimal.yaml"), sets, 1, &e);
+  cr_expect(st == AT_E_CONFIG && strstr(at_errmsg(), "nesting deeper than 24"), "%s", at_errmsg());
+  free(arg);
 }

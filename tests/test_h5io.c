@@ -1,5 +1,6 @@
 /* core/h5io.c: round trips, atomic commit, and clear refusals of missing,
  * corrupt and mismatched files. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,4 +104,167 @@ Test(h5io, bad_files_are_refused) {
   }
   remove(path);
   cr_expect(at_h5_create("/nonexistent/dir/x.h5", &h) == AT_E_IO);
+}
+
+/* ---- the seal, the checks before HDF5 parses, the guard ------------------------------ */
+
+static long file_size(const char *path) {
+  FILE *f = fopen(path, "rb");
+  cr_assert(f);
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fclose(f);
+  return n;
+}
+
+static void expect_open_refused(const char *path, const char *want) {
+  at_h5 *h = NULL;
+  cr_expect(at_h5_open(path, &h) == AT_E_FORMAT && h == NULL, "%s opened", path);
+  cr_expect(strstr(at_errmsg(), want) != NULL, "'%s' not in: %s", want, at_errmsg());
+}
+
+static void sealed_file(const char *path) {
+  at_h5 *h;
+  cr_assert(at_h5_create(path, &h) == AT_OK);
+  real x[256] = {0};
+  cr_assert(at_h5_write_real(h, "x", AT_SHAPE(256), x) == AT_OK);
+  cr_assert(at_h5_set_attr_str(h, "/", "s", "text") == AT_OK);
+  cr_assert(at_h5_commit(h) == AT_OK);
+}
+
+Test(h5io, the_seal_refuses_truncated_extended_and_flipped_files) {
+  char path[256];
+  tmpname(path, "seal");
+  sealed_file(path);
+  cr_expect(at_h5_sealed(path));
+  FILE *f = fopen(path, "rb");
+  char head[64] = {0};
+  cr_assert(fread(head, 1, 40, f) == 40);
+  fclose(f);
+  cr_expect(strncmp(head, "attnlab-sealed-hdf5 1\nlength ", 29) == 0, "%s", head);
+  long n = file_size(path);
+  /* a flipped bit anywhere after the seal */
+  for (long at = 600; at < n; at += n / 7) {
+    f = fopen(path, "r+b");
+    fseek(f, at, SEEK_SET);
+    int c = fgetc(f);
+    fseek(f, at, SEEK_SET);
+    fputc(c ^ 4, f);
+    fclose(f);
+    expect_open_refused(path, "checksum mismatch");
+    f = fopen(path, "r+b");
+    fseek(f, at, SEEK_SET);
+    fputc(c, f);
+    fclose(f);
+  }
+  /* a damaged seal, an extended file, a truncated one */
+  f = fopen(path, "r+b");
+  fseek(f, 30, SEEK_SET);
+  fputc('x', f);
+  fclose(f);
+  expect_open_refused(path, "damaged attnlab seal");
+  sealed_file(path);
+  f = fopen(path, "ab");
+  fputs("appended", f);
+  fclose(f);
+  expect_open_refused(path, "(extended)");
+  cr_assert(truncate(path, n - 100) == 0);
+  expect_open_refused(path, "(truncated)");
+  /* resealed, the same bytes open again */
+  cr_assert(truncate(path, n) == 0);
+  sealed_file(path);
+  at_h5 *h;
+  cr_assert(at_h5_open(path, &h) == AT_OK, "%s", at_errmsg());
+  at_h5_close(h);
+  remove(path);
+}
+
+/* An unsealed HDF5 file (as h5py writes them): the superblock's end of file
+ * must be the file's size. */
+Test(h5io, unsealed_files_are_checked_against_their_superblock) {
+  char path[256], copy[300];
+  tmpname(path, "unsealed");
+  snprintf(copy, sizeof copy, "%s/tests/golden/kda.h5", AT_SOURCE_DIR);
+  at_h5 *h;
+  cr_assert(at_h5_open(copy, &h) == AT_OK, "%s", at_errmsg());
+  at_h5_close(h);
+  char cmd[1200];
+  snprintf(cmd, sizeof cmd, "cp %s %s && printf junk >> %s", copy, path, path);
+  cr_assert(system(cmd) == 0);
+  expect_open_refused(path, "extended");
+  cr_assert(truncate(path, file_size(copy) - 1) == 0);
+  expect_open_refused(path, "truncated");
+  remove(path);
+  cr_expect(at_h5_open(AT_SOURCE_DIR, &h) == AT_E_IO && strstr(at_errmsg(), "not a regular file"), "%s", at_errmsg());
+}
+
+static at_status crashes(void *arg) {
+  (void)arg;
+  raise(SIGSEGV);
+  return AT_OK;
+}
+static at_status hangs(void *arg) {
+  volatile int *stop = arg;
+  while (!*stop) {}
+  return AT_OK;
+}
+static at_status eats_memory(void *arg) {
+  (void)arg;
+  void *p = malloc((size_t)64 << 30);
+  if (!p) return at_error(AT_E_NOMEM, "out of memory");
+  free(p);
+  return AT_OK;
+}
+static at_status refuses(void *arg) {
+  ++*(int *)arg;
+  return at_error(AT_E_FORMAT, "refused for a reason");
+}
+static at_status accepts(void *arg) {
+  ++*(int *)arg;
+  return AT_OK;
+}
+
+Test(h5io, the_guard_turns_crashes_hangs_and_blowups_into_refusals) {
+  char path[256];
+  tmpname(path, "guard");
+  sealed_file(path);
+  cr_expect(at_h5_guard(path, crashes, NULL) == AT_E_FORMAT);
+  cr_expect(strstr(at_errmsg(), "crashed") && strstr(at_errmsg(), path), "%s", at_errmsg());
+  setenv("AT_H5_GUARD_SECONDS", "1", 1);
+  int stop = 0;
+  cr_expect(at_h5_guard(path, hangs, &stop) == AT_E_FORMAT);
+  cr_expect(strstr(at_errmsg(), "took more than 1 s"), "%s", at_errmsg());
+  unsetenv("AT_H5_GUARD_SECONDS");
+  cr_expect(at_h5_guard(path, eats_memory, NULL) == AT_E_NOMEM);
+  cr_expect(strstr(at_errmsg(), "MiB: refused"), "%s", at_errmsg());
+  /* a refusal in the child is returned as it is; the function never runs here */
+  int runs = 0;
+  cr_expect(at_h5_guard(path, refuses, &runs) == AT_E_FORMAT && runs == 0);
+  cr_expect_str_eq(at_errmsg(), "refused for a reason");
+  cr_expect(at_h5_guard(path, accepts, &runs) == AT_OK && runs == 1, "success runs here once");
+  remove(path);
+}
+
+/* Datasets are checked before anything is allocated. */
+Test(h5io, declared_sizes_types_and_strings_are_checked) {
+  char path[256];
+  tmpname(path, "declared");
+  at_h5 *h;
+  cr_assert(at_h5_create(path, &h) == AT_OK);
+  int32_t v[3] = {1, 2, 3};
+  cr_assert(at_h5_write_int(h, "ok", AT_SHAPE(3), v) == AT_OK);
+  cr_assert(at_h5_commit(h) == AT_OK);
+  cr_assert(at_h5_open(path, &h) == AT_OK);
+  int nd;
+  int64_t shape[4];
+  int32_t *data;
+  cr_expect(at_h5_read_int_alloc(h, "ok", &nd, shape, &data) == AT_OK && nd == 1 && shape[0] == 3 && data[2] == 3);
+  free(data);
+  cr_expect(at_h5_read_int_alloc(h, "missing", &nd, shape, &data) == AT_E_FORMAT && data == NULL);
+  char *s;
+  cr_expect(at_h5_get_attr_str(h, "/", "nothing", &s) == AT_E_FORMAT && s == NULL);
+  at_h5_close(h);
+  remove(path);
+  /* the hostile variants (compressed, declared but unstored, 2^40 elements, rank 5, float16, compound,
+   * string arrays) are files of tests/fuzz_regressions, made by tests/ref/gen_hostile_hdf5.py */
 }

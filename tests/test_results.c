@@ -220,6 +220,7 @@ Test(results, reading_refuses_other_files) {
   cr_assert(at_h5_set_attr_str(h, "/", "attnlab_version", "0") == AT_OK);
   cr_assert(at_h5_set_attr_int(h, "/", "threads", 1) == AT_OK);
   cr_assert(at_h5_set_attr_str(h, "/", "date", "") == AT_OK);
+  cr_assert(at_h5_set_attr_int(h, "/", "n_runs", 1) == AT_OK);
   cr_assert(at_h5_write_int(h, "/runs/r/train_step", AT_SHAPE(2), (int32_t[]){0, 1}) == AT_OK);
   cr_assert(at_h5_write_double(h, "/runs/r/train_loss", AT_SHAPE(1), (double[]){0}) == AT_OK);
   cr_assert(at_h5_commit(h) == AT_OK);

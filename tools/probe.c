@@ -394,8 +394,95 @@ static at_status probe_read(at_ctx *c, at_h5 *h, const char *prefix, const char 
   return *out ? AT_OK : at_error(AT_E_NOMEM, "%s: out of memory for '%s'", at_h5_path(h), path);
 }
 
+/* Reads the op's inputs from in_path, runs it forward and backward from the
+ * seeded output gradients: everything but writing. */
+typedef struct probe_job {
+  const probe_op *op;
+  const char *in_path;
+  probe_run r;
+} probe_job;
+
+static void probe_release(probe_run *r) {
+  at_h5_close(r->in);
+  at_ctx_free(r->c);
+  const probe_op *op = r->op;
+  memset(r, 0, sizeof *r);
+  r->op = op;
+}
+
+static at_status probe_compute(void *arg) {
+  probe_job *j = arg;
+  const probe_op *op = j->op;
+  probe_run *r = &j->r;
+  probe_release(r);
+  at_status st = at_h5_open(j->in_path, &r->in);
+  if (st != AT_OK) return st;
+  if (!(r->c = at_ctx_new(0))) return at_error(AT_E_NOMEM, "out of memory");
+  const char *prefix = at_h5_exists(r->in, "inputs") ? "inputs/" : "";
+  for (int i = 0; op->in[i].name; i++) {
+    char path[256];
+    snprintf(path, sizeof path, "%s%s", prefix, op->in[i].name);
+    if ((op->in[i].flags & PROBE_OPTIONAL) && !at_h5_exists(r->in, path)) continue;
+    if ((st = probe_read(r->c, r->in, prefix, op->in[i].name, !(op->in[i].flags & PROBE_NO_GRAD), &r->x[i])) != AT_OK)
+      return st;
+  }
+  if ((st = op->run(r)) != AT_OK) return at_error_prefix(st, "%s", j->in_path);
+  /* seed each output's gradient */
+  for (int k = 0; op->out[k].name; k++) {
+    at_tensor *y = r->y[k], *seed = NULL;
+    if (!y) { /* an optional output the op did not produce (linear_attn's final_z without normalize) */
+      AT_ASSERT(op->out[k].flags & PROBE_OPTIONAL);
+      continue;
+    }
+    char path[256];
+    snprintf(path, sizeof path, "%s%s", prefix, op->out[k].seed);
+    if ((op->out[k].flags & PROBE_OPTIONAL) && !at_h5_exists(r->in, path)) continue;
+    if ((st = probe_read(r->c, r->in, prefix, op->out[k].seed, 0, &seed)) != AT_OK) return st;
+    if (!at_same_shape(seed, y)) {
+      char a[96], b[96];
+      return at_error(AT_E_SHAPE, "%s: '%s' has shape %s but %s has shape %s", j->in_path, path, AT_SHAPE_STR(seed, a),
+                      op->out[k].name, AT_SHAPE_STR(y, b));
+    }
+    real *g = at_grad(r->c, y);
+    if (!g) { /* no input requires grad: nothing to propagate */
+      if (!y->requires_grad) continue;
+      return at_ctx_status(r->c);
+    }
+    memcpy(g, seed->data, (size_t)y->size * sizeof(real));
+  }
+  return at_backward_from_seeded(r->c);
+}
+
+/* The outputs and the inputs' gradients, into OUT.h5 (atomically). */
+static at_status probe_write(probe_run *r, const char *out_path) {
+  const probe_op *op = r->op;
+  at_h5 *out = NULL;
+  at_status st = at_h5_create(out_path, &out);
+  for (int j = 0; st == AT_OK && op->out[j].name; j++)
+    if (r->y[j]) st = at_h5_write_real(out, op->out[j].name, r->y[j]->ndim, r->y[j]->shape, r->y[j]->data);
+  for (int i = 0; st == AT_OK && op->in[i].name; i++) {
+    at_tensor *x = r->x[i];
+    if (!x || (op->in[i].flags & PROBE_NO_GRAD)) continue;
+    real *g = at_grad(r->c, x); /* zero if nothing flowed into it */
+    if (!g) {
+      st = at_ctx_status(r->c);
+      break;
+    }
+    char dname[128];
+    snprintf(dname, sizeof dname, "d%s", op->in[i].name);
+    st = at_h5_write_real(out, dname, x->ndim, x->shape, g);
+  }
+  if (st == AT_OK && r->ints) st = at_h5_write_int(out, r->ints_name, r->ints->ndim, r->ints->shape, r->ints->data);
+  if (st == AT_OK) st = at_h5_set_attr_str(out, "/", "op", op->name);
+  if (st == AT_OK) return at_h5_commit(out);
+  at_h5_close(out); /* deletes the unfinished OUT.h5.tmp */
+  return st;
+}
+
 /* Runs op `name` on in_path and writes out_path. Returns the exit status: 0,
- * or 2 after a message on `err`. */
+ * or 2 after a message on `err`. The computation runs first under the HDF5
+ * guard (core/h5io.h), so a hostile input file is refused, not a crash, and
+ * the op's time and memory are bounded by the guard's limits. */
 static int probe(const char *name, const char *in_path, const char *out_path, FILE *err) {
   const probe_op *op = probe_find(name);
   if (!op) {
@@ -404,87 +491,12 @@ static int probe(const char *name, const char *in_path, const char *out_path, FI
     fprintf(err, ")\n");
     return 2;
   }
-  probe_run r = {.op = op};
-  at_h5 *out = NULL;
-  at_status st = at_h5_open(in_path, &r.in);
-  if (st != AT_OK) goto fail;
-  r.c = at_ctx_new(0);
-  if (!r.c) {
-    st = at_error(AT_E_NOMEM, "out of memory");
-    goto fail;
-  }
-  const char *prefix = at_h5_exists(r.in, "inputs") ? "inputs/" : "";
-  for (int i = 0; op->in[i].name; i++) {
-    char path[256];
-    snprintf(path, sizeof path, "%s%s", prefix, op->in[i].name);
-    if ((op->in[i].flags & PROBE_OPTIONAL) && !at_h5_exists(r.in, path)) continue;
-    st = probe_read(r.c, r.in, prefix, op->in[i].name, !(op->in[i].flags & PROBE_NO_GRAD), &r.x[i]);
-    if (st != AT_OK) goto fail;
-  }
-  st = op->run(&r);
-  if (st != AT_OK) {
-    at_error_prefix(st, "%s", in_path);
-    goto fail;
-  }
-  /* seed each output's gradient */
-  for (int j = 0; op->out[j].name; j++) {
-    at_tensor *y = r.y[j], *seed = NULL;
-    if (!y) { /* an optional output the op did not produce (linear_attn's final_z without normalize) */
-      AT_ASSERT(op->out[j].flags & PROBE_OPTIONAL);
-      continue;
-    }
-    char path[256];
-    snprintf(path, sizeof path, "%s%s", prefix, op->out[j].seed);
-    if ((op->out[j].flags & PROBE_OPTIONAL) && !at_h5_exists(r.in, path)) continue;
-    if ((st = probe_read(r.c, r.in, prefix, op->out[j].seed, 0, &seed)) != AT_OK) goto fail;
-    if (!at_same_shape(seed, y)) {
-      char a[96], b[96];
-      st = at_error(AT_E_SHAPE, "%s: '%s' has shape %s but %s has shape %s", in_path, path,
-                    AT_SHAPE_STR(seed, a), op->out[j].name, AT_SHAPE_STR(y, b));
-      goto fail;
-    }
-    real *g = at_grad(r.c, y);
-    if (!g) { /* no input requires grad: nothing to propagate */
-      if (!y->requires_grad) continue;
-      st = at_ctx_status(r.c);
-      goto fail;
-    }
-    memcpy(g, seed->data, (size_t)y->size * sizeof(real));
-  }
-  if ((st = at_backward_from_seeded(r.c)) != AT_OK) goto fail;
-  /* write */
-  if ((st = at_h5_create(out_path, &out)) != AT_OK) goto fail;
-  for (int j = 0; op->out[j].name; j++)
-    if (r.y[j] && (st = at_h5_write_real(out, op->out[j].name, r.y[j]->ndim, r.y[j]->shape, r.y[j]->data)) !=
-                      AT_OK)
-      goto fail;
-  for (int i = 0; op->in[i].name; i++) {
-    at_tensor *x = r.x[i];
-    if (!x || (op->in[i].flags & PROBE_NO_GRAD)) continue;
-    real *g = at_grad(r.c, x); /* zero if nothing flowed into it */
-    if (!g) {
-      st = at_ctx_status(r.c);
-      goto fail;
-    }
-    char dname[128];
-    snprintf(dname, sizeof dname, "d%s", op->in[i].name);
-    if ((st = at_h5_write_real(out, dname, x->ndim, x->shape, g)) != AT_OK) goto fail;
-  }
-  if (r.ints && (st = at_h5_write_int(out, r.ints_name, r.ints->ndim, r.ints->shape, r.ints->data)) != AT_OK)
-    goto fail;
-  if ((st = at_h5_set_attr_str(out, "/", "op", op->name)) != AT_OK) goto fail;
-  st = at_h5_commit(out);
-  out = NULL;
-  if (st != AT_OK) goto fail;
-  at_h5_close(r.in);
-  at_ctx_free(r.c);
-  return 0;
-fail:
-  fprintf(err, "probe %s: %s\n", op->name, at_errmsg());
-  at_h5_close(out); /* deletes the unfinished OUT.h5.tmp */
-  at_h5_close(r.in);
-  at_ctx_free(r.c);
-  return 2;
+  probe_job job = {op, in_path, {.op = op}};
+  at_status st = at_h5_guard(in_path, probe_compute, &job);
+  if (st == AT_OK) st = probe_write(&job.r, out_path);
+  if (st != AT_OK) fprintf(err, "probe %s: %s\n", op->name, at_errmsg());
+  probe_release(&job.r);
+  return st == AT_OK ? 0 : 2;
 }
 
 /* The command line; returns the exit status. */

@@ -3,6 +3,7 @@
  * Exit status: 0 when every run finished, 1 when a run stopped (non-finite
  * losses, a failed forward), 2 when the input was refused before training
  * (usage, experiment file, output directory, checkpoint). */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,9 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+  /* past a file size limit (ulimit -f) a write fails with EFBIG and is
+   * reported like a full disk, instead of killing the process */
+  signal(SIGXFSZ, SIG_IGN);
   const char *file = NULL, *out = NULL;
   const char **sets = calloc((size_t)argc, sizeof *sets);
   int n_sets = 0, resume = 0, dry = 0;
