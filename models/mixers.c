@@ -162,6 +162,16 @@ static void opt_default(const at_mixer_opt *o, char *buf, size_t n) {
   }
 }
 
+/* A Markdown table cell: '|' escaped. */
+static void md_cell(FILE *out, const char *text) {
+  fputs(" ", out);
+  for (const char *c = text; *c; c++) {
+    if (*c == '|') fputc('\\', out);
+    fputc(*c, out);
+  }
+  fputs(" |", out);
+}
+
 void at_mixers_describe(FILE *out, int markdown) {
   for (int k = 0; k < at_mixer_count(); k++) {
     const at_mixer_impl *m = registry[k];
@@ -171,8 +181,13 @@ void at_mixers_describe(FILE *out, int markdown) {
       char type[160], def[64];
       opt_type(&m->opts[i], type, sizeof type);
       opt_default(&m->opts[i], def, sizeof def);
-      if (markdown) fprintf(out, "| `%s` | %s | %s | %s |\n", m->opts[i].key, type, def, m->opts[i].help);
-      else fprintf(out, "    %-17s %-30s [%s] %s\n", m->opts[i].key, type, def, m->opts[i].help);
+      if (markdown) {
+        fprintf(out, "| `%s` |", m->opts[i].key);
+        md_cell(out, type);
+        md_cell(out, def);
+        md_cell(out, m->opts[i].help);
+        fputc('\n', out);
+      } else fprintf(out, "    %-17s %-30s [%s] %s\n", m->opts[i].key, type, def, m->opts[i].help);
     }
     fprintf(out, "\n");
   }
