@@ -16,6 +16,9 @@ int at_threads(void);
 int at_threads_here(void);
 /* The BLIS sub-configuration (kernel set) in use, e.g. "skx". */
 const char *at_blis_arch(void);
+/* "CPU: <model>; vector ISA: built for AVX-512F, CPU has AVX-512F AVX2
+ * FMA; BLIS kernels skx; 2 threads; float", for benchmark and tool reports. */
+void at_machine_line(char *buf, size_t n);
 /* Seconds on a monotonic clock. */
 double at_now(void);
 

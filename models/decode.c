@@ -126,6 +126,7 @@ at_status at_generate(at_ctx *c, at_decoder *d, const int32_t *prompt, int64_t n
     if (!one) break;
     one->data[0] = out[i];
     z = at_decoder_step(c, d, one);
+    g.steps++;
   }
   g.decode_seconds = at_now() - t1;
   g.state_bytes = at_decoder_state_bytes(d);

@@ -90,7 +90,8 @@ int32_t at_sample(at_sampler *s, const real *logits);
 
 typedef struct at_gen_stats {
   int64_t prompt_tokens, new_tokens;
-  double prefill_seconds, decode_seconds; /* decode: the steps after the prefill */
+  int64_t steps;                          /* decoder steps after the prefill */
+  double prefill_seconds, decode_seconds; /* decode: those steps */
   int64_t state_bytes;                    /* the decoder's states */
 } at_gen_stats;
 
