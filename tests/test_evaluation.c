@@ -2,8 +2,10 @@
  * checkpoints: data.eval test sets (loading, resolution, refusals with
  * their positions, the resolved YAML reading back the same), their curves
  * in results.h5 and columns in the table and table.csv, train.sample,
- * `train --eval-only` on finished runs, and ./generate on a checkpoint
- * (synthetic task example, token prompts, a text model's bytes). */
+ * `train --eval-only` on finished runs, ./generate on a checkpoint
+ * (synthetic task example, token prompts, a text model's bytes) and
+ * ./export (the safetensors layout, fla's names, the logits it records,
+ * refusals). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -299,4 +301,86 @@ Test(tools, restore_rebuilds_the_run) {
   at_model_free(fresh);
   at_restored_free(&r);
   cr_expect_eq(at_restore(write_file("x.h5", "not hdf5"), &r), AT_E_FORMAT);
+}
+
+/* The safetensors header of an export: its JSON text (malloc'ed), and the
+ * size the data after it should have (the largest data offset). */
+static char *safetensors_header(const char *path, long *data_bytes, long *file_bytes) {
+  FILE *f = fopen(path, "rb");
+  cr_assert(f, "%s", path);
+  unsigned char n8[8];
+  cr_assert(fread(n8, 1, 8, f) == 8);
+  uint64_t n = 0;
+  for (int i = 0; i < 8; i++) n |= (uint64_t)n8[i] << (8 * i);
+  cr_assert(n % 8 == 0 && n < (1u << 20), "header length %llu", (unsigned long long)n);
+  char *h = calloc(n + 1, 1);
+  cr_assert(fread(h, 1, n, f) == n);
+  fseek(f, 0, SEEK_END);
+  *file_bytes = ftell(f) - 8 - (long)n;
+  fclose(f);
+  *data_bytes = 0;
+  for (const char *p = h; (p = strstr(p, "\"data_offsets\":[")); p++) {
+    long a, b;
+    cr_assert(sscanf(p, "\"data_offsets\":[%ld,%ld]", &a, &b) == 2 && b >= a);
+    if (b > *data_bytes) *data_bytes = b;
+  }
+  return h;
+}
+
+Test(tools, export_writes_fla_names_and_logits) {
+  make_dir();
+  char out[300], ck[600], cmd[1600], buf[8192], path[700];
+  snprintf(out, sizeof out, "%s/out", dir);
+  int failed = 0;
+  cr_assert(train_file(write_file("tiny.yaml", tiny), out, 0, &failed) == AT_OK);
+  snprintf(ck, sizeof ck, "%s/checkpoints/a.h5", out);
+  snprintf(cmd, sizeof cmd, "%s/bin/export %s %s/fla 2>&1", AT_BINARY_DIR, ck, dir);
+  cr_assert_eq(run_cmd(cmd, buf, sizeof buf), 0, "%s", buf);
+  /* [full, kda]: fla's KDA model with layer 0 as a standard attention layer */
+  snprintf(path, sizeof path, "%s/fla/config.json", dir);
+  const char *config = slurp(path);
+  cr_expect(strstr(config, "\"model_type\": \"kda\"") && strstr(config, "\"attn\": {\"layers\": [0], \"num_heads\": 2") &&
+            strstr(config, "\"intermediate_size\": 8"), "%s", config);
+  long data = 0, file = 0;
+  snprintf(path, sizeof path, "%s/fla/model.safetensors", dir);
+  char *h = safetensors_header(path, &data, &file);
+  const char *names[] = {"model.embeddings.weight", "model.layers.0.attn.q_proj.weight", "model.layers.1.attn.f_proj.0.weight",
+                         "model.layers.1.attn.q_conv1d.weight\":{\"dtype\":\"F32\",\"shape\":[32,1,4]",
+                         "model.layers.1.attn.g_proj.1.bias", "model.layers.1.mlp.down_proj.weight", "model.norm.weight",
+                         "lm_head.weight"};
+  for (int i = 0; i < AT_ARRAY_LEN(names); i++) cr_expect(strstr(h, names[i]), "%s missing in %.300s", names[i], h);
+  cr_expect(data == file && data > 0, "data %ld bytes, file %ld", data, file);
+  free(h);
+  /* the recorded logits are the model's forward on the recorded ids */
+  snprintf(path, sizeof path, "%s/fla/attnlab_check.safetensors", dir);
+  h = safetensors_header(path, &data, &file);
+  cr_expect(strstr(h, "\"input_ids\":{\"dtype\":\"I64\",\"shape\":[2,32]") && strstr(h, "\"logits\":{\"dtype\":\"F32\",\"shape\":[2,32,64]"), "%s", h);
+  FILE *f = fopen(path, "rb");
+  cr_assert(f);
+  fseek(f, 8 + (long)strlen(h), SEEK_SET);
+  int64_t ids[64];
+  float *logits = malloc(2 * 32 * 64 * sizeof(float));
+  cr_assert(fread(ids, 8, 64, f) == 64 && fread(logits, 4, 2 * 32 * 64, f) == 2 * 32 * 64);
+  fclose(f);
+  at_restored r;
+  cr_assert(at_restore(ck, &r) == AT_OK);
+  at_ctx *c = at_ctx_new(0);
+  at_itensor *tok = at_inew(c, AT_SHAPE(2, 32));
+  for (int i = 0; i < 64; i++) tok->data[i] = (int32_t)ids[i];
+  at_tensor *z = at_model_logits(c, r.m, tok);
+  cr_assert(z);
+  for (int64_t i = 0; i < z->size; i++) cr_assert(logits[i] == z->data[i], "logit %lld", (long long)i);
+  at_ctx_free(c);
+  at_restored_free(&r);
+  free(logits), free(h);
+  /* refusals name the reason; nothing is written */
+  char *nope = strdup(tiny), *rope = strstr(nope, "position: rope");
+  memcpy(rope, "position: nope", 14);
+  cr_assert(train_file(write_file("nope.yaml", nope), out, 0, &failed) == AT_OK);
+  free(nope);
+  snprintf(cmd, sizeof cmd, "%s/bin/export %s %s/fla2 2>&1", AT_BINARY_DIR, ck, dir);
+  cr_expect_eq(run_cmd(cmd, buf, sizeof buf), 2);
+  cr_expect(strstr(buf, "cannot be exported to flash-linear-attention: layer 0 (full) has no RoPE"), "%s", buf);
+  snprintf(path, sizeof path, "%s/fla2", dir);
+  cr_expect(access(path, F_OK) != 0, "no output directory for a refused model");
 }
