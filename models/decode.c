@@ -16,7 +16,10 @@ const at_mixer_impl *at_model_undecodable(const at_model *m) {
 }
 
 static void free_states(at_decoder *d) {
-  for (int l = 0; l < d->m->cfg.n_layers; l++) at_mixer_state_free(&d->layer[l]);
+  for (int l = 0; l < d->m->cfg.n_layers; l++) {
+    at_mixer_state_free(&d->layer[l]);
+    at_mixer_state_free(&d->mlp[l]);
+  }
 }
 
 static at_status make_states(at_decoder *d) {
@@ -25,6 +28,9 @@ static at_status make_states(at_decoder *d) {
     at_status st = at_mixer_state_init(&d->layer[l], d->batch, d->max_len);
     if (st == AT_OK) st = b->mixer->state_new(b->mixer_state, &d->layer[l]);
     if (st != AT_OK) return at_error_prefix(st, "layer %d (%s)", l, b->mixer->name);
+    st = at_mixer_state_init(&d->mlp[l], d->batch, d->max_len);
+    if (st == AT_OK) st = at_block_mlp_state_new(d->m, b, &d->mlp[l]);
+    if (st != AT_OK) return at_error_prefix(st, "layer %d (mlp)", l);
   }
   d->len = 0;
   return AT_OK;
@@ -62,7 +68,7 @@ at_status at_decoder_reset(at_decoder *d) {
 
 int64_t at_decoder_state_bytes(const at_decoder *d) {
   int64_t n = 0;
-  for (int l = 0; l < d->m->cfg.n_layers; l++) n += at_mixer_state_bytes(&d->layer[l]);
+  for (int l = 0; l < d->m->cfg.n_layers; l++) n += at_mixer_state_bytes(&d->layer[l]) + at_mixer_state_bytes(&d->mlp[l]);
   return n;
 }
 
@@ -85,7 +91,7 @@ static at_tensor *run(at_ctx *c, at_decoder *d, const at_itensor *tokens, int st
     at_tensor *h = at_rmsnorm(c, x, b->norm1, m->cfg.norm_eps);
     at_tensor *y = step ? b->mixer->step(c, b->mixer_state, h, &d->layer[l], &io)
                         : b->mixer->prefill(c, b->mixer_state, h, &d->layer[l], &io);
-    x = at_block_mlp(c, m, b, at_add(c, x, y));
+    x = at_block_mlp(c, m, b, at_add(c, x, y), &d->mlp[l]);
   }
   if (x && !all && T > 1) x = at_slice(c, x, 1, T - 1, 1);
   at_tensor *logits = x ? at_model_head(c, m, x) : NULL;

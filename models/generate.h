@@ -34,7 +34,8 @@ typedef struct at_decoder {
   int64_t batch, max_len;
   int64_t len;    /* tokens consumed: the next token's position */
   unsigned stage; /* stage flags the layers decode under (AT_STAGE_SPARSE: DSA's top-k) */
-  at_mixer_state layer[AT_MAX_LAYERS];
+  at_mixer_state layer[AT_MAX_LAYERS]; /* each block's mixer state */
+  at_mixer_state mlp[AT_MAX_LAYERS];   /* and its MLP's (rwkv_cmix's token shift) */
 } at_decoder;
 
 /* The first mixer of m without decoding functions, or NULL. */

@@ -116,10 +116,18 @@ static at_tensor *swiglu(at_ctx *c, const at_block *b, at_tensor *x) {
   return at_linear(c, at_mul(c, g, at_linear(c, x, b->w_up, NULL)), b->w_down, NULL);
 }
 
-at_tensor *at_block_mlp(at_ctx *c, at_model *m, const at_block *b, at_tensor *x) {
+at_tensor *at_block_mlp(at_ctx *c, at_model *m, const at_block *b, at_tensor *x, at_mixer_state *s) {
   if (b->w_gate) return at_add(c, x, swiglu(c, b, at_rmsnorm(c, x, b->norm2, m->cfg.norm_eps)));
-  if (b->x_k) return at_add(c, x, at_rwkv_cmix(c, at_rmsnorm(c, x, b->norm2, m->cfg.norm_eps), b->x_k, b->w_up, b->w_down));
+  if (b->x_k)
+    return at_add(c, x, at_rwkv_cmix(c, at_rmsnorm(c, x, b->norm2, m->cfg.norm_eps), b->x_k, b->w_up, b->w_down,
+                                     s ? s->t[0] : NULL));
   return x;
+}
+
+at_status at_block_mlp_state_new(const at_model *m, const at_block *b, at_mixer_state *s) {
+  if (b->x_k && !at_mixer_state_add(s, AT_SHAPE(s->batch, 1, m->cfg.d_model)))
+    return at_error_prefix(AT_E_NOMEM, "rwkv_cmix: decoding state");
+  return AT_OK;
 }
 
 at_tensor *at_model_embed(at_ctx *c, at_model *m, const at_itensor *tokens, int64_t pos0) {
@@ -146,7 +154,7 @@ static at_tensor *hidden(at_ctx *c, at_model *m, const at_itensor *tokens, at_mi
   for (int l = 0; l < cfg->n_layers; l++) {
     at_block *b = &m->blocks[l];
     x = at_add(c, x, b->mixer->forward(c, b->mixer_state, at_rmsnorm(c, x, b->norm1, cfg->norm_eps), io));
-    x = at_block_mlp(c, m, b, x);
+    x = at_block_mlp(c, m, b, x, NULL);
   }
   return at_rmsnorm(c, x, m->final_norm, cfg->norm_eps);
 }
