@@ -22,13 +22,13 @@ typedef struct opt {
 /* A model of `layers` (mixer names) with options, randomised so that every
  * path matters: weights N(0, 0.3), norms 1 + N(0, 0.1), decay parameters
  * (A_log, dt_bias) as initialised plus N(0, 0.1). */
-static at_model *model_of(const char *const *layers, int n_layers, const opt *opts, int n_opts, at_position pos,
-                          int64_t kv_heads) {
+static at_model *model_mlp(const char *const *layers, int n_layers, const opt *opts, int n_opts, at_position pos,
+                           int64_t kv_heads, at_mlp_kind mlp) {
   at_model_cfg cfg;
   at_model_cfg_defaults(&cfg);
   cfg.vocab_size = V, cfg.max_seq_len = T;
   cfg.d_model = D, cfg.n_heads = H, cfg.n_kv_heads = kv_heads, cfg.n_layers = n_layers;
-  cfg.mlp = AT_MLP_SWIGLU, cfg.mlp_hidden = 48, cfg.position = pos;
+  cfg.mlp = mlp, cfg.mlp_hidden = 48, cfg.position = pos;
   for (int l = 0; l < n_layers; l++) cfg.layers[l] = at_mixer_from_name(layers[l]);
   for (int i = 0; i < n_opts; i++)
     cr_assert(at_mixer_opt_set(&cfg, at_mixer_from_name(opts[i].mixer), opts[i].key, opts[i].value) == AT_OK, "%s",
@@ -46,6 +46,12 @@ static at_model *model_of(const char *const *layers, int n_layers, const opt *op
     }
   }
   return m;
+}
+
+/* The same with the SwiGLU MLP. */
+static at_model *model_of(const char *const *layers, int n_layers, const opt *opts, int n_opts, at_position pos,
+                          int64_t kv_heads) {
+  return model_mlp(layers, n_layers, opts, n_opts, pos, kv_heads, AT_MLP_SWIGLU);
 }
 
 static at_itensor *tokens(at_ctx *c, int64_t t0, int64_t len) {
@@ -147,6 +153,21 @@ Test(decode, linear_mixer_variants) {
   expect_decodes("performer iid, 24 features",
                  model_of(LAYERS("performer"), OPTS({"performer", "orthogonal", 0}, {"performer", "num_features", 24}),
                           AT_POS_NOPE, H), 0);
+  expect_decodes("gla conv 3, sigmoid gate, clamp, chunk 4",
+                 model_of(LAYERS("gla", "gla"), OPTS({"gla", "short_conv", 1}, {"gla", "conv_size", 3}, {"gla", "output_gate", 0},
+                                                     {"gla", "clamp_min", -0.2}, {"gla", "chunk_size", 4}), AT_POS_NOPE, H), 0);
+  expect_decodes("gla no gate", model_of(LAYERS("gla"), OPTS({"gla", "output_gate", 2}), AT_POS_NOPE, H), 0);
+}
+
+/* RWKV-7 as its model runs it: three rwkv7 layers (the value residual from
+ * the first reaches the later ones in prefill and steps) with the token-
+ * shifted channel mix, whose last input the decoder keeps per block. */
+Test(decode, rwkv7_with_channel_mix) {
+  expect_decodes("rwkv7 + rwkv_cmix, chunk 4",
+                 model_mlp(LAYERS("rwkv7", "rwkv7", "rwkv7"), OPTS({"rwkv7", "chunk_size", 4}), AT_POS_NOPE, H,
+                           AT_MLP_RWKV_CMIX), 0);
+  expect_decodes("hybrid gla, full, rwkv7", model_mlp(LAYERS("gla", "full", "rwkv7"), NO_OPTS, AT_POS_ROPE, H,
+                                                      AT_MLP_RWKV_CMIX), 0);
 }
 
 Test(decode, hybrid_of_every_family) {
