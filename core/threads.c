@@ -178,3 +178,20 @@ double at_now(void) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+void at_machine_line(char *buf, size_t n) {
+  char cpu[256] = "unknown", line[512];
+  FILE *f = fopen("/proc/cpuinfo", "r");
+  while (f && fgets(line, sizeof line, f))
+    if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
+      snprintf(cpu, sizeof cpu, "%s", strchr(line, ':') + 2);
+      cpu[strcspn(cpu, "\n")] = 0;
+      break;
+    }
+  if (f) fclose(f);
+  __builtin_cpu_init();
+  snprintf(buf, n, "CPU: %s; vector ISA: built for %s (-march=%s), CPU has%s%s%s; BLIS kernels %s; %d threads; %s", cpu,
+           at_isa(), at_march(),
+           __builtin_cpu_supports("avx512f") ? " AVX-512F" : "", __builtin_cpu_supports("avx2") ? " AVX2" : "",
+           __builtin_cpu_supports("fma") ? " FMA" : "", at_blis_arch(), at_threads(), AT_REAL_NAME);
+}

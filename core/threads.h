@@ -23,6 +23,10 @@ const char *at_blis_arch(void);
  * CPU lacks an extension the build uses. */
 const char *at_isa(void);
 const char *at_march(void);
+
+/* "CPU: <model>; vector ISA: built for AVX-512 (-march=...), CPU has
+ * AVX-512F AVX2 FMA; BLIS kernels skx; 2 threads; float", for benchmark and tool reports. */
+void at_machine_line(char *buf, size_t n);
 /* Seconds on a monotonic clock. */
 double at_now(void);
 

@@ -553,7 +553,18 @@ static at_status load(loader *L, at_experiment *e, size_t len, const char *const
   return expand(L, e);
 }
 
-at_status at_experiment_load(const char *path, const char *const *sets, int n_sets, at_experiment **out) {
+/* Loads e->source (len bytes, e->path its name in messages). */
+static at_status load_source(at_experiment *e, size_t len, const char *const *sets, int n_sets) {
+  loader L;
+  memset(&L, 0, sizeof L);
+  if (!(L.a = at_arena_new((size_t)1 << 16))) return nomem();
+  at_status s = load(&L, e, len, sets, n_sets);
+  at_arena_free(L.a);
+  return s;
+}
+
+static at_status load_into(const char *path, const char *text, const char *const *sets, int n_sets,
+                           at_experiment **out) {
   if (!out) return at_error(AT_E_ARG, "at_experiment_load: out is NULL");
   *out = NULL;
   if (!path || n_sets < 0 || (n_sets > 0 && !sets))
@@ -565,20 +576,29 @@ at_status at_experiment_load(const char *path, const char *const *sets, int n_se
   if (!e) return nomem();
   memcpy(e->path, path, strlen(path) + 1);
   size_t len = 0;
-  at_status s = read_file(path, &e->source, &len);
-  if (s == AT_OK) {
-    loader L;
-    memset(&L, 0, sizeof L);
-    if (!(L.a = at_arena_new((size_t)1 << 16))) s = nomem();
-    else s = load(&L, e, len, sets, n_sets);
-    at_arena_free(L.a);
+  at_status s = AT_OK;
+  if (text) {
+    len = strlen(text);
+    if (!(e->source = strdup(text))) s = nomem();
+  } else {
+    s = read_file(path, &e->source, &len);
   }
+  if (s == AT_OK) s = load_source(e, len, sets, n_sets);
   if (s) {
     at_experiment_free(e);
     return s;
   }
   *out = e;
   return AT_OK;
+}
+
+at_status at_experiment_load(const char *path, const char *const *sets, int n_sets, at_experiment **out) {
+  return load_into(path, NULL, sets, n_sets, out);
+}
+
+at_status at_experiment_load_text(const char *name, const char *text, at_experiment **out) {
+  if (!text) return at_error(AT_E_ARG, "at_experiment_load_text: no text");
+  return load_into(name, text, NULL, 0, out);
 }
 
 void at_experiment_free(at_experiment *e) {

@@ -45,7 +45,18 @@ typedef struct at_train_cfg {
   int max_bad_steps;           /* consecutive non-finite steps before the run stops */
   int n_stages;                /* 0: one plain stage */
   at_stage_cfg stages[AT_MAX_STAGES];
+  int64_t sample;              /* text runs: bytes of a sample printed at each evaluation (0: none) */
 } at_train_cfg;
+
+/* A further test set evaluated at every evaluation (data.eval): the run's
+ * data section with some keys overridden (e.g. seq_len at 2x the training
+ * length), under a name (results.h5 /runs/<id>/eval_sets/<name>/, a table
+ * column). */
+#define AT_MAX_EVAL_SETS 8
+typedef struct at_eval_cfg {
+  char name[40];               /* file-safe; default: the overridden keys, "seq_len=194" */
+  at_task_cfg data;            /* resolved */
+} at_eval_cfg;
 
 #define AT_MAX_SWEEP_KEYS 8
 
@@ -59,6 +70,8 @@ typedef struct at_run_cfg {
   at_task_cfg data;
   at_model_cfg model;
   at_train_cfg train;
+  int n_evals;                 /* data.eval */
+  at_eval_cfg evals[AT_MAX_EVAL_SETS];
   char *yaml;                  /* the resolved configuration as YAML (malloc'ed) */
 } at_run_cfg;
 
@@ -81,6 +94,9 @@ typedef struct at_experiment {
  * AT_E_CONFIG (or AT_E_IO) with "file:line:col: message" in at_errmsg(). */
 at_status at_experiment_load(const char *path, const char *const *sets, int n_sets,
                              at_experiment **out);
+/* The same from text in memory (a checkpoint's resolved configuration);
+ * `name` stands for the file in messages. */
+at_status at_experiment_load_text(const char *name, const char *text, at_experiment **out);
 void at_experiment_free(at_experiment *e);
 
 #endif

@@ -7,8 +7,10 @@
  * the mean and sample standard deviation over the seeds of a point, and the
  * best point is the one with the best mean. Sweep keys that are neither
  * (e.g. data.task) become the columns of a pivot table: rows are runs,
- * columns their values. table.csv beside table.md lists every run (each
- * seed) with its final metrics.
+ * columns their values. Each test set of data.eval adds a column beside
+ * every column it was evaluated in ("mqar 2x": the final metric of the
+ * cell's best point on that set). table.csv beside table.md lists every run
+ * (each seed) with its final metrics, those of its test sets included.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -24,6 +26,29 @@ static int higher_is_better(const char *metric) { return strcmp(metric, "eval_lo
 
 static double metric_of(const at_results_run *r, const char *metric) {
   return strcmp(metric, "eval_loss") == 0 ? r->final_eval_loss : r->final_eval_accuracy;
+}
+
+#define MAX_SETS (4 * AT_MAX_EVAL_SETS)
+
+/* The names of the experiment's test sets (data.eval), in the order the
+ * runs name them. */
+static int evalset_names(const at_experiment *e, const char **names) {
+  int n = 0;
+  for (int i = 0; i < e->n_runs; i++)
+    for (int j = 0; j < e->runs[i].n_evals; j++) {
+      const char *nm = e->runs[i].evals[j].name;
+      int k = 0;
+      while (k < n && strcmp(names[k], nm)) k++;
+      if (k == n && n < MAX_SETS) names[n++] = nm;
+    }
+  return n;
+}
+
+/* A run's final metric on test set `name` (NAN if it has none). */
+static double evalset_metric(const at_results_run *rr, const char *name, const char *metric) {
+  const at_results_evalset *es = rr ? at_results_get_evalset(rr, name) : NULL;
+  if (!es || !es->n) return NAN;
+  return strcmp(metric, "eval_loss") == 0 ? es->loss[es->n - 1] : es->accuracy[es->n - 1];
 }
 
 /* The columns key of a run: its values of the sweep keys that are not
@@ -76,6 +101,25 @@ static void point_mean(const point_stats *p, double *mean, double *sd) {
   *sd = p->n > 1 ? sqrt(fmax(0, (p->sumsq - p->n * *mean * *mean) / (p->n - 1))) : NAN;
 }
 
+/* The mean (and sample standard deviation over seeds) of the final metric
+ * on test set `set` of the runs of a cell's best point. */
+static void set_point_mean(const at_experiment *e, const at_results *res, const int *row_of, const int *col_of,
+                           const cell *cl, const char *set, const char *metric, double *mean, double *sd) {
+  *mean = *sd = NAN;
+  if (cl->best < 0) return;
+  char bp[256], bq[256];
+  best_point_of(e, &e->runs[cl->best], bp, sizeof bp);
+  point_stats p = {cl->best, 0, 0, 0};
+  for (int i = 0; i < e->n_runs; i++) {
+    if (row_of[i] != row_of[cl->best] || col_of[i] != col_of[cl->best]) continue;
+    best_point_of(e, &e->runs[i], bq, sizeof bq);
+    double v = strcmp(bp, bq) ? NAN : evalset_metric(at_results_find(res, e->runs[i].run_id), set, metric);
+    if (isfinite(v)) p.n++, p.sum += v, p.sumsq += v * v;
+  }
+  if (p.n) point_mean(&p, mean, sd);
+  if (e->seed_key < 0) *sd = NAN;
+}
+
 /* Every run with its sweep values and final figures (table.csv). */
 static at_status write_csv(const at_experiment *e, const at_results *res, const char *out_dir) {
   char path[1200], tmp[1300];
@@ -83,18 +127,25 @@ static at_status write_csv(const at_experiment *e, const at_results *res, const 
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   FILE *f = fopen(tmp, "w");
   if (!f) return at_error(AT_E_IO, "%s: cannot write", path);
+  const char *sets[MAX_SETS];
+  int ns = evalset_names(e, sets);
   fprintf(f, "run,base,sweep_point,seed,status,final_eval_loss,final_eval_accuracy,bits_per_byte,params,"
-             "tokens_per_second,cache_bytes_per_token,state_bytes,steps,wall_seconds\n");
+             "tokens_per_second,cache_bytes_per_token,state_bytes,steps,wall_seconds");
+  for (int k = 0; k < ns; k++) fprintf(f, ",\"%s:final_eval_loss\",\"%s:final_eval_accuracy\"", sets[k], sets[k]);
+  fprintf(f, "\n");
   for (int i = 0; i < e->n_runs; i++) {
     const at_run_cfg *rc = &e->runs[i];
     const at_results_run *rr = at_results_find(res, rc->run_id);
     if (!rr) continue;
     const at_results_extra *bpb = at_results_get(rr, "bits_per_byte"), *cb = at_results_get(rr, "cache_bytes_per_token"),
                            *sb = at_results_get(rr, "state_bytes");
-    fprintf(f, "\"%s\",\"%s\",\"%s\",%llu,\"%s\",%.9g,%.9g,%.9g,%lld,%.6g,%.9g,%.9g,%lld,%.3f\n", rr->name,
+    fprintf(f, "\"%s\",\"%s\",\"%s\",%llu,\"%s\",%.9g,%.9g,%.9g,%lld,%.6g,%.9g,%.9g,%lld,%.3f", rr->name,
             rc->base_name, rc->sweep_point, (unsigned long long)rc->seed, rr->status, rr->final_eval_loss,
             rr->final_eval_accuracy, bpb ? bpb->num : NAN, (long long)rr->params, rr->tokens_per_second,
             cb ? cb->num : NAN, sb ? sb->num : NAN, (long long)rr->steps, rr->wall_seconds);
+    for (int k = 0; k < ns; k++)
+      fprintf(f, ",%.9g,%.9g", evalset_metric(rr, sets[k], "eval_loss"), evalset_metric(rr, sets[k], "eval_accuracy"));
+    fprintf(f, "\n");
   }
   if (fclose(f) != 0 || rename(tmp, path) != 0) return at_error(AT_E_IO, "%s: cannot write", path);
   return AT_OK;
@@ -186,6 +237,17 @@ static at_status plot(const at_experiment *e, const at_results *res, const char 
         fprintf(g, "%s '%s' using 1:%d with lines lw 2 title '%s'", first ? "plot" : ", \\\n    ",
                 gp_quote(dat, q, sizeof q), panel ? 2 : (acc ? 3 : 2), gp_quote(rows[r], q2, sizeof q2));
         first = 0;
+        for (int k = 0; !panel && k < rr->n_evalsets; k++) { /* test sets: dashed */
+          const at_results_evalset *es = &rr->evalsets[k];
+          char sdat[1600];
+          snprintf(sdat, sizeof sdat, "%s/%s.eval.%s.dat", dir, rc->run_id, es->name);
+          FILE *sd = fopen(sdat, "w");
+          if (!sd) continue;
+          for (int64_t i = 0; i < es->n; i++)
+            fprintf(sd, "%lld %.6g %.6g\n", (long long)es->step[i], es->loss[i], es->accuracy[i]);
+          fclose(sd);
+          fprintf(g, ", \\\n    '%s' using 1:%d with lines lw 2 dt 2 title '%s %s'", sdat, acc ? 3 : 2, rows[r], es->name);
+        }
       }
       if (first) fprintf(g, "plot NaN notitle");
       fprintf(g, "\n");
@@ -284,36 +346,65 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
     fprintf(f, ": mean ± standard deviation over %d seeds", most);
   }
   fprintf(f, ".\n\n");
-  /* pivot */
+  /* pivot: each column, then its test sets */
+  const char *sets[MAX_SETS];
+  int ns = evalset_names(e, sets), ndc = 0;
+  int (*dcols)[2] = malloc((size_t)nc * (size_t)(ns + 1) * sizeof *dcols); /* (column, set or -1) */
+  if (!dcols) {
+    fclose(f);
+    st = at_error(AT_E_NOMEM, "out of memory");
+    goto done;
+  }
+  for (int c = 0; c < nc; c++) {
+    dcols[ndc][0] = c, dcols[ndc++][1] = -1;
+    for (int k = 0; k < ns; k++) {
+      int has = 0;
+      for (int i = 0; i < e->n_runs && !has; i++)
+        for (int j = 0; col_of[i] == c && j < e->runs[i].n_evals; j++) has |= !strcmp(e->runs[i].evals[j].name, sets[k]);
+      if (has) dcols[ndc][0] = c, dcols[ndc++][1] = k;
+    }
+  }
   fprintf(f, "| run |");
-  for (int c = 0; c < nc; c++) fprintf(f, " %s |", cols[c][0] ? cols[c] : metric);
+  for (int q = 0; q < ndc; q++) {
+    const char *cn = cols[dcols[q][0]][0] ? cols[dcols[q][0]] : dcols[q][1] < 0 ? metric : "";
+    fprintf(f, " %s%s%s |", cn, cn[0] && dcols[q][1] >= 0 ? " " : "", dcols[q][1] >= 0 ? sets[dcols[q][1]] : "");
+  }
   fprintf(f, "\n|---|");
-  for (int c = 0; c < nc; c++) fprintf(f, "---|");
+  for (int q = 0; q < ndc; q++) fprintf(f, "---|");
   fprintf(f, "\n");
   for (int r = 0; r < nr; r++) {
     fprintf(f, "| %s |", rows[r]);
-    for (int c = 0; c < nc; c++) {
-      const cell *cl = &cells[r * nc + c];
+    for (int q = 0; q < ndc; q++) {
+      const cell *cl = &cells[r * nc + dcols[q][0]];
       char v[64], bp[256] = "";
-      fmt_metric(metric, cl->best >= 0 ? at_task_byte_level(&e->runs[cl->best].data) : text, cl->value, cl->std,
-                 v, sizeof v);
-      if (cl->best >= 0) best_point_of(e, &e->runs[cl->best], bp, sizeof bp);
+      double mean = cl->value, sd = cl->std;
+      if (dcols[q][1] >= 0) set_point_mean(e, res, row_of, col_of, cl, sets[dcols[q][1]], metric, &mean, &sd);
+      fmt_metric(metric, cl->best >= 0 ? at_task_byte_level(&e->runs[cl->best].data) : text, mean, sd, v, sizeof v);
+      if (cl->best >= 0 && dcols[q][1] < 0) best_point_of(e, &e->runs[cl->best], bp, sizeof bp);
       fprintf(f, " %s%s%s%s |", v, bp[0] ? " (" : "", bp, bp[0] ? ")" : "");
     }
     fprintf(f, "\n");
   }
+  free(dcols);
   /* every run */
-  fprintf(f, "\n## Every run\n\n| run | status | final loss | final accuracy | params | tokens/s | "
-             "cache B/token | state B | steps | wall s |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  fprintf(f, "\n## Every run\n\n| run | status | final loss | final accuracy |");
+  for (int k = 0; k < ns; k++) fprintf(f, " %s loss | %s accuracy |", sets[k], sets[k]);
+  fprintf(f, " params | tokens/s | cache B/token | state B | steps | wall s |\n|---|---|---|---|");
+  for (int k = 0; k < ns; k++) fprintf(f, "---|---|");
+  fprintf(f, "---|---|---|---|---|---|\n");
   for (int i = 0; i < e->n_runs; i++) {
     const at_results_run *rr = at_results_find(res, e->runs[i].run_id);
     if (!rr) {
-      fprintf(f, "| %s | not run | | | | | | | | |\n", e->runs[i].name);
+      fprintf(f, "| %s | not run | | |", e->runs[i].name);
+      for (int k = 0; k < ns; k++) fprintf(f, " | |");
+      fprintf(f, " | | | | | |\n");
       continue;
     }
     const at_results_extra *cb = at_results_get(rr, "cache_bytes_per_token"), *sb = at_results_get(rr, "state_bytes");
-    fprintf(f, "| %s | %s | %.4f | %.2f%% | %lld | %.0f | %.0f | %.0f | %lld | %.0f |\n", rr->name, rr->status,
-            rr->final_eval_loss, 100 * rr->final_eval_accuracy, (long long)rr->params, rr->tokens_per_second,
+    fprintf(f, "| %s | %s | %.4f | %.2f%% |", rr->name, rr->status, rr->final_eval_loss, 100 * rr->final_eval_accuracy);
+    for (int k = 0; k < ns; k++)
+      fprintf(f, " %.4f | %.2f%% |", evalset_metric(rr, sets[k], "eval_loss"), 100 * evalset_metric(rr, sets[k], "eval_accuracy"));
+    fprintf(f, " %lld | %.0f | %.0f | %.0f | %lld | %.0f |\n", (long long)rr->params, rr->tokens_per_second,
             cb ? cb->num : NAN, sb ? sb->num : NAN, (long long)rr->steps, rr->wall_seconds);
   }
   int wr = ferror(f);

@@ -51,6 +51,11 @@ static void free_run(at_results_run *run) {
   free(run->extra);
   for (int i = 0; i < run->n_series; i++) free(run->series[i].step), free(run->series[i].value);
   free(run->series);
+  for (int i = 0; i < run->n_evalsets; i++) {
+    at_results_evalset *e = &run->evalsets[i];
+    free(e->config), free(e->step), free(e->loss), free(e->accuracy);
+  }
+  free(run->evalsets);
   free(run);
 }
 
@@ -206,14 +211,79 @@ at_status at_results_log_series(at_results_run *run, const char *name, int64_t s
   return AT_OK;
 }
 
+const at_results_evalset *at_results_get_evalset(const at_results_run *run, const char *name) {
+  for (int i = 0; i < run->n_evalsets; i++)
+    if (!strcmp(run->evalsets[i].name, name)) return &run->evalsets[i];
+  return NULL;
+}
+
+/* The test set `name`, created (empty, with its config) if new. */
+static at_results_evalset *evalset_slot(at_results_run *run, const char *name, const char *config, at_status *st) {
+  at_results_evalset *e = (at_results_evalset *)at_results_get_evalset(run, name);
+  *st = AT_OK;
+  if (e) return e;
+  if (!name[0] || strlen(name) >= sizeof e->name || strchr(name, '/')) {
+    *st = at_error(AT_E_ARG, "results: run %s: bad test set name '%s'", run->id, name);
+    return NULL;
+  }
+  if (run->n_evalsets == run->cap_evalsets_) {
+    int cap = run->cap_evalsets_ ? 2 * run->cap_evalsets_ : 4;
+    if (!grow((void **)&run->evalsets, cap, sizeof *run->evalsets)) {
+      *st = at_error(AT_E_NOMEM, "results: out of memory");
+      return NULL;
+    }
+    run->cap_evalsets_ = cap;
+  }
+  e = &run->evalsets[run->n_evalsets];
+  memset(e, 0, sizeof *e);
+  if (!(e->config = dup_or_empty(config))) {
+    *st = at_error(AT_E_NOMEM, "results: out of memory");
+    return NULL;
+  }
+  snprintf(e->name, sizeof e->name, "%s", name);
+  run->n_evalsets++;
+  return e;
+}
+
+at_status at_results_log_evalset(at_results_run *run, const char *name, const char *config, int64_t step,
+                                 double loss, double accuracy) {
+  at_status st;
+  at_results_evalset *e = evalset_slot(run, name, config, &st);
+  if (!e) return st;
+  st = check_step(run, step, e->step, e->n, name);
+  if (st != AT_OK) return st;
+  if (e->n == e->cap_) {
+    int64_t cap = e->cap_ ? 2 * e->cap_ : 64;
+    if (!grow((void **)&e->step, cap, sizeof(int64_t)) || !grow((void **)&e->loss, cap, sizeof(double)) ||
+        !grow((void **)&e->accuracy, cap, sizeof(double)))
+      return at_error(AT_E_NOMEM, "results: out of memory");
+    e->cap_ = cap;
+  }
+  e->step[e->n] = step;
+  e->loss[e->n] = loss;
+  e->accuracy[e->n++] = accuracy;
+  return AT_OK;
+}
+
+/* Drops the evaluations after `step` (> step, or >= step with `at`). */
+static void drop_evals(at_results_run *run, int64_t step, int at) {
+  while (run->n_eval > 0 && run->eval_step[run->n_eval - 1] + at > step) run->n_eval--;
+  for (int i = 0; i < run->n_evalsets; i++) {
+    at_results_evalset *e = &run->evalsets[i];
+    while (e->n > 0 && e->step[e->n - 1] + at > step) e->n--;
+  }
+}
+
 void at_results_truncate(at_results_run *run, int64_t step) {
   while (run->n_train > 0 && run->train_step[run->n_train - 1] > step) run->n_train--;
-  while (run->n_eval > 0 && run->eval_step[run->n_eval - 1] > step) run->n_eval--;
+  drop_evals(run, step, 0);
   for (int i = 0; i < run->n_series; i++) {
     at_results_series *se = &run->series[i];
     while (se->n > 0 && se->step[se->n - 1] > step) se->n--;
   }
 }
+
+void at_results_drop_evals(at_results_run *run, int64_t step) { drop_evals(run, step, 1); }
 
 static at_results_extra *extra_slot(at_results_run *run, const char *key, at_status *st) {
   *st = AT_OK;
@@ -323,6 +393,21 @@ static at_status write_run(at_h5 *f, const at_results_run *run, int index) {
     TRY(write_steps(f, sd, se->step, se->n));
     snprintf(sd, sizeof sd, "%s/series/%s/value", g, se->name);
     TRY(at_h5_write_double(f, sd, 1, &se->n, se->value));
+  }
+  for (int i = 0; i < run->n_evalsets; i++) {
+    const at_results_evalset *e = &run->evalsets[i];
+    char eg[300], ed[320];
+    snprintf(eg, sizeof eg, "%s/eval_sets/%s", g, e->name);
+    TRY(at_h5_make_group(f, eg));
+    snprintf(ed, sizeof ed, "%s/step", eg);
+    TRY(write_steps(f, ed, e->step, e->n));
+    snprintf(ed, sizeof ed, "%s/loss", eg);
+    TRY(at_h5_write_double(f, ed, 1, &e->n, e->loss));
+    snprintf(ed, sizeof ed, "%s/accuracy", eg);
+    TRY(at_h5_write_double(f, ed, 1, &e->n, e->accuracy));
+    TRY(at_h5_set_attr_str(f, eg, "config", e->config));
+    TRY(at_h5_set_attr_double(f, eg, "final_loss", e->n ? e->loss[e->n - 1] : NAN));
+    TRY(at_h5_set_attr_double(f, eg, "final_accuracy", e->n ? e->accuracy[e->n - 1] : NAN));
   }
 #undef DSET
   TRY(at_h5_set_attr_int(f, g, "index", index));
@@ -466,6 +551,46 @@ static void free_lines(char **v, int n) {
   free(v);
 }
 
+#define READ_MAX_EVALSETS 8 /* data.eval holds at most AT_MAX_EVAL_SETS */
+
+/* One test set's curve (its three datasets of equal length) and config. */
+static at_status read_evalset(at_h5 *f, const char *g, const char *name, at_results_run *run) {
+  char eg[300], sd[320], *config = NULL;
+  snprintf(eg, sizeof eg, "%s/eval_sets/%s", g, name);
+  int64_t n = 0, n2 = 0, n3 = 0;
+  at_status st;
+  snprintf(sd, sizeof sd, "%s/step", eg);
+  if ((st = length_of(f, sd, &n)) != AT_OK) return st;
+  int64_t *steps = malloc((size_t)AT_MAX(n, 1) * sizeof *steps);
+  double *loss = malloc((size_t)AT_MAX(n, 1) * sizeof *loss), *acc = malloc((size_t)AT_MAX(n, 1) * sizeof *acc);
+  if (!steps || !loss || !acc) st = at_error(AT_E_NOMEM, "results: out of memory");
+  if (st == AT_OK) st = read_steps(f, sd, n, steps);
+  snprintf(sd, sizeof sd, "%s/loss", eg);
+  if (st == AT_OK && (st = length_of(f, sd, &n2)) == AT_OK) st = read_doubles(f, sd, 1, &n, loss);
+  snprintf(sd, sizeof sd, "%s/accuracy", eg);
+  if (st == AT_OK && (st = length_of(f, sd, &n3)) == AT_OK) st = read_doubles(f, sd, 1, &n, acc);
+  if (st == AT_OK && (n2 != n || n3 != n))
+    st = at_error(AT_E_FORMAT, "%s: %s: test set %s: step, loss and accuracy differ in length", at_h5_path(f), g, name);
+  if (st == AT_OK) st = at_h5_get_attr_str(f, eg, "config", &config);
+  if (st == AT_OK) evalset_slot(run, name, config, &st); /* an empty curve still names its set */
+  for (int64_t j = 0; st == AT_OK && j < n; j++) st = at_results_log_evalset(run, name, config, steps[j], loss[j], acc[j]);
+  free(config), free(steps), free(loss), free(acc);
+  return st;
+}
+
+static at_status read_evalsets(at_h5 *f, const char *g, at_results_run *run) {
+  char d[200], **names = NULL;
+  int n = 0;
+  snprintf(d, sizeof d, "%s/eval_sets", g);
+  if (!at_h5_exists(f, d)) return AT_OK;
+  at_status st = at_h5_list(f, d, &names, &n);
+  if (st == AT_OK && n > READ_MAX_EVALSETS)
+    st = at_error(AT_E_FORMAT, "%s: %s: more than %d test sets", at_h5_path(f), g, READ_MAX_EVALSETS);
+  for (int i = 0; i < n && st == AT_OK; i++) st = read_evalset(f, g, names[i], run);
+  at_h5_free_list(names, n);
+  return st;
+}
+
 /* The lines of attribute `attr` of `g`, at most `max` of them. */
 static at_status read_lines(at_h5 *f, const char *g, const char *attr, int max, char ***lines, int *n) {
   char *s = NULL;
@@ -592,6 +717,7 @@ static at_status read_run(at_h5 *f, const char *id, at_results_run *run, int64_t
   snprintf(run->id, sizeof run->id, "%s", id);
   TRY(read_curves(f, g, run));
   TRY(read_series(f, g, run));
+  TRY(read_evalsets(f, g, run));
   TRY(at_h5_get_attr_int(f, g, "index", index));
   TRY(read_str(f, g, "name", run->name, sizeof run->name));
   TRY(read_str(f, g, "base_name", run->base_name, sizeof run->base_name));

@@ -21,6 +21,11 @@
  *      extra_attrs (newline-separated names of the extra attributes) and the
  *      extra attributes themselves (numbers or strings);
  *   /runs/<id>/series/<name>/  named curves: step (int32), value (float64).
+ *   /runs/<id>/eval_sets/<name>/  a further test set (data.eval) evaluated at
+ *      each evaluation: datasets step (int32), loss, accuracy (float64) and
+ *      attributes config (the test set's resolved data section, a YAML flow
+ *      map), final_loss, final_accuracy (the last evaluation's, NaN if none).
+ * tools/results.py reads it all into Python (h5py; pandas if available).
  */
 #ifndef AT_RESULTS_H
 #define AT_RESULTS_H
@@ -48,6 +53,15 @@ typedef struct at_results_series {
   int64_t *step;
   double *value;
 } at_results_series;
+
+/* A further test set evaluated along a run (data.eval). */
+typedef struct at_results_evalset {
+  char name[48];
+  char *config;               /* its resolved data section (malloc'ed, never NULL) */
+  int64_t n, cap_;
+  int64_t *step;
+  double *loss, *accuracy;
+} at_results_evalset;
 
 typedef struct at_results_run {
   char id[128];               /* group name under /runs ("kda__lr=0.003") */
@@ -82,6 +96,9 @@ typedef struct at_results_run {
   int n_series;               /* named curves, under /runs/<id>/series/<name>/{step,value} */
   at_results_series *series;
   int cap_series_;
+  int n_evalsets;             /* test sets of data.eval, in the order first logged */
+  at_results_evalset *evalsets;
+  int cap_evalsets_;
   int64_t cap_train_, cap_eval_; /* private */
   int cap_extra_;
 } at_results_run;
@@ -128,8 +145,17 @@ at_status at_results_log_eval(at_results_run *run, int64_t step, double loss, do
 at_status at_results_log_series(at_results_run *run, const char *name, int64_t step, double value);
 /* The named curve, or NULL. */
 const at_results_series *at_results_get_series(const at_results_run *run, const char *name);
+/* Appends an evaluation of the test set `name` (created on first use with
+ * its configuration text; later calls may pass NULL). Names have no '/'. */
+at_status at_results_log_evalset(at_results_run *run, const char *name, const char *config, int64_t step,
+                                 double loss, double accuracy);
+/* The test set `name`, or NULL. */
+const at_results_evalset *at_results_get_evalset(const at_results_run *run, const char *name);
 /* Drops the curve points after `step` (resuming from a checkpoint at step). */
 void at_results_truncate(at_results_run *run, int64_t step);
+/* Drops the evaluations (of the test split and of every test set) at
+ * `step` and after (re-evaluating a checkpoint). */
+void at_results_drop_evals(at_results_run *run, int64_t step);
 
 /* Extra run attributes (a key may not be one of the fixed names above;
  * setting a key again replaces its value). */

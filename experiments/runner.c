@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/threads.h"
+#include "experiments/evaluate.h"
 #include "experiments/results.h"
 #include "models/model.h"
 #include "optim/checkpoint.h"
@@ -103,62 +104,6 @@ static void say(progress *p, const char *fmt, ...) {
   fflush(p->out);
 }
 
-/* ---- evaluation ---------------------------------------------------------------- */
-
-#define MAX_GROUPS 64
-
-typedef struct eval_result {
-  double loss, accuracy;
-  int n_groups;
-  double group_accuracy[MAX_GROUPS];
-} eval_result;
-
-/* Mean loss and accuracy over labelled positions of the first n test
- * examples (and accuracy per example group), under stage flags `stage`.
- * Gradients off; memory linear in batch x T (at_model_eval). */
-static at_status evaluate(at_ctx *c, at_model *m, at_task *task, int64_t n, int64_t batch,
-                          unsigned stage, eval_result *r) {
-  int64_t T = m->cfg.max_seq_len, BT = batch * T;
-  int ng = AT_MIN(at_task_num_groups(task), MAX_GROUPS);
-  double loss_sum = 0;
-  int64_t labelled = 0, correct = 0, g_lab[MAX_GROUPS] = {0}, g_cor[MAX_GROUPS] = {0};
-  int32_t *tok = malloc((size_t)BT * sizeof *tok), *lab = malloc((size_t)BT * sizeof *lab);
-  int32_t *grp = malloc((size_t)batch * sizeof *grp);
-  double *loss = malloc((size_t)BT * sizeof *loss);
-  uint8_t *ok = malloc((size_t)BT);
-  at_status st = (tok && lab && grp && loss && ok) ? AT_OK : at_error(AT_E_NOMEM, "out of memory");
-  for (int64_t first = 0; st == AT_OK && first < n; first += batch) {
-    int64_t b = AT_MIN(batch, n - first);
-    at_task_batch(task, AT_SPLIT_TEST, first, b, tok, lab, grp);
-    at_itensor *ti = at_inew(c, AT_SHAPE(b, T)), *li = at_inew(c, AT_SHAPE(b, T));
-    if (!ti || !li) {
-      st = at_error_prefix(at_ctx_status(c), "evaluation");
-      break;
-    }
-    memcpy(ti->data, tok, (size_t)(b * T) * sizeof *tok);
-    memcpy(li->data, lab, (size_t)(b * T) * sizeof *lab);
-    if ((st = at_model_eval(c, m, ti, li, stage, loss, ok)) != AT_OK) {
-      st = at_error_prefix(st, "evaluation");
-      break;
-    }
-    for (int64_t i = 0; i < b * T; i++) {
-      if (lab[i] == AT_IGNORE_LABEL) continue;
-      loss_sum += loss[i];
-      labelled++, correct += ok[i];
-      int g = ng > 1 ? grp[i / T] : 0;
-      if (g >= 0 && g < ng) g_lab[g]++, g_cor[g] += ok[i];
-    }
-    at_ctx_reset(c);
-  }
-  free(tok), free(lab), free(grp), free(loss), free(ok);
-  if (st != AT_OK) return st;
-  r->loss = labelled ? loss_sum / (double)labelled : NAN;
-  r->accuracy = labelled ? (double)correct / (double)labelled : NAN;
-  r->n_groups = ng > 1 ? ng : 0;
-  for (int g = 0; g < r->n_groups; g++) r->group_accuracy[g] = g_lab[g] ? (double)g_cor[g] / (double)g_lab[g] : NAN;
-  return AT_OK;
-}
-
 /* ---- stages ---------------------------------------------------------------------- */
 
 /* A stretch of training with its own learning rate, trainable parameters
@@ -241,6 +186,7 @@ typedef struct run_state {
   stage stages[AT_MAX_STAGES];
   int n_stages, k;      /* stages, the current one */
   at_train_state ts;
+  at_eval_sets sets;    /* data.eval */
   uint64_t data_pos;
   int64_t eval_n;
   double t_run0;
@@ -260,6 +206,7 @@ static at_status run_open(run_state *r) {
   if (dc.kind == AT_TASK_TEXT && !dc.cache[0]) /* the byte cache lives with the results */
     snprintf(dc.cache, sizeof dc.cache, "%.1000s/token_cache.h5", r->x->out);
   at_status st = at_task_open(&dc, &r->task);
+  if (st == AT_OK) st = at_eval_sets_open(rc, dc.cache, &r->sets);
   at_model_cfg mc = rc->model;
   mc.vocab_size = dc.vocab_size;
   mc.max_seq_len = dc.seq_len;
@@ -272,17 +219,7 @@ static at_status run_open(run_state *r) {
     snprintf(r->why, sizeof r->why, "cannot start: %.200s", at_errmsg());
     return AT_OK;
   }
-  at_results_run *rr = r->rr;
-  rr->params = at_model_num_params(r->m);
-  at_results_set_num(rr, "cache_bytes_per_token", 4.0 * (double)at_model_cache_per_token(r->m));
-  at_results_set_num(rr, "state_bytes", 4.0 * (double)at_model_state_elems(r->m));
-  int ng = at_task_num_groups(r->task);
-  if (ng > 1 && rr->n_groups == 0) {
-    const char *names[MAX_GROUPS];
-    ng = AT_MIN(ng, MAX_GROUPS);
-    for (int g = 0; g < ng; g++) names[g] = at_task_group_name(r->task, g);
-    at_results_set_groups(rr, ng, names);
-  }
+  if ((st = at_results_run_init(r->rr, r->m, r->task)) != AT_OK) return st;
   int64_t n_test = at_task_size(r->task, AT_SPLIT_TEST);
   r->eval_n = r->tc->eval_examples > 0 ? AT_MIN(r->tc->eval_examples, n_test) : n_test;
   return AT_OK;
@@ -459,22 +396,31 @@ static void run_progress(run_state *r) {
   *w = (window){0};
 }
 
-/* An evaluation on the test split (no auxiliary losses), logged. */
+/* An evaluation on the test split and the test sets of data.eval (no
+ * auxiliary losses), logged; a text run's sample (train.sample). */
 static at_status run_evaluate(run_state *r) {
-  eval_result er;
+  at_eval_result er;
   unsigned flags = r->stages[r->k].flags & ~(unsigned)AT_STAGE_AUX_LOSS;
-  at_status st = evaluate(r->c, r->m, r->task, r->eval_n, r->tc->batch_size, flags, &er);
+  char sets[1024];
+  at_status st = at_evaluate(r->c, r->m, r->task, r->rc->data.seq_len, r->eval_n, r->tc->batch_size, flags, &er);
+  if (st == AT_OK) st = at_results_log_eval(r->rr, r->ts.step - 1, er.loss, er.accuracy, er.n_groups ? er.group_accuracy : NULL);
+  if (st == AT_OK) st = at_eval_sets_run(r->c, r->m, r->rc, &r->sets, r->eval_n, flags, r->rr, r->ts.step - 1, sets, sizeof sets);
   if (st != AT_OK) {
     snprintf(r->why, sizeof r->why, "%.250s", at_errmsg());
     return st;
   }
-  at_results_log_eval(r->rr, r->ts.step - 1, er.loss, er.accuracy, er.n_groups ? er.group_accuracy : NULL);
   if (is_text(r->rc))
-    say(r->x->pg, "[%s] eval @%lld: loss %.4f (%.4f bits/byte)\n", r->rc->name, (long long)r->ts.step, er.loss,
-        er.loss / log(2.0));
+    say(r->x->pg, "[%s] eval @%lld: loss %.4f (%.4f bits/byte)%s\n", r->rc->name, (long long)r->ts.step, er.loss,
+        er.loss / log(2.0), sets);
   else
-    say(r->x->pg, "[%s] eval @%lld: loss %.4f  accuracy %.2f%%\n", r->rc->name, (long long)r->ts.step, er.loss,
-        100 * er.accuracy);
+    say(r->x->pg, "[%s] eval @%lld: loss %.4f  accuracy %.2f%%%s\n", r->rc->name, (long long)r->ts.step, er.loss,
+        100 * er.accuracy, sets);
+  char *text = NULL;
+  if (r->tc->sample > 0 && at_text_sample(r->c, r->m, r->tc->sample, r->rc->seed + (uint64_t)r->ts.step, flags, &text) == AT_OK)
+    say(r->x->pg, "[%s] sample @%lld:\n%s\n", r->rc->name, (long long)r->ts.step, text);
+  else if (r->tc->sample > 0)
+    say(r->x->pg, "[%s] sample @%lld: none (%s)\n", r->rc->name, (long long)r->ts.step, at_errmsg());
+  free(text);
   return AT_OK;
 }
 
@@ -526,6 +472,7 @@ static void run_finish(run_state *r) {
 }
 
 static void run_close(run_state *r) {
+  at_eval_sets_close(&r->sets);
   free(r->tok), free(r->lab);
   at_ctx_free(r->c);
   at_optim_free(r->opt);

@@ -34,6 +34,16 @@ typedef struct at_train_opts {
  * checkpoint that cannot be resumed). */
 at_status at_experiment_train(const at_experiment *e, const at_train_opts *o, int *n_failed);
 
+/* --eval-only: evaluates each run's checkpoint in the output directory
+ * (train.stages' stage at its step) on the test split and every test set of
+ * data.eval, records the evaluations at the checkpoint's step in results.h5
+ * (replacing those at that step and after; a run the results lack is added
+ * from its checkpoint) and writes the table and curves. Runs without a
+ * checkpoint, or whose checkpoint is of another model, are counted in
+ * *n_failed; AT_E_IO when no run could be evaluated
+ * (experiments/evaluate.c). */
+at_status at_experiment_eval_only(const at_experiment *e, const at_train_opts *o, int *n_failed);
+
 /* What --dry-run prints: each resolved run with its parameter count,
  * inference memory per token and recurrent state. Builds the models (to
  * check shapes) without training. */

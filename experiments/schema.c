@@ -19,6 +19,12 @@
  *                vocab_size is its tokenizer's unless given), val_fraction, cache
  *                Defaults per task: at_task_cfg_defaults (data/). A key that does not
  *                concern the run's task is refused.
+ *                eval [none]: further test sets evaluated at every evaluation, a list
+ *                (at most 8) of maps of data keys overriding the run's resolved data
+ *                section (its task's keys; the task itself stays), plus an optional
+ *                file-safe `name` [the overridden keys, "seq_len=194"]; their
+ *                vocabulary must fit the model's, and with position learned their
+ *                seq_len may not exceed the training length.
  *   model        d_model [64], n_layers [len(layers), else 2], n_heads [2],
  *                n_kv_heads [n_heads], mlp [swiglu] (none | swiglu | rwkv_cmix),
  *                mlp_hidden [8/3 d_model rounded up to 16; rwkv_cmix: 4 d_model
@@ -37,7 +43,8 @@
  *                warmup_steps [0], min_lr_ratio [0], decay_frac [0.2],
  *                eval_every [100], eval_examples [0 = whole test split],
  *                checkpoint_every [0 = at the end], log_every [10], threads [0 = all],
- *                max_bad_steps [5], stages (below).
+ *                max_bad_steps [5], stages (below), sample [0]: text runs print this
+ *                many sampled bytes at each evaluation (0: none).
  *   runs         a list of {name (required, unique), seed, data, model, train, stages};
  *                sections deep-merge over the shared ones (maps key by key, lists
  *                replace). Without runs: one run named after the experiment.
@@ -59,6 +66,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define BIG ((int64_t)1 << 40)
@@ -71,7 +79,7 @@ _Static_assert(sizeof(at_position) == sizeof(int) && sizeof(at_mlp_kind) == size
                sizeof(at_trainable) == sizeof(int) && sizeof(at_task_kind) == sizeof(int),
                "enum fields are written as int");
 
-enum { F_INT, F_REAL, F_BOOL, F_STR, F_ENUM, F_TASK, F_LAYERS, F_ATTENTION, F_STAGES, F_NAMES };
+enum { F_INT, F_REAL, F_BOOL, F_STR, F_ENUM, F_TASK, F_LAYERS, F_ATTENTION, F_STAGES, F_NAMES, F_EVAL };
 
 typedef struct field {
   const char *key;
@@ -128,6 +136,7 @@ static const field data_fields[] = {
   FS("path", at_task_cfg, path, TASK(AT_TASK_TEXT)),
   FR("val_fraction", at_task_cfg, val_fraction, 0, 1, 1, 1, TASK(AT_TASK_TEXT)),
   FS("cache", at_task_cfg, cache, TASK(AT_TASK_TEXT)),
+  FX("eval", F_EVAL),
 };
 
 static const field model_fields[] = {
@@ -170,6 +179,7 @@ static const field train_fields[] = {
   FI("threads", at_train_cfg, threads, 0, 4096, 0),
   FI("max_bad_steps", at_train_cfg, max_bad_steps, 1, 1 << 20, 0),
   FX("stages", F_STAGES),
+  FI("sample", at_train_cfg, sample, 0, 1 << 20, 0),
 };
 
 static const field stage_fields[] = {
@@ -215,6 +225,7 @@ void at_cfg_train_defaults(at_train_cfg *t) {
   t->threads = 0;
   t->max_bad_steps = 5;
   t->n_stages = 0;
+  t->sample = 0;
 }
 
 /* ---- messages ---------------------------------------------------------------- */
@@ -548,6 +559,59 @@ at_status at_cfg_apply_stages(const at_ynode *v, const char *what, at_train_cfg 
   return AT_OK;
 }
 
+/* Pair i of map m as a map of its own (for applying one key). */
+static at_ynode one_pair(const at_ynode *m, int i) {
+  return (at_ynode){.kind = AT_YN_MAP, .n = 1, .v = &m->v[i], .k = &m->k[i], .kloc = &m->kloc[i], .at = m->kloc[i]};
+}
+
+/* A test set's name: a letter or digit, then letters, digits and _-.+=,
+ * (its default "seq_len=194,num_kv_pairs=64" is one); it names an HDF5
+ * group and a table column. */
+static at_status check_eval_name(const at_ynode *v, const char *what) {
+  char name[sizeof ((at_eval_cfg *)0)->name];
+  at_status s = at_cfg_get_str(v, what, name, sizeof name);
+  int ok = s == AT_OK && ((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= 'A' && name[0] <= 'Z') ||
+                          (name[0] >= '0' && name[0] <= '9'));
+  for (const char *p = name; ok && *p; p++)
+    ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("_-.+=,", *p);
+  if (s == AT_OK && !ok)
+    return at_cfg_fail(v->at, "%s: '%s' is not a test set name (a letter or digit, then letters, digits or _-.+=,)",
+                       what, name);
+  return s;
+}
+
+/* data.eval: a list of maps of data keys (any task's, checked against the
+ * run's task when resolved) and an optional name. */
+static at_status check_eval_list(const at_ynode *v, const char *what) {
+  if (v->kind != AT_YN_SEQ) return at_cfg_expected(v, what, "a list of test sets ({seq_len: ..., name: ...})");
+  if (v->n > AT_MAX_EVAL_SETS) return at_cfg_fail(v->v[AT_MAX_EVAL_SETS]->at, "%s: at most %d test sets", what, AT_MAX_EVAL_SETS);
+  for (int i = 0; i < v->n; i++) {
+    const at_ynode *it = v->v[i];
+    char sub[192];
+    snprintf(sub, sizeof sub, "%s[%d]", what, i);
+    at_status s = at_cfg_expect_map(it, sub);
+    for (int j = 0; s == AT_OK && j < it->n; j++) {
+      if ((s = at_cfg_dup_key(it, j, sub))) break;
+      char key[320];
+      snprintf(key, sizeof key, "%s.%s", sub, it->k[j]);
+      if (!strcmp(it->k[j], "name")) {
+        s = check_eval_name(it->v[j], key);
+      } else if (!strcmp(it->k[j], "eval")) {
+        s = at_cfg_fail(it->kloc[j], "%s: a test set has no test sets of its own", key);
+      } else {
+        at_task_cfg scratch;
+        memset(&scratch, 0, sizeof scratch);
+        at_task_cfg_defaults(&scratch, AT_TASK_MQAR);
+        at_ynode pair = one_pair(it, j);
+        section sec = {sub, data_fields, AT_ARRAY_LEN(data_fields), -1, "task", NULL};
+        s = apply_map(&sec, &pair, &scratch);
+      }
+    }
+    if (s) return s;
+  }
+  return AT_OK;
+}
+
 static at_status set_value(const section *sec, const field *f, const at_ynode *v, void *target) {
   char what[160];
   snprintf(what, sizeof what, "%s.%s", sec->name, f->key);
@@ -590,6 +654,9 @@ static at_status set_value(const section *sec, const field *f, const at_ynode *v
     break;
   case F_STAGES:
     s = at_cfg_apply_stages(v, what, (at_train_cfg *)target);
+    break;
+  case F_EVAL:
+    s = check_eval_list(v, what);
     break;
   case F_NAMES: /* a list of names, checked by the caller */
     if (v->kind != AT_YN_SEQ) return at_cfg_expected(v, what, "a list of names");
@@ -770,6 +837,13 @@ static at_status resolve_train(const at_ynode *tm, const at_task_cfg *d, const a
     return at_cfg_fail(loc_of(tm, "eval_examples", fb),
                        "train.eval_examples %lld exceeds data.test_examples %lld",
                        (long long)t->eval_examples, (long long)d->test_examples);
+  if (t->sample > 0 && d->kind != AT_TASK_TEXT)
+    return at_cfg_fail(loc_of(tm, "sample", fb), "train.sample prints text samples; the task is %s (set it to 0)",
+                       at_task_name(d->kind));
+  if (t->sample > 0 && m->position == AT_POS_LEARNED && t->sample + 1 > d->seq_len)
+    return at_cfg_fail(loc_of(tm, "sample", fb), "train.sample %lld: a sample of %lld positions (prompt included) exceeds "
+                       "the %lld learned positions", (long long)t->sample, (long long)t->sample + 1,
+                       (long long)d->seq_len);
   if (t->n_stages > 0) {
     const at_ynode *sv = at_yt_get(tm, "stages");
     at_cfg_loc sat = loc_of(tm, "stages", fb);
@@ -803,6 +877,82 @@ static at_status resolve_train(const at_ynode *tm, const at_task_cfg *d, const a
   return AT_OK;
 }
 
+/* Appends "key=value" to a test set's default name (the value as a short
+ * label, characters outside a name's made '_'). */
+static void name_part(at_sbuf *b, const char *key, const at_ynode *v) {
+  at_sbuf l = {0};
+  at_sb_label(&l, v);
+  at_sb_printf(b, "%s%s=", b->n ? "," : "", key);
+  for (size_t i = 0; l.p && i < l.n; i++) {
+    char c = l.p[i];
+    int keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("_-.+", c);
+    at_sb_printf(b, "%c", keep ? c : '_');
+  }
+  free(l.p);
+}
+
+/* The test sets of data.eval: the run's resolved data section with each
+ * set's keys applied (checked against the run's task), then the task's own
+ * checks and what the model can take (its vocabulary; learned positions do
+ * not reach beyond the training length). */
+static at_status resolve_evals(const at_ynode *dm, at_run_cfg *r) {
+  const at_ynode *ev = at_yt_get(dm, "eval");
+  r->n_evals = 0;
+  for (int i = 0; ev && i < ev->n; i++) {
+    const at_ynode *it = ev->v[i];
+    at_eval_cfg *e = &r->evals[r->n_evals];
+    memset(e, 0, sizeof *e);
+    e->data = r->data;
+    char sub[64];
+    snprintf(sub, sizeof sub, "data.eval[%d]", i);
+    at_sbuf label = {0};
+    at_status s = AT_OK;
+    for (int j = 0; j < it->n && s == AT_OK; j++) {
+      const char *k = it->k[j];
+      if (!strcmp(k, "name")) {
+        snprintf(e->name, sizeof e->name, "%s", it->v[j]->s);
+        continue;
+      }
+      if (!strcmp(k, "task") && at_task_from_name(it->v[j]->s) != (int)r->data.kind) {
+        s = at_cfg_fail(it->v[j]->at, "%s.task: a test set evaluates the run's task (%s); give another task a run "
+                        "of its own", sub, at_task_name(r->data.kind));
+        break;
+      }
+      at_ynode pair = one_pair(it, j);
+      section sec = {sub, data_fields, AT_ARRAY_LEN(data_fields), (int)r->data.kind, "task", at_task_name(r->data.kind)};
+      if ((s = apply_map(&sec, &pair, &e->data)) == AT_OK) name_part(&label, k, it->v[j]);
+    }
+    if (s == AT_OK && !e->name[0]) {
+      if (label.oom || !label.n || label.n >= sizeof e->name)
+        s = at_cfg_fail(it->at, "%s: give the test set a name (name: ...; its keys make a name of %zu characters, "
+                        "at most %zu)", sub, label.n, sizeof e->name - 1);
+      else
+        memcpy(e->name, label.p, label.n + 1);
+    }
+    free(label.p);
+    for (int q = 0; s == AT_OK && q < r->n_evals; q++)
+      if (!strcmp(r->evals[q].name, e->name))
+        s = at_cfg_fail(it->at, "%s: the name '%s' repeats data.eval[%d]", sub, e->name, q);
+    const char *bad = NULL;
+    if (s == AT_OK && (s = at_task_check(&e->data, &bad)) != AT_OK) {
+      char msg[1024];
+      snprintf(msg, sizeof msg, "%s", at_errmsg());
+      s = at_cfg_fail_status(s == AT_E_IO ? AT_E_IO : AT_E_CONFIG, loc_of(it, bad, it->at), "%s%s%s: %s", sub,
+                             bad ? "." : "", bad ? bad : "", msg);
+    }
+    if (s == AT_OK && e->data.vocab_size > r->data.vocab_size)
+      s = at_cfg_fail(loc_of(it, "vocab_size", it->at), "%s.vocab_size %lld exceeds the model's vocabulary (data.vocab_size "
+                      "%lld)", sub, (long long)e->data.vocab_size, (long long)r->data.vocab_size);
+    if (s == AT_OK && r->model.position == AT_POS_LEARNED && e->data.seq_len > r->data.seq_len)
+      s = at_cfg_fail(loc_of(it, "seq_len", it->at), "%s: seq_len %lld exceeds the training length %lld, and learned "
+                      "positions cannot extrapolate (model.position rope or nope can)", sub,
+                      (long long)e->data.seq_len, (long long)r->data.seq_len);
+    if (s) return s;
+    r->n_evals++;
+  }
+  return AT_OK;
+}
+
 at_status at_cfg_resolve(const at_ynode *root, at_cfg_loc fb, at_run_cfg *r) {
   uint64_t seed = 0;
   const at_ynode *sv = at_yt_get(root, "seed");
@@ -816,6 +966,7 @@ at_status at_cfg_resolve(const at_ynode *root, at_cfg_loc fb, at_run_cfg *r) {
   const at_ynode *dm = at_yt_get(root, "data"), *mm = at_yt_get(root, "model"), *tm = at_yt_get(root, "train");
   if ((s = resolve_data(dm, seed, fb, &r->data))) return s;
   if ((s = resolve_model(mm, &r->data, fb, &r->model))) return s;
+  if ((s = resolve_evals(dm, r))) return s;
   return resolve_train(tm, &r->data, &r->model, fb, &r->train);
 }
 
@@ -854,14 +1005,35 @@ static void emit_value(at_sbuf *b, const field *f, const void *target) {
   }
 }
 
+void at_cfg_emit_data_flow(at_sbuf *b, const at_task_cfg *d) {
+  at_sb_printf(b, "{");
+  for (int i = 0, n = 0; i < AT_ARRAY_LEN(data_fields); i++) {
+    const field *f = &data_fields[i];
+    if (f->type == F_EVAL || f->type == F_TASK || !applies(f, (int)d->kind)) continue;
+    at_sb_printf(b, "%s%s: ", n++ ? ", " : "", f->key);
+    emit_value(b, f, d);
+  }
+  at_sb_printf(b, "}");
+}
+
 void at_cfg_emit_sections(at_sbuf *b, const at_run_cfg *r, const at_ynode *root) {
   at_sb_printf(b, "data:\n");
   for (int i = 0; i < AT_ARRAY_LEN(data_fields); i++) {
     const field *f = &data_fields[i];
-    if (!applies(f, (int)r->data.kind)) continue;
+    if (!applies(f, (int)r->data.kind) || f->type == F_EVAL) continue;
     at_sb_printf(b, "  %s: ", f->key);
     emit_value(b, f, &r->data);
     at_sb_printf(b, "\n");
+  }
+  if (r->n_evals > 0) at_sb_printf(b, "  eval:\n");
+  for (int i = 0; i < r->n_evals; i++) { /* every key, so the set reads back as it was */
+    at_sbuf one = {0};
+    at_cfg_emit_data_flow(&one, &r->evals[i].data);
+    at_sb_printf(b, "    - {name: ");
+    at_sb_scalar(b, r->evals[i].name, 0);
+    at_sb_printf(b, ", %s\n", one.p ? one.p + 1 : "}");
+    b->oom |= one.oom;
+    free(one.p);
   }
   const at_model_cfg *m = &r->model;
   at_sb_printf(b, "model:\n");

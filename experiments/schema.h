@@ -46,5 +46,7 @@ at_status at_cfg_resolve(const at_ynode *root, at_cfg_loc fallback, at_run_cfg *
 /* Appends the resolved data, model and train sections as YAML. `root` tells
  * which mixers' options the file mentions (they are written even if unused). */
 void at_cfg_emit_sections(at_sbuf *b, const at_run_cfg *r, const at_ynode *root);
+/* A data section as a flow map of its task's keys (task and eval left out). */
+void at_cfg_emit_data_flow(at_sbuf *b, const at_task_cfg *d);
 
 #endif

@@ -186,42 +186,72 @@ static at_tensor *decay_gate(at_ctx *c, const delta_layer *L, at_tensor *f, int 
   return at_mul(c, at_softplus(c, f), at_scale(c, A, -1.0));
 }
 
-static at_tensor *delta_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
-  (void)io;
-  delta_layer *L = layer;
-  if (!x) return NULL;
-  if (x->ndim != 3 || x->shape[2] != L->d) return at_layer_bad_input(c, L->base.impl, x, L->d);
+/* The layer over x in one of three runs (at_lin_run); s is the decoding
+ * state (NULL in training): t[0] the K x V states [B,H,K,V], then with
+ * short convs the last conv_size - 1 inputs of the q, k and v convs. */
+static at_tensor *delta_run(at_ctx *c, delta_layer *L, at_tensor *x, at_mixer_state *s, at_lin_run run) {
   int64_t B = x->shape[0], T = x->shape[1], H = L->H, K = L->K, V = L->V;
-  at_tensor *q = at_lin_short_conv(c, at_linear(c, x, L->wq, NULL), L->cq);
-  at_tensor *k = at_lin_short_conv(c, at_linear(c, x, L->wk, NULL), L->ck);
-  at_tensor *v = at_lin_short_conv(c, at_linear(c, x, L->wv, NULL), L->cv);
+  at_tensor *hq = s && L->short_conv ? s->t[1] : NULL, *hk = hq ? s->t[2] : NULL, *hv = hq ? s->t[3] : NULL;
+  at_tensor *q = at_lin_conv_run(c, at_linear(c, x, L->wq, NULL), L->cq, hq, run);
+  at_tensor *k = at_lin_conv_run(c, at_linear(c, x, L->wk, NULL), L->ck, hk, run);
+  at_tensor *v = at_lin_conv_run(c, at_linear(c, x, L->wv, NULL), L->cv, hv, run);
   q = at_l2norm(c, AT_RESHAPE(c, q, B, T, H, K), 1e-6);
   k = at_l2norm(c, AT_RESHAPE(c, k, B, T, H, K), 1e-6);
   v = AT_RESHAPE(c, v, B, T, H, V);
   at_tensor *beta = at_sigmoid(c, at_linear(c, x, L->wb, NULL));
   if (L->neg_eig) beta = at_scale(c, beta, 2.0);
   at_lin_opts opts = {.scale = 0, .chunk_size = L->chunk, .form = L->base.form};
-  at_tensor *o;
+  at_lin_kind kind = AT_LIN_DELTA_RULE;
+  at_tensor *g = NULL;
   if (L->base.impl == &at_mixer_kda) {
     at_tensor *f = at_linear(c, at_linear(c, x, L->f_down, NULL), L->f_up, NULL);
     f = AT_RESHAPE(c, at_add(c, f, L->dt_bias), B, T, H, K);
-    at_tensor *g = decay_gate(c, L, f, AT_SHAPE(H, 1));
-    o = at_kda(c, q, k, v, g, beta, NULL, NULL, &opts);
+    g = decay_gate(c, L, f, AT_SHAPE(H, 1));
+    kind = AT_LIN_KDA;
   } else if (L->base.impl == &at_mixer_gdn) {
     at_tensor *f = at_add(c, at_linear(c, x, L->wa, NULL), L->dt_bias);
-    at_tensor *g = decay_gate(c, L, f, AT_SHAPE(H));
-    o = at_gated_delta_rule(c, q, k, v, g, beta, NULL, NULL, &opts);
-  } else {
-    o = at_delta_rule(c, q, k, v, beta, NULL, NULL, &opts);
+    g = decay_gate(c, L, f, AT_SHAPE(H));
+    kind = AT_LIN_GATED_DELTA_RULE;
   }
+  at_tensor *o = at_lin_core_run(c, kind, q, k, v, g, beta, s ? s->t[0] : NULL, run, &opts);
   o = at_rmsnorm(c, o, L->o_norm, L->norm_eps);
   if (L->out_gate == AT_GATE_SIGMOID) {
-    at_tensor *g = at_linear(c, at_linear(c, x, L->g_down, NULL), L->g_up, L->g_bias);
-    o = at_mul(c, o, at_sigmoid(c, AT_RESHAPE(c, g, B, T, H, V)));
+    at_tensor *gt = at_linear(c, at_linear(c, x, L->g_down, NULL), L->g_up, L->g_bias);
+    o = at_mul(c, o, at_sigmoid(c, AT_RESHAPE(c, gt, B, T, H, V)));
   } else if (L->out_gate == AT_GATE_SWISH) {
     o = at_mul(c, o, at_silu(c, AT_RESHAPE(c, at_linear(c, x, L->wg, NULL), B, T, H, V)));
   }
   return at_linear(c, AT_RESHAPE(c, o, B, T, H * V), L->wo, NULL);
+}
+
+static at_tensor *delta_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
+  (void)io;
+  delta_layer *L = layer;
+  if (!x) return NULL;
+  if (x->ndim != 3 || x->shape[2] != L->d) return at_layer_bad_input(c, L->base.impl, x, L->d);
+  return delta_run(c, L, x, NULL, AT_LIN_RUN_TRAIN);
+}
+
+static at_status delta_state_new(const void *layer, at_mixer_state *s) {
+  const delta_layer *L = layer;
+  int64_t B = s->batch, cs = L->conv_size - 1;
+  int ok = at_mixer_state_add(s, AT_SHAPE(B, L->H, L->K, L->V)) != NULL;
+  if (L->short_conv)
+    ok = ok && at_mixer_state_add(s, AT_SHAPE(B, cs, L->H * L->K)) && at_mixer_state_add(s, AT_SHAPE(B, cs, L->H * L->K)) &&
+         at_mixer_state_add(s, AT_SHAPE(B, cs, L->H * L->V));
+  return ok ? AT_OK : at_error_prefix(AT_E_NOMEM, "%s: decoding state", L->base.impl->name);
+}
+
+static at_tensor *delta_prefill(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  delta_layer *L = layer;
+  if (!at_mixer_decode_fits(c, L->base.impl, x, L->d, s, io, 0)) return NULL;
+  return delta_run(c, L, x, s, AT_LIN_RUN_PREFILL);
+}
+
+static at_tensor *delta_step(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  delta_layer *L = layer;
+  if (!at_mixer_decode_fits(c, L->base.impl, x, L->d, s, io, 1)) return NULL;
+  return delta_run(c, L, x, s, AT_LIN_RUN_STEP);
 }
 
 /* Recurrent state per layer: H K x V matrices plus the last conv_size - 1
@@ -246,6 +276,9 @@ static int64_t delta_state_elems(const void *layer) {
     .forward = delta_forward,                                     \
     .state_elems = delta_state_elems,                             \
     .destroy = free,                                              \
+    .state_new = delta_state_new,                                 \
+    .prefill = delta_prefill,                                     \
+    .step = delta_step,                                           \
   };
 
 DELTA_IMPL(deltanet, deltanet_options,

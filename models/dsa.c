@@ -120,8 +120,18 @@ static void indexer(at_ctx *c, const at_dsa_layer *L, at_tensor *x, at_tensor *c
   *wi = at_scale(c, at_linear(c, xd, L->w_wi, NULL), 1.0 / sqrt((double)(L->hi * L->di)));
 }
 
-static at_tensor *dsa_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
-  const at_dsa_layer *L = layer;
+/* Index keys ki [B, T, DI] (positions 0 ..) and the latent entries of p
+ * into the decoding state's caches (t[0] latent, t[1] index keys). */
+static void dsa_cache_put(const at_dsa_layer *L, const at_mla_qkv *p, const at_tensor *ki, at_mixer_state *s) {
+  at_mla_cache_put(&L->mla, p, s->t[0], 0);
+  int64_t B = ki->shape[0], T = ki->shape[1], S = s->t[1]->shape[1];
+  for (int64_t b = 0; b < B; b++)
+    memcpy(s->t[1]->data + b * S * L->di, ki->data + b * T * L->di, (size_t)(T * L->di) * sizeof(real));
+}
+
+/* The layer under io's stage flags; with a decoding state s (prefill) the
+ * indexer runs in every stage and both caches receive every token. */
+static at_tensor *dsa_apply(at_ctx *c, const at_dsa_layer *L, at_tensor *x, at_mixer_io *io, at_mixer_state *s) {
   /* The io's out fields (aux_loss, statistics) are written through it: the
    * model passes its own, writable at_mixer_io. */
   int64_t pos0 = io ? io->pos0 : 0;
@@ -131,12 +141,18 @@ static at_tensor *dsa_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io 
   double scale = at_mla_scale(&L->mla);
   at_tensor *qi = NULL, *ki = NULL, *wi = NULL;
   at_itensor *sel = NULL;
-  if (sparse || want_loss) {
+  if (sparse || want_loss || s) {
     indexer(c, L, x, p.cq, pos0, &qi, &ki, &wi);
     if (!qi || !ki || !wi) return NULL;
+  }
+  if (sparse || want_loss) {
     /* w already carries the scale, so the indexer's own scale is 1. */
     sel = at_dsa_topk(c, qi, ki, wi, L->topk, 1.0);
     if (!sel) return NULL;
+  }
+  if (s) {
+    if (!p.ckv || (L->mla.dr > 0 && !p.kr)) return NULL;
+    dsa_cache_put(L, &p, ki, s);
   }
   at_tensor *o;
   if (sparse) {
@@ -155,6 +171,33 @@ static at_tensor *dsa_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io 
     at_mixer_io_stat(io, "topk_recall", st.tail_rows > 0 ? st.recall_tail : st.recall);
   }
   return at_mla_output(c, &L->mla, o);
+}
+
+static at_tensor *dsa_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
+  return dsa_apply(c, layer, x, io, NULL);
+}
+
+/* Decoding: the latent cache [B, max_len, dr+dc] and the index keys
+ * [B, max_len, DI]; a step attends to the indexer's top-k slots when the
+ * stage is sparse (at_dsa_layer_decode), else to every slot. */
+static at_status dsa_state_new(const void *layer, at_mixer_state *s) {
+  const at_dsa_layer *L = layer;
+  if (!at_mixer_state_add(s, AT_SHAPE(s->batch, s->max_len, at_mla_cache_dim(&L->mla))) ||
+      !at_mixer_state_add(s, AT_SHAPE(s->batch, s->max_len, L->di)))
+    return at_error_prefix(AT_E_NOMEM, "dsa: caches");
+  return AT_OK;
+}
+
+static at_tensor *dsa_prefill(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  const at_dsa_layer *L = layer;
+  if (!at_mixer_decode_fits(c, &at_mixer_dsa, x, L->mla.d, s, io, 0)) return NULL;
+  return dsa_apply(c, L, x, io, s);
+}
+
+static at_tensor *dsa_step(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  const at_dsa_layer *L = layer;
+  if (!at_mixer_decode_fits(c, &at_mixer_dsa, x, L->mla.d, s, io, 1)) return NULL;
+  return at_dsa_layer_decode(c, L, x, s->t[0], s->t[1], io->pos0, (io->stage & AT_STAGE_SPARSE) != 0);
 }
 
 /* MLA's latent and rotary key plus the index key: kv_rank + rope_dim + DI. */
@@ -210,4 +253,7 @@ const at_mixer_impl at_mixer_dsa = {
   .forward = dsa_forward,
   .cache_per_token = dsa_cache_per_token,
   .destroy = free,
+  .state_new = dsa_state_new,
+  .prefill = dsa_prefill,
+  .step = dsa_step,
 };

@@ -8,6 +8,7 @@
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "models/mixer.h"
 #include "ops/attention/attention.h"
@@ -80,20 +81,87 @@ static void full_init(void *layer, const at_model_cfg *cfg, uint64_t seed) {
   at_layer_init_out(L->wo, cfg, seed);
 }
 
+/* q [B,T,HQ,hd], k, v [B,T,H,hd] of x at positions pos0 .. pos0+T-1. */
+static void full_qkv(at_ctx *c, const full_layer *L, at_tensor *x, int64_t pos0, at_tensor **q,
+                     at_tensor **k, at_tensor **v) {
+  int64_t B = x->shape[0], T = x->shape[1];
+  *q = AT_RESHAPE(c, at_linear(c, x, L->wq, NULL), B, T, L->hq, L->hd);
+  *k = AT_RESHAPE(c, at_linear(c, x, L->wk, NULL), B, T, L->h, L->hd);
+  *v = AT_RESHAPE(c, at_linear(c, x, L->wv, NULL), B, T, L->h, L->hd);
+  if (L->position == AT_POS_ROPE) {
+    *q = at_rope(c, *q, L->hd, L->rope_theta, pos0);
+    *k = at_rope(c, *k, L->hd, L->rope_theta, pos0);
+  }
+}
+
+static at_tensor *full_output(at_ctx *c, const full_layer *L, at_tensor *o) {
+  if (!o) return NULL;
+  return at_linear(c, AT_RESHAPE(c, o, o->shape[0], o->shape[1], L->hq * L->hd), L->wo, NULL);
+}
+
 static at_tensor *full_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
   full_layer *L = layer;
   if (!x) return NULL;
-  int64_t B = x->shape[0], T = x->shape[1];
-  at_tensor *q = AT_RESHAPE(c, at_linear(c, x, L->wq, NULL), B, T, L->hq, L->hd);
-  at_tensor *k = AT_RESHAPE(c, at_linear(c, x, L->wk, NULL), B, T, L->h, L->hd);
-  at_tensor *v = AT_RESHAPE(c, at_linear(c, x, L->wv, NULL), B, T, L->h, L->hd);
-  if (L->position == AT_POS_ROPE) {
-    q = at_rope(c, q, L->hd, L->rope_theta, io->pos0);
-    k = at_rope(c, k, L->hd, L->rope_theta, io->pos0);
-  }
+  at_tensor *q, *k, *v;
+  full_qkv(c, L, x, io->pos0, &q, &k, &v);
   at_attn_opts ao = {.scale = 0, .window = L->window};
-  at_tensor *o = at_attention(c, q, k, v, &ao);
-  return at_linear(c, AT_RESHAPE(c, o, B, T, L->hq * L->hd), L->wo, NULL);
+  return full_output(c, L, at_attention(c, q, k, v, &ao));
+}
+
+/* ---- decoding: a key/value cache ------------------------------------------------
+ * k_cache, v_cache [B, S, H, hd]. Without a window S = max_len and position p
+ * lives in slot p; with a window W the cache is a rolling buffer of
+ * S = min(W, max_len) slots, position p in slot p mod S, so it holds exactly
+ * the keys the window lets the newest query see (the softmax does not depend
+ * on their order). */
+
+static int64_t full_slots(const full_layer *L, int64_t max_len) {
+  return L->window > 0 ? AT_MIN(L->window, max_len) : max_len;
+}
+
+static at_status full_state_new(const void *layer, at_mixer_state *s) {
+  const full_layer *L = layer;
+  int64_t S = full_slots(L, s->max_len);
+  if (!at_mixer_state_add(s, AT_SHAPE(s->batch, S, L->h, L->hd)) ||
+      !at_mixer_state_add(s, AT_SHAPE(s->batch, S, L->h, L->hd)))
+    return at_error_prefix(AT_E_NOMEM, "full: key/value cache");
+  return AT_OK;
+}
+
+/* Rows t of k, v [B,T,H,hd] (positions pos0 + t) into their cache slots. */
+static void full_cache_put(const full_layer *L, at_mixer_state *s, const at_tensor *k, const at_tensor *v,
+                           int64_t pos0) {
+  at_tensor *kc = s->t[0], *vc = s->t[1];
+  int64_t B = k->shape[0], T = k->shape[1], S = kc->shape[1], row = L->h * L->hd;
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t t = AT_MAX(0, T - S); t < T; t++) {
+      int64_t slot = (pos0 + t) % S;
+      memcpy(kc->data + (b * S + slot) * row, k->data + (b * T + t) * row, (size_t)row * sizeof(real));
+      memcpy(vc->data + (b * S + slot) * row, v->data + (b * T + t) * row, (size_t)row * sizeof(real));
+    }
+}
+
+static at_tensor *full_prefill(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  full_layer *L = layer;
+  if (!at_mixer_decode_fits(c, &at_mixer_full, x, L->wq->shape[1], s, io, 0)) return NULL;
+  at_tensor *q, *k, *v;
+  full_qkv(c, L, x, 0, &q, &k, &v);
+  if (!q || !k || !v) return NULL;
+  full_cache_put(L, s, k, v, 0);
+  at_attn_opts ao = {.scale = 0, .window = L->window};
+  return full_output(c, L, at_attention(c, q, k, v, &ao));
+}
+
+static at_tensor *full_step(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  full_layer *L = layer;
+  if (!at_mixer_decode_fits(c, &at_mixer_full, x, L->wq->shape[1], s, io, 1)) return NULL;
+  int64_t pos = io->pos0, S = s->t[0]->shape[1];
+  at_tensor *q, *k, *v;
+  full_qkv(c, L, x, pos, &q, &k, &v);
+  if (!q || !k || !v) return NULL;
+  full_cache_put(L, s, k, v, pos);
+  at_attn_opts ao = {.scale = 0, .window = 0}; /* the slots hold exactly the visible keys */
+  return full_output(c, L, at_attention_decode(c, q, s->t[0], s->t[1], AT_MIN(pos + 1, S), &ao));
 }
 
 /* Keys and values of every kv head per token (a window caps the cache, but
@@ -117,4 +185,7 @@ const at_mixer_impl at_mixer_full = {
   .forward = full_forward,
   .cache_per_token = full_cache_per_token,
   .destroy = free,
+  .state_new = full_state_new,
+  .prefill = full_prefill,
+  .step = full_step,
 };

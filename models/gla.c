@@ -34,6 +34,7 @@
 #include <stdlib.h>
 
 #include "models/linear_mixers.h"
+#include "models/linpath.h"
 #include "ops/attention/dplr.h"
 #include "ops/ops.h"
 
@@ -155,10 +156,42 @@ static void gla_init(void *layer, const at_model_cfg *cfg, uint64_t seed) {
   at_layer_init_out(L->wo, cfg, seed);
 }
 
-/* A projection, through the short conv + SiLU when the layer has one. */
-static at_tensor *proj(at_ctx *c, at_tensor *x, at_tensor *w, at_tensor *conv) {
+/* A projection, through the short conv + SiLU when the layer has one (fla's
+ * GLA applies no SiLU without it, unlike the delta layers). */
+static at_tensor *proj(at_ctx *c, at_tensor *x, at_tensor *w, at_tensor *conv, at_tensor *hist, at_lin_run run) {
   at_tensor *y = at_linear(c, x, w, NULL);
-  return conv ? at_lin_short_conv(c, y, conv) : y;
+  return conv ? at_lin_conv_run(c, y, conv, hist, run) : y;
+}
+
+/* The layer over x in one of three runs (at_lin_run); s is the decoding
+ * state (NULL in training): t[0] the K x V states [B,H,K,V], then with
+ * short convs the last conv_size - 1 inputs of the q, k and v convs. */
+static at_tensor *gla_run(at_ctx *c, gla_layer *L, at_tensor *x, at_mixer_state *s, at_lin_run run) {
+  int64_t B = x->shape[0], T = x->shape[1], H = L->H, K = L->K, V = L->V;
+  at_tensor *hq = s && L->short_conv ? s->t[1] : NULL, *hk = hq ? s->t[2] : NULL, *hv = hq ? s->t[3] : NULL;
+  at_tensor *q = AT_RESHAPE(c, proj(c, x, L->wq, L->cq, hq, run), B, T, H, K);
+  at_tensor *k = AT_RESHAPE(c, proj(c, x, L->wk, L->ck, hk, run), B, T, H, K);
+  at_tensor *v = AT_RESHAPE(c, proj(c, x, L->wv, L->cv, hv, run), B, T, H, V);
+  at_tensor *gk = at_linear(c, at_linear(c, x, L->gk_down, NULL), L->gk_up, L->gk_bias);
+  gk = at_scale(c, at_logsigmoid(c, gk), 1.0 / L->normalizer);
+  if (L->clamp_min < 0) /* max(gk, m) = m + relu(gk - m) */
+    gk = at_affine(c, at_relu(c, at_affine(c, gk, 1.0, -L->clamp_min)), 1.0, L->clamp_min);
+  gk = AT_RESHAPE(c, gk, B, T, H, K);
+  at_lin_opts opts = {.scale = 0, .chunk_size = L->chunk, .form = L->base.form};
+  at_tensor *o;
+  if (run == AT_LIN_RUN_STEP) {
+    o = at_gla_step(c, q, k, v, gk, s->t[0], &opts);
+  } else {
+    at_tensor *ht = NULL;
+    o = at_gla(c, q, k, v, gk, NULL, run == AT_LIN_RUN_PREFILL ? &ht : NULL, &opts);
+    if (o && run == AT_LIN_RUN_PREFILL && !at_linpath_keep(s->t[0], ht, NULL, NULL)) return NULL;
+  }
+  o = at_rmsnorm(c, o, L->g_norm, L->norm_eps);
+  if (L->out_gate != AT_GATE_NONE) {
+    at_tensor *g = AT_RESHAPE(c, at_linear(c, x, L->wg, NULL), B, T, H, V);
+    o = at_mul(c, o, L->out_gate == AT_GATE_SWISH ? at_silu(c, g) : at_sigmoid(c, g));
+  }
+  return at_linear(c, AT_RESHAPE(c, o, B, T, H * V), L->wo, NULL);
 }
 
 static at_tensor *gla_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
@@ -166,22 +199,29 @@ static at_tensor *gla_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io 
   gla_layer *L = layer;
   if (!x) return NULL;
   if (x->ndim != 3 || x->shape[2] != L->d) return at_layer_bad_input(c, &at_mixer_gla, x, L->d);
-  int64_t B = x->shape[0], T = x->shape[1], H = L->H, K = L->K, V = L->V;
-  at_tensor *q = AT_RESHAPE(c, proj(c, x, L->wq, L->cq), B, T, H, K);
-  at_tensor *k = AT_RESHAPE(c, proj(c, x, L->wk, L->ck), B, T, H, K);
-  at_tensor *v = AT_RESHAPE(c, proj(c, x, L->wv, L->cv), B, T, H, V);
-  at_tensor *gk = at_linear(c, at_linear(c, x, L->gk_down, NULL), L->gk_up, L->gk_bias);
-  gk = at_scale(c, at_logsigmoid(c, gk), 1.0 / L->normalizer);
-  if (L->clamp_min < 0) /* max(gk, m) = m + relu(gk - m) */
-    gk = at_affine(c, at_relu(c, at_affine(c, gk, 1.0, -L->clamp_min)), 1.0, L->clamp_min);
-  at_lin_opts opts = {.scale = 0, .chunk_size = L->chunk, .form = L->base.form};
-  at_tensor *o = at_gla(c, q, k, v, AT_RESHAPE(c, gk, B, T, H, K), NULL, NULL, &opts);
-  o = at_rmsnorm(c, o, L->g_norm, L->norm_eps);
-  if (L->out_gate != AT_GATE_NONE) {
-    at_tensor *g = AT_RESHAPE(c, at_linear(c, x, L->wg, NULL), B, T, H, V);
-    o = at_mul(c, o, L->out_gate == AT_GATE_SWISH ? at_silu(c, g) : at_sigmoid(c, g));
-  }
-  return at_linear(c, AT_RESHAPE(c, o, B, T, H * V), L->wo, NULL);
+  return gla_run(c, L, x, NULL, AT_LIN_RUN_TRAIN);
+}
+
+static at_status gla_state_new(const void *layer, at_mixer_state *s) {
+  const gla_layer *L = layer;
+  int64_t B = s->batch, cs = L->conv_size - 1;
+  int ok = at_mixer_state_add(s, AT_SHAPE(B, L->H, L->K, L->V)) != NULL;
+  if (L->short_conv)
+    ok = ok && at_mixer_state_add(s, AT_SHAPE(B, cs, L->H * L->K)) && at_mixer_state_add(s, AT_SHAPE(B, cs, L->H * L->K)) &&
+         at_mixer_state_add(s, AT_SHAPE(B, cs, L->H * L->V));
+  return ok ? AT_OK : at_error_prefix(AT_E_NOMEM, "gla: decoding state");
+}
+
+static at_tensor *gla_prefill(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  gla_layer *L = layer;
+  if (!at_mixer_decode_fits(c, &at_mixer_gla, x, L->d, s, io, 0)) return NULL;
+  return gla_run(c, L, x, s, AT_LIN_RUN_PREFILL);
+}
+
+static at_tensor *gla_step(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  gla_layer *L = layer;
+  if (!at_mixer_decode_fits(c, &at_mixer_gla, x, L->d, s, io, 1)) return NULL;
+  return gla_run(c, L, x, s, AT_LIN_RUN_STEP);
 }
 
 /* H K x V matrices plus the last conv_size - 1 inputs of each short conv. */
@@ -206,4 +246,7 @@ const at_mixer_impl at_mixer_gla = {
   .forward = gla_forward,
   .state_elems = gla_state_elems,
   .destroy = free,
+  .state_new = gla_state_new,
+  .prefill = gla_prefill,
+  .step = gla_step,
 };

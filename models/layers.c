@@ -1,6 +1,7 @@
 /* models/layers.c: parameter helpers shared by the mixer implementations. */
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "core/rng.h"
 #include "models/mixer.h"
@@ -53,4 +54,53 @@ at_tensor *at_layer_bad_input(at_ctx *c, const at_mixer_impl *impl, const at_ten
   char b[96];
   return at_fail(c, AT_E_SHAPE, "%s: x must be [B, T, %lld], got %s", impl->name, (long long)d,
                  AT_SHAPE_STR(x, b));
+}
+
+/* ---- decoding states ----------------------------------------------------------- */
+
+at_status at_mixer_state_init(at_mixer_state *s, int64_t batch, int64_t max_len) {
+  memset(s, 0, sizeof *s);
+  if (batch < 1 || max_len < 1)
+    return at_error(AT_E_ARG, "decoding state: batch %lld and max_len %lld must be positive", (long long)batch,
+                    (long long)max_len);
+  s->batch = batch, s->max_len = max_len;
+  if (!(s->arena = at_arena_new((size_t)1 << 16))) return at_error(AT_E_NOMEM, "decoding state: out of memory");
+  return AT_OK;
+}
+
+at_tensor *at_mixer_state_add(at_mixer_state *s, int ndim, const int64_t *shape) {
+  if (s->n == AT_MIXER_STATE_MAX) {
+    at_error(AT_E_ARG, "decoding state: more than %d tensors", AT_MIXER_STATE_MAX);
+    return NULL;
+  }
+  at_tensor *t = at_tensor_alloc(s->arena, ndim, shape);
+  if (!t) return NULL;
+  memset(t->data, 0, (size_t)t->size * sizeof(real));
+  return s->t[s->n++] = t;
+}
+
+int64_t at_mixer_state_bytes(const at_mixer_state *s) {
+  int64_t n = 0;
+  for (int i = 0; i < s->n; i++) n += s->t[i]->size * (int64_t)sizeof(real);
+  return n;
+}
+
+void at_mixer_state_free(at_mixer_state *s) {
+  at_arena_free(s->arena);
+  memset(s, 0, sizeof *s);
+}
+
+int at_mixer_decode_fits(at_ctx *c, const at_mixer_impl *impl, const at_tensor *x, int64_t d,
+                         const at_mixer_state *s, const at_mixer_io *io, int step) {
+  if (!x) return 0;
+  char b[96];
+  int shape = x->ndim == 3 && x->shape[0] == s->batch && x->shape[2] == d;
+  if (step ? shape && x->shape[1] == 1 && io->pos0 >= 0 && io->pos0 < s->max_len
+           : shape && x->shape[1] <= s->max_len && io->pos0 == 0)
+    return 1;
+  at_fail(c, AT_E_SHAPE, "%s %s: x %s at position %lld does not fit a state of %lld sequences of %lld tokens "
+          "(x must be [%lld, %s, %lld])", impl->name, step ? "step" : "prefill", AT_SHAPE_STR(x, b),
+          (long long)io->pos0, (long long)s->batch, (long long)s->max_len, (long long)s->batch,
+          step ? "1" : "T <= max_len", (long long)d);
+  return 0;
 }

@@ -95,19 +95,53 @@ static at_tensor *feature_map(at_ctx *c, int fm, at_tensor *x) {
   return x;
 }
 
-static at_tensor *linattn_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
-  (void)io;
-  linattn_layer *L = layer;
-  if (!x) return NULL;
-  if (x->ndim != 3 || x->shape[2] != L->d) return at_layer_bad_input(c, L->base.impl, x, L->d);
+/* The layer over x in one of three runs (at_lin_run); s is the decoding
+ * state (NULL in training): t[0] the states [B,H,K,K], t[1] the
+ * normalisers [B,H,K] (normalize only). */
+static at_tensor *linattn_run(at_ctx *c, linattn_layer *L, at_tensor *x, at_mixer_state *s, at_lin_run run) {
   int64_t B = x->shape[0], T = x->shape[1], H = L->H, K = L->K;
   at_tensor *q = feature_map(c, L->fm, AT_RESHAPE(c, at_linear(c, x, L->wq, NULL), B, T, H, K));
   at_tensor *k = feature_map(c, L->fm, AT_RESHAPE(c, at_linear(c, x, L->wk, NULL), B, T, H, K));
   at_tensor *v = AT_RESHAPE(c, at_linear(c, x, L->wv, NULL), B, T, H, K);
   at_la_opts o = {0, L->chunk, at_linpath_form(&L->base, AT_LA_CHUNK), L->normalize, 0};
-  at_tensor *y = at_linear_attn(c, q, k, v, NULL, NULL, NULL, NULL, &o);
+  at_tensor *S = s ? s->t[0] : NULL, *z = s && L->normalize ? s->t[1] : NULL, *y;
+  if (run == AT_LIN_RUN_STEP) {
+    y = at_la_step(c, AT_LA_DECAY_NONE, q, k, v, NULL, S, z, &o);
+  } else {
+    at_tensor *ht = NULL, *zt = NULL;
+    int pre = run == AT_LIN_RUN_PREFILL;
+    y = at_linear_attn(c, q, k, v, NULL, NULL, pre ? &ht : NULL, pre && z ? &zt : NULL, &o);
+    if (y && pre && !at_linpath_keep(S, ht, z, zt)) return NULL;
+  }
   if (L->norm) y = at_rmsnorm(c, y, L->norm, L->norm_eps);
   return at_linear(c, AT_RESHAPE(c, y, B, T, H * K), L->wo, NULL);
+}
+
+static at_tensor *linattn_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
+  (void)io;
+  linattn_layer *L = layer;
+  if (!x) return NULL;
+  if (x->ndim != 3 || x->shape[2] != L->d) return at_layer_bad_input(c, L->base.impl, x, L->d);
+  return linattn_run(c, L, x, NULL, AT_LIN_RUN_TRAIN);
+}
+
+static at_status linattn_state_new(const void *layer, at_mixer_state *s) {
+  const linattn_layer *L = layer;
+  int ok = at_mixer_state_add(s, AT_SHAPE(s->batch, L->H, L->K, L->K)) &&
+           (!L->normalize || at_mixer_state_add(s, AT_SHAPE(s->batch, L->H, L->K)));
+  return ok ? AT_OK : at_error_prefix(AT_E_NOMEM, "linear_attn: decoding state");
+}
+
+static at_tensor *linattn_prefill(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  linattn_layer *L = layer;
+  if (!at_mixer_decode_fits(c, L->base.impl, x, L->d, s, io, 0)) return NULL;
+  return linattn_run(c, L, x, s, AT_LIN_RUN_PREFILL);
+}
+
+static at_tensor *linattn_step(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  linattn_layer *L = layer;
+  if (!at_mixer_decode_fits(c, L->base.impl, x, L->d, s, io, 1)) return NULL;
+  return linattn_run(c, L, x, s, AT_LIN_RUN_STEP);
 }
 
 /* H states K x K, and the normalisers H x K. */
@@ -129,4 +163,7 @@ const at_mixer_impl at_mixer_linear_attn = {
   .forward = linattn_forward,
   .state_elems = linattn_state_elems,
   .destroy = free,
+  .state_new = linattn_state_new,
+  .prefill = linattn_prefill,
+  .step = linattn_step,
 };

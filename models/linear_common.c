@@ -46,3 +46,29 @@ at_tensor *at_lin_short_conv(at_ctx *c, at_tensor *x, at_tensor *w) {
   if (w) x = at_conv1d_causal(c, x, w, NULL);
   return at_silu(c, x);
 }
+
+at_tensor *at_lin_short_conv_cont(at_ctx *c, at_tensor *x, at_tensor *w, at_tensor *hist) {
+  if (!w || !x) return at_lin_short_conv(c, x, w);
+  int64_t B = x->shape[0], T = x->shape[1], C = x->shape[2], K1 = hist->shape[1];
+  if (K1 == 0) return at_lin_short_conv(c, x, w);
+  /* [history | x] through the training op, keeping the rows of x */
+  at_tensor *parts[2] = {at_from(c, hist->data, AT_SHAPE(B, K1, C)), x};
+  at_tensor *xin = at_concat(c, parts, 2, 1);
+  at_tensor *y = at_slice(c, at_conv1d_causal(c, xin, w, NULL), 1, K1, T);
+  if (!xin || !y) return NULL;
+  for (int64_t b = 0; b < B; b++)
+    memcpy(hist->data + b * K1 * C, xin->data + (b * (T + K1) + T) * C, (size_t)(K1 * C) * sizeof(real));
+  return at_silu(c, y);
+}
+
+at_tensor *at_lin_core_run(at_ctx *c, at_lin_kind kind, at_tensor *q, at_tensor *k, at_tensor *v, at_tensor *g,
+                           at_tensor *beta, at_tensor *S, at_lin_run run, const at_lin_opts *opts) {
+  if (run == AT_LIN_RUN_STEP) return at_lin_attn_step(c, kind, q, k, v, g, beta, S, opts);
+  at_tensor *ht = NULL;
+  at_tensor *o = at_lin_attn(c, kind, q, k, v, g, beta, NULL, run == AT_LIN_RUN_PREFILL ? &ht : NULL, opts);
+  if (o && run == AT_LIN_RUN_PREFILL) {
+    if (!ht) return NULL;
+    memcpy(S->data, ht->data, (size_t)S->size * sizeof(real));
+  }
+  return o;
+}

@@ -86,5 +86,26 @@ void at_lin_init_dt_bias_bounded(at_tensor *dt_bias, const at_tensor *A_log, dou
  * depthwise conv (weight [C, conv_size], no bias) when w is given, then
  * SiLU; without w only the SiLU. */
 at_tensor *at_lin_short_conv(at_ctx *c, at_tensor *x, at_tensor *w);
+/* The same for decoding, continuing from the inputs before x: hist
+ * [B, conv_size-1, C] holds the last conv_size-1 inputs (zeros before the
+ * first token) and receives those after x. Without w: SiLU only (hist unused). */
+at_tensor *at_lin_short_conv_cont(at_ctx *c, at_tensor *x, at_tensor *w, at_tensor *hist);
+
+/* How a linear layer's core runs: training (no state), the prefill of a
+ * decoding state (the training form, leaving the final state in it) or one
+ * decoding step (the op's step form on the state). */
+typedef enum at_lin_run { AT_LIN_RUN_TRAIN, AT_LIN_RUN_PREFILL, AT_LIN_RUN_STEP } at_lin_run;
+
+/* The op of a delta-family or simple-GLA layer in a run: training (the
+ * form of opts), prefill (the same, with its final state copied into S
+ * [B,H,K,V]) or a step (the step form, advancing S in place). */
+at_tensor *at_lin_core_run(at_ctx *c, at_lin_kind kind, at_tensor *q, at_tensor *k, at_tensor *v, at_tensor *g,
+                           at_tensor *beta, at_tensor *S, at_lin_run run, const at_lin_opts *opts);
+
+/* The short conv of a layer's run: the training form, or continued from the
+ * decoding state's history `hist` (a state tensor; NULL without a conv). */
+static inline at_tensor *at_lin_conv_run(at_ctx *c, at_tensor *x, at_tensor *w, at_tensor *hist, at_lin_run run) {
+  return run == AT_LIN_RUN_TRAIN || !w ? at_lin_short_conv(c, x, w) : at_lin_short_conv_cont(c, x, w, hist);
+}
 
 #endif

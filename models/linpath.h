@@ -8,6 +8,8 @@
 #ifndef AT_LINPATH_H
 #define AT_LINPATH_H
 
+#include <string.h>
+
 #include "models/linear_mixers.h"
 #include "ops/attention/linear_attn.h"
 
@@ -15,6 +17,15 @@
  * recurrent reference when a test asked for it. */
 static inline at_la_form at_linpath_form(const at_lin_layer_base *b, at_la_form training) {
   return b->form == AT_LIN_RECURRENT ? AT_LA_RECURRENT : training;
+}
+
+/* Prefill: copies the op's final state ht (and normaliser zt, if z) into
+ * the decoding state's S (and z); 0 if the op gave none. */
+static inline int at_linpath_keep(at_tensor *S, const at_tensor *ht, at_tensor *z, const at_tensor *zt) {
+  if (!ht || (z && !zt)) return 0;
+  memcpy(S->data, ht->data, (size_t)S->size * sizeof(real));
+  if (z) memcpy(z->data, zt->data, (size_t)z->size * sizeof(real));
+  return 1;
 }
 
 /* Performer: the random features of the layer (m x K, row-major), and the

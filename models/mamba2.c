@@ -142,27 +142,57 @@ static at_tensor *repeat_heads(at_ctx *c, at_tensor *x, int64_t H) {
   return at_concat(c, xs, (int)H, 2);
 }
 
-static at_tensor *mamba2_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
-  (void)io;
-  mamba2_layer *L = layer;
-  if (!x) return NULL;
-  if (x->ndim != 3 || x->shape[2] != L->d) return at_layer_bad_input(c, &at_mixer_mamba2, x, L->d);
+/* The layer over x in one of three runs (at_lin_run); s is the decoding
+ * state (NULL in training): t[0] the N x P states [B,H,N,P], then with
+ * short convs the last conv_size - 1 inputs of the x, B and C convs. */
+static at_tensor *mamba2_run(at_ctx *c, mamba2_layer *L, at_tensor *x, at_mixer_state *s, at_lin_run run) {
   int64_t B = x->shape[0], T = x->shape[1], H = L->H, P = L->P;
-  at_tensor *xs = at_lin_short_conv(c, at_linear(c, x, L->wx, NULL), L->cx);
+  at_tensor *hx = s && L->short_conv ? s->t[1] : NULL, *hB = hx ? s->t[2] : NULL, *hC = hx ? s->t[3] : NULL;
+  at_tensor *xs = at_lin_conv_run(c, at_linear(c, x, L->wx, NULL), L->cx, hx, run);
   xs = AT_RESHAPE(c, xs, B, T, H, P);
-  at_tensor *Bm = repeat_heads(c, at_lin_short_conv(c, at_linear(c, x, L->wB, NULL), L->cB), H);
-  at_tensor *Cm = repeat_heads(c, at_lin_short_conv(c, at_linear(c, x, L->wC, NULL), L->cC), H);
+  at_tensor *Bm = repeat_heads(c, at_lin_conv_run(c, at_linear(c, x, L->wB, NULL), L->cB, hB, run), H);
+  at_tensor *Cm = repeat_heads(c, at_lin_conv_run(c, at_linear(c, x, L->wC, NULL), L->cC, hC, run), H);
   at_tensor *dt = at_softplus(c, at_add(c, at_linear(c, x, L->wdt, NULL), L->dt_bias)); /* [B,T,H] */
   at_tensor *g = at_mul(c, dt, at_scale(c, at_exp(c, L->A_log), -1.0));
   at_tensor *v = at_mul(c, xs, AT_RESHAPE(c, dt, B, T, H, 1));
   at_lin_opts opts = {.scale = 1.0, .chunk_size = L->chunk, .form = L->base.form};
-  at_tensor *y = at_simple_gla(c, Cm, Bm, v, g, NULL, NULL, &opts);
+  at_tensor *y = at_lin_core_run(c, AT_LIN_SIMPLE_GLA, Cm, Bm, v, g, NULL, s ? s->t[0] : NULL, run, &opts);
   y = at_add(c, y, at_mul(c, xs, AT_RESHAPE(c, L->D, H, 1)));
   y = AT_RESHAPE(c, y, B, T, L->I);
   if (L->out_gate == AT_GATE_SWISH) y = at_mul(c, y, at_silu(c, at_linear(c, x, L->wz, NULL)));
   else if (L->out_gate == AT_GATE_SIGMOID) y = at_mul(c, y, at_sigmoid(c, at_linear(c, x, L->wz, NULL)));
   y = at_rmsnorm(c, y, L->norm, L->norm_eps);
   return at_linear(c, y, L->wo, NULL);
+}
+
+static at_tensor *mamba2_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
+  (void)io;
+  mamba2_layer *L = layer;
+  if (!x) return NULL;
+  if (x->ndim != 3 || x->shape[2] != L->d) return at_layer_bad_input(c, &at_mixer_mamba2, x, L->d);
+  return mamba2_run(c, L, x, NULL, AT_LIN_RUN_TRAIN);
+}
+
+static at_status mamba2_state_new(const void *layer, at_mixer_state *s) {
+  const mamba2_layer *L = layer;
+  int64_t B = s->batch, cs = L->conv_size - 1;
+  int ok = at_mixer_state_add(s, AT_SHAPE(B, L->H, L->N, L->P)) != NULL;
+  if (L->short_conv)
+    ok = ok && at_mixer_state_add(s, AT_SHAPE(B, cs, L->I)) && at_mixer_state_add(s, AT_SHAPE(B, cs, L->N)) &&
+         at_mixer_state_add(s, AT_SHAPE(B, cs, L->N));
+  return ok ? AT_OK : at_error_prefix(AT_E_NOMEM, "mamba2: decoding state");
+}
+
+static at_tensor *mamba2_prefill(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  mamba2_layer *L = layer;
+  if (!at_mixer_decode_fits(c, &at_mixer_mamba2, x, L->d, s, io, 0)) return NULL;
+  return mamba2_run(c, L, x, s, AT_LIN_RUN_PREFILL);
+}
+
+static at_tensor *mamba2_step(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  mamba2_layer *L = layer;
+  if (!at_mixer_decode_fits(c, &at_mixer_mamba2, x, L->d, s, io, 1)) return NULL;
+  return mamba2_run(c, L, x, s, AT_LIN_RUN_STEP);
 }
 
 /* H state matrices N x P plus the last conv_size - 1 inputs of the convs. */
@@ -187,4 +217,7 @@ const at_mixer_impl at_mixer_mamba2 = {
   .forward = mamba2_forward,
   .state_elems = mamba2_state_elems,
   .destroy = free,
+  .state_new = mamba2_state_new,
+  .prefill = mamba2_prefill,
+  .step = mamba2_step,
 };

@@ -110,13 +110,45 @@ typedef struct at_mixer_io {
 /* Adds one layer's value of statistic `name` (a static string). */
 void at_mixer_io_stat(at_mixer_io *io, const char *name, double value);
 
+/* ---- what a layer keeps between decoding steps -------------------------------- */
+
+typedef struct at_mixer_impl at_mixer_impl;
+
+#define AT_MIXER_STATE_MAX 8
+
+/* A layer's decoding state for `batch` sequences of up to `max_len` tokens:
+ * a key/value cache, recurrent states, the short convolutions' last inputs.
+ * Its tensors live in its own arena (they outlive the step arena), zeroed
+ * when added; a mixer's state_new adds them with at_mixer_state_add and
+ * reads them back by index (t[0], t[1], ... in the order it added them).
+ * Made and freed by the model's decoder (models/generate.h). */
+typedef struct at_mixer_state {
+  at_arena *arena;
+  int64_t batch, max_len;
+  int n;
+  at_tensor *t[AT_MIXER_STATE_MAX];
+} at_mixer_state;
+
+/* An empty state for batch x max_len (no tensors yet); AT_E_NOMEM. */
+at_status at_mixer_state_init(at_mixer_state *s, int64_t batch, int64_t max_len);
+/* A zeroed tensor of the state; NULL with AT_E_NOMEM / AT_E_ARG. */
+at_tensor *at_mixer_state_add(at_mixer_state *s, int ndim, const int64_t *shape);
+/* Bytes of the state's tensors. */
+int64_t at_mixer_state_bytes(const at_mixer_state *s);
+void at_mixer_state_free(at_mixer_state *s);
+/* 1 if x fits a prefill (step 0: x [batch, T, d], T <= max_len, io->pos0 0)
+ * or a step (step 1: x [batch, 1, d], 0 <= io->pos0 < max_len) of s; else
+ * 0 with AT_E_SHAPE on c, naming the mixer. */
+int at_mixer_decode_fits(at_ctx *c, const at_mixer_impl *impl, const at_tensor *x, int64_t d,
+                         const at_mixer_state *s, const at_mixer_io *io, int step);
+
 /* ---- the interface ------------------------------------------------------------ */
 
 /* Parameter groups (at_params_add's group): the training loop freezes or
  * trains them by stage. */
 enum { AT_GROUP_MAIN = 0, AT_GROUP_INDEXER = 1 };
 
-typedef struct at_mixer_impl {
+struct at_mixer_impl {
   const char *name;    /* YAML name, parameter prefix (layers.<i>.<name>.) */
   const char *family;  /* "softmax", "latent", "sparse", "linear", "state-space" */
   const char *summary; /* one-line definition (train --mixers, README) */
@@ -143,7 +175,23 @@ typedef struct at_mixer_impl {
   int64_t (*cache_per_token)(const void *layer);
   int64_t (*state_elems)(const void *layer);
   void (*destroy)(void *layer);
-} at_mixer_impl;
+  /* Generation: the three must be given together (a mixer without them
+   * cannot decode, and the registry-wide decode tests fail it by name).
+   * Neither prefill nor step records on the tape; both run without
+   * gradients. io->pos0 is the position of x's first token, io->stage and
+   * io->step as in forward.
+   *   state_new  adds the layer's decoding tensors to s (batch, max_len
+   *              set): their zeros (or what it sets) are the empty state.
+   *   prefill    x [B, T, d] the first T tokens (io->pos0 = 0, T <=
+   *              max_len): the forward's output, computed by the training
+   *              form, leaving in s the state after token T-1.
+   *   step       x [B, 1, d] the token at position io->pos0 (every earlier
+   *              position already in s): its output, equal to row pos0 of
+   *              the forward over positions 0 .. pos0; advances s. */
+  at_status (*state_new)(const void *layer, at_mixer_state *s);
+  at_tensor *(*prefill)(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io);
+  at_tensor *(*step)(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io);
+};
 
 /* ---- the registry (models/mixers.c) --------------------------------------------- */
 

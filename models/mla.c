@@ -115,15 +115,26 @@ void at_mla_project(at_ctx *c, const at_mla *L, at_tensor *x, int64_t pos0, at_m
   at_tensor *ckv = at_rmsnorm(c, at_linear(c, x, L->w_dkv, NULL), L->kv_norm, L->norm_eps);
   at_tensor *k = AT_RESHAPE(c, at_linear(c, ckv, L->w_uk, NULL), B, T, H, hd);
   at_tensor *v = AT_RESHAPE(c, at_linear(c, ckv, L->w_uv, NULL), B, T, H, hd);
+  at_tensor *kr = NULL;
   if (dr > 0) {
     q = at_rope(c, q, dr, L->rope_theta, pos0);
-    at_tensor *kr = AT_RESHAPE(c, at_linear(c, x, L->w_kr, NULL), B, T, 1, dr);
+    kr = AT_RESHAPE(c, at_linear(c, x, L->w_kr, NULL), B, T, 1, dr);
     kr = at_rope(c, kr, dr, L->rope_theta, pos0);
     /* The one rotary key, broadcast to every head (its gradient sums over them). */
     at_tensor *parts[2] = {at_add(c, AT_ZEROS(c, B, T, H, dr), kr), k};
     k = at_concat(c, parts, 2, 3);
   }
-  out->q = q, out->k = k, out->v = v, out->cq = cq;
+  out->q = q, out->k = k, out->v = v, out->cq = cq, out->ckv = ckv, out->kr = kr;
+}
+
+void at_mla_cache_put(const at_mla *L, const at_mla_qkv *p, at_tensor *cache, int64_t pos0) {
+  int64_t B = p->ckv->shape[0], T = p->ckv->shape[1], S = cache->shape[1], dr = L->dr, dc = L->dc;
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t t = 0; t < T; t++) {
+      real *e = cache->data + (b * S + pos0 + t) * (dr + dc);
+      if (dr > 0) memcpy(e, p->kr->data + (b * T + t) * dr, (size_t)dr * sizeof(real));
+      memcpy(e + dr, p->ckv->data + (b * T + t) * dc, (size_t)dc * sizeof(real));
+    }
 }
 
 at_tensor *at_mla_output(at_ctx *c, const at_mla *L, at_tensor *o) {
@@ -252,16 +263,45 @@ static at_status mla_create(const at_model_cfg *cfg, int layer_index, at_params 
 
 static void mla_init(void *layer, const at_model_cfg *cfg, uint64_t seed) { at_mla_init(layer, cfg, seed); }
 
+/* The explicit form's attention and output projection. */
+static at_tensor *mla_attend(at_ctx *c, const at_mla *L, const at_mla_qkv *p) {
+  at_attn_opts ao = {.scale = at_mla_scale(L), .window = 0};
+  return at_mla_output(c, L, at_attention(c, p->q, p->k, p->v, &ao));
+}
+
 static at_tensor *mla_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
   const at_mla *L = layer;
   at_mla_qkv p;
   at_mla_project(c, L, x, io ? io->pos0 : 0, &p);
-  at_attn_opts ao = {.scale = at_mla_scale(L), .window = 0};
-  return at_mla_output(c, L, at_attention(c, p.q, p.k, p.v, &ao));
+  return mla_attend(c, L, &p);
 }
 
 /* The latent and the rotary key: kv_rank + rope_dim elements per token. */
 static int64_t mla_cache_per_token(const void *layer) { return at_mla_cache_dim(layer); }
+
+/* Decoding: the latent cache [B, max_len, dr+dc]; prefill runs the explicit
+ * form and caches what the absorbed steps read. */
+static at_status mla_state_new(const void *layer, at_mixer_state *s) {
+  const at_mla *L = layer;
+  return at_mixer_state_add(s, AT_SHAPE(s->batch, s->max_len, at_mla_cache_dim(L))) ? AT_OK
+                                                                                       : at_error_prefix(AT_E_NOMEM, "mla: latent cache");
+}
+
+static at_tensor *mla_prefill(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  const at_mla *L = layer;
+  if (!at_mixer_decode_fits(c, &at_mixer_mla, x, L->d, s, io, 0)) return NULL;
+  at_mla_qkv p;
+  at_mla_project(c, L, x, 0, &p);
+  if (!p.q || !p.ckv || (L->dr > 0 && !p.kr)) return NULL;
+  at_mla_cache_put(L, &p, s->t[0], 0);
+  return mla_attend(c, L, &p);
+}
+
+static at_tensor *mla_step(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  const at_mla *L = layer;
+  if (!at_mixer_decode_fits(c, &at_mixer_mla, x, L->d, s, io, 1)) return NULL;
+  return at_mla_decode(c, L, x, s->t[0], io->pos0);
+}
 
 const at_mixer_impl at_mixer_mla = {
   .name = "mla",
@@ -277,4 +317,7 @@ const at_mixer_impl at_mixer_mla = {
   .forward = mla_forward,
   .cache_per_token = mla_cache_per_token,
   .destroy = free,
+  .state_new = mla_state_new,
+  .prefill = mla_prefill,
+  .step = mla_step,
 };

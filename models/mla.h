@@ -86,11 +86,17 @@ at_status at_mla_declare(at_mla *L, const at_model_cfg *cfg, const at_mixer_impl
 void at_mla_init(at_mla *L, const at_model_cfg *cfg, uint64_t seed);
 
 /* The explicit projections of one forward: x [B, T, d] at positions
- * pos0 .. pos0+T-1 -> q, k [B, T, H, dr+hd] (rotated), v [B, T, H, hd], and
- * the query latent c_Q [B, T, dq] (NULL without query compression). */
+ * pos0 .. pos0+T-1 -> q, k [B, T, H, dr+hd] (rotated), v [B, T, H, hd], the
+ * query latent c_Q [B, T, dq] (NULL without query compression), and what the
+ * absorbed form caches: c_KV [B, T, dc] and the rotated k_R [B, T, 1, dr]
+ * (NULL with dr = 0). */
 typedef struct at_mla_qkv {
-  at_tensor *q, *k, *v, *cq;
+  at_tensor *q, *k, *v, *cq, *ckv, *kr;
 } at_mla_qkv;
+
+/* Writes rows of p (positions pos0 ..) into slots pos0 .. of the latent
+ * cache [B, S, dr+dc] (the layout of at_mla_decode). */
+void at_mla_cache_put(const at_mla *L, const at_mla_qkv *p, at_tensor *cache, int64_t pos0);
 void at_mla_project(at_ctx *c, const at_mla *L, at_tensor *x, int64_t pos0, at_mla_qkv *out);
 /* o [B, T, H, hd] -> y = W_O o [B, T, d]. */
 at_tensor *at_mla_output(at_ctx *c, const at_mla *L, at_tensor *o);

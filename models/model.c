@@ -116,32 +116,55 @@ static at_tensor *swiglu(at_ctx *c, const at_block *b, at_tensor *x) {
   return at_linear(c, at_mul(c, g, at_linear(c, x, b->w_up, NULL)), b->w_down, NULL);
 }
 
+at_tensor *at_block_mlp(at_ctx *c, at_model *m, const at_block *b, at_tensor *x, at_mixer_state *s) {
+  if (b->w_gate) return at_add(c, x, swiglu(c, b, at_rmsnorm(c, x, b->norm2, m->cfg.norm_eps)));
+  if (b->x_k)
+    return at_add(c, x, at_rwkv_cmix(c, at_rmsnorm(c, x, b->norm2, m->cfg.norm_eps), b->x_k, b->w_up, b->w_down,
+                                     s ? s->t[0] : NULL));
+  return x;
+}
+
+at_status at_block_mlp_state_new(const at_model *m, const at_block *b, at_mixer_state *s) {
+  if (b->x_k && !at_mixer_state_add(s, AT_SHAPE(s->batch, 1, m->cfg.d_model)))
+    return at_error_prefix(AT_E_NOMEM, "rwkv_cmix: decoding state");
+  return AT_OK;
+}
+
+at_tensor *at_model_embed(at_ctx *c, at_model *m, const at_itensor *tokens, int64_t pos0) {
+  if (tokens->ndim != 2)
+    return at_fail(c, AT_E_SHAPE, "model: tokens must be [B, T], got rank %d", tokens->ndim);
+  int64_t T = tokens->shape[1];
+  at_tensor *x = at_embedding(c, m->tok_emb, tokens);
+  if (m->pos_emb) {
+    if (pos0 + T > m->cfg.max_seq_len)
+      return at_fail(c, AT_E_SHAPE, "model: positions %lld .. %lld exceed the %lld learned positions (learned "
+                     "positions cannot extrapolate)", (long long)pos0, (long long)(pos0 + T - 1),
+                     (long long)m->cfg.max_seq_len);
+    x = at_add(c, x, at_slice(c, m->pos_emb, 0, pos0, T));
+  }
+  return x;
+}
+
 /* The forward up to the final norm, with a mixer io (mode in, aux losses and
  * statistics out): [B, T, d_model]. */
 static at_tensor *hidden(at_ctx *c, at_model *m, const at_itensor *tokens, at_mixer_io *io) {
   const at_model_cfg *cfg = &m->cfg;
-  if (tokens->ndim != 2)
-    return at_fail(c, AT_E_SHAPE, "model: tokens must be [B, T], got rank %d", tokens->ndim);
-  int64_t T = tokens->shape[1];
   io->step = m->step;
-  at_tensor *x = at_embedding(c, m->tok_emb, tokens);
-  if (m->pos_emb) {
-    if (T > cfg->max_seq_len)
-      return at_fail(c, AT_E_SHAPE, "model: sequence of %lld tokens exceeds the %lld learned positions",
-                     (long long)T, (long long)cfg->max_seq_len);
-    x = at_add(c, x, at_slice(c, m->pos_emb, 0, 0, T));
-  }
+  at_tensor *x = at_model_embed(c, m, tokens, 0);
   for (int l = 0; l < cfg->n_layers; l++) {
     at_block *b = &m->blocks[l];
     x = at_add(c, x, b->mixer->forward(c, b->mixer_state, at_rmsnorm(c, x, b->norm1, cfg->norm_eps), io));
-    if (b->w_gate) x = at_add(c, x, swiglu(c, b, at_rmsnorm(c, x, b->norm2, cfg->norm_eps)));
-    if (b->x_k) x = at_add(c, x, at_rwkv_cmix(c, at_rmsnorm(c, x, b->norm2, cfg->norm_eps), b->x_k, b->w_up, b->w_down));
+    x = at_block_mlp(c, m, b, x, NULL);
   }
   return at_rmsnorm(c, x, m->final_norm, cfg->norm_eps);
 }
 
 static at_tensor *head(at_ctx *c, at_model *m, at_tensor *x) {
   return at_linear(c, x, m->lm_head ? m->lm_head : m->tok_emb, NULL);
+}
+
+at_tensor *at_model_head(at_ctx *c, at_model *m, at_tensor *x) {
+  return head(c, m, at_rmsnorm(c, x, m->final_norm, m->cfg.norm_eps));
 }
 
 static at_tensor *forward(at_ctx *c, at_model *m, const at_itensor *tokens, at_mixer_io *io) {

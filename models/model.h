@@ -62,6 +62,17 @@ at_tensor *at_model_train_loss(at_ctx *c, at_model *m, const at_itensor *tokens,
 at_status at_model_eval(at_ctx *c, at_model *m, const at_itensor *tokens, const at_itensor *labels,
                         unsigned stage, double *loss, uint8_t *correct);
 
+/* Pieces of the forward, for the decoder (models/generate.h): the input of
+ * the first block for tokens [B, T] at positions pos0 .. pos0+T-1 (learned
+ * positions checked); x plus a block's MLP on it (x itself without an
+ * MLP), with s the MLP's decoding state (NULL in training; rwkv_cmix keeps
+ * its last input token for the token shift); the final norm and the LM head. */
+at_tensor *at_model_embed(at_ctx *c, at_model *m, const at_itensor *tokens, int64_t pos0);
+at_tensor *at_block_mlp(at_ctx *c, at_model *m, const at_block *b, at_tensor *x, at_mixer_state *s);
+/* Adds a block MLP's decoding tensors to s (none for swiglu; AT_E_NOMEM). */
+at_status at_block_mlp_state_new(const at_model *m, const at_block *b, at_mixer_state *s);
+at_tensor *at_model_head(at_ctx *c, at_model *m, at_tensor *x);
+
 /* 1 if some layer has parameters in `group`. */
 int at_model_has_group(const at_model *m, int group);
 

@@ -22,6 +22,7 @@
  * o_proj [d, H*K]; initialisation N(0, init_std), o_proj as the other
  * mixers' output projections.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,10 +111,11 @@ static void performer_init(void *layer, const at_model_cfg *cfg, uint64_t seed) 
   set_draw(L, 0);
 }
 
-static at_tensor *performer_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
-  performer_layer *L = layer;
-  if (!x) return NULL;
-  if (x->ndim != 3 || x->shape[2] != L->d) return at_layer_bad_input(c, L->base.impl, x, L->d);
+/* The layer over x in one of three runs (at_lin_run); s is the decoding
+ * state (NULL in training): t[0] the states [B,H,m,K], t[1] the
+ * normalisers [B,H,m], t[2] the keys' running maxima [B,H] (-inf: none yet). */
+static at_tensor *performer_run(at_ctx *c, performer_layer *L, at_tensor *x, at_mixer_io *io, at_mixer_state *s,
+                                at_lin_run run) {
   set_draw(L, L->redraw_every > 0 ? AT_MAX(io->step, 0) / L->redraw_every : 0);
   int64_t B = x->shape[0], T = x->shape[1], H = L->H, K = L->K;
   at_tensor *q = AT_RESHAPE(c, at_linear(c, x, L->wq, NULL), B, T, H, K);
@@ -121,8 +123,47 @@ static at_tensor *performer_forward(at_ctx *c, void *layer, at_tensor *x, at_mix
   at_tensor *v = AT_RESHAPE(c, at_linear(c, x, L->wv, NULL), B, T, H, K);
   at_tensor *W = at_from(c, L->omega, AT_SHAPE(L->m, K)); /* this step's copy: the tape may outlive a redraw */
   at_la_opts o = {0, L->chunk, at_linpath_form(&L->base, AT_LA_CHUNK), 0, 0};
-  at_tensor *y = at_performer(c, q, k, v, W, NULL, NULL, NULL, NULL, NULL, NULL, &o);
+  at_tensor *y;
+  if (run == AT_LIN_RUN_STEP) {
+    y = at_performer_step(c, q, k, v, W, s->t[0], s->t[1], s->t[2], &o);
+  } else if (run == AT_LIN_RUN_PREFILL) {
+    at_tensor *ht = NULL, *zt = NULL, *MT = NULL;
+    y = at_performer(c, q, k, v, W, NULL, NULL, NULL, &ht, &zt, &MT, &o);
+    if (y && (!MT || !at_linpath_keep(s->t[0], ht, s->t[1], zt))) return NULL;
+    if (y) memcpy(s->t[2]->data, MT->data, (size_t)MT->size * sizeof(real));
+  } else {
+    y = at_performer(c, q, k, v, W, NULL, NULL, NULL, NULL, NULL, NULL, &o);
+  }
   return at_linear(c, AT_RESHAPE(c, y, B, T, H * K), L->wo, NULL);
+}
+
+static at_tensor *performer_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
+  performer_layer *L = layer;
+  if (!x) return NULL;
+  if (x->ndim != 3 || x->shape[2] != L->d) return at_layer_bad_input(c, L->base.impl, x, L->d);
+  return performer_run(c, L, x, io, NULL, AT_LIN_RUN_TRAIN);
+}
+
+static at_status performer_state_new(const void *layer, at_mixer_state *s) {
+  const performer_layer *L = layer;
+  at_tensor *M = NULL;
+  int ok = at_mixer_state_add(s, AT_SHAPE(s->batch, L->H, L->m, L->K)) && at_mixer_state_add(s, AT_SHAPE(s->batch, L->H, L->m)) &&
+           (M = at_mixer_state_add(s, AT_SHAPE(s->batch, L->H)));
+  if (!ok) return at_error_prefix(AT_E_NOMEM, "performer: decoding state");
+  at_fill(M->data, M->size, -INFINITY);
+  return AT_OK;
+}
+
+static at_tensor *performer_prefill(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  performer_layer *L = layer;
+  if (!at_mixer_decode_fits(c, L->base.impl, x, L->d, s, io, 0)) return NULL;
+  return performer_run(c, L, x, io, s, AT_LIN_RUN_PREFILL);
+}
+
+static at_tensor *performer_step(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  performer_layer *L = layer;
+  if (!at_mixer_decode_fits(c, L->base.impl, x, L->d, s, io, 1)) return NULL;
+  return performer_run(c, L, x, io, s, AT_LIN_RUN_STEP);
 }
 
 /* Per head the state m x V, the normaliser m and the running maximum. */
@@ -160,4 +201,7 @@ const at_mixer_impl at_mixer_performer = {
   .forward = performer_forward,
   .state_elems = performer_state_elems,
   .destroy = performer_destroy,
+  .state_new = performer_state_new,
+  .prefill = performer_prefill,
+  .step = performer_step,
 };

@@ -117,10 +117,11 @@ static void retnet_init(void *layer, const at_model_cfg *cfg, uint64_t seed) {
   at_layer_init_out(L->wo, cfg, seed);
 }
 
-static at_tensor *retnet_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
-  retnet_layer *L = layer;
-  if (!x) return NULL;
-  if (x->ndim != 3 || x->shape[2] != L->d) return at_layer_bad_input(c, L->base.impl, x, L->d);
+/* The layer over x at positions io->pos0 .. in one of three runs
+ * (at_lin_run); s is the decoding state (NULL in training): t[0] the
+ * states [B,H,K,V]. */
+static at_tensor *retnet_run(at_ctx *c, retnet_layer *L, at_tensor *x, at_mixer_io *io, at_mixer_state *s,
+                             at_lin_run run) {
   int64_t B = x->shape[0], T = x->shape[1], H = L->H, K = L->K, V = L->V;
   at_tensor *q = AT_RESHAPE(c, at_linear(c, x, L->wq, NULL), B, T, H, K);
   at_tensor *k = AT_RESHAPE(c, at_linear(c, x, L->wk, NULL), B, T, H, K);
@@ -130,11 +131,43 @@ static at_tensor *retnet_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_
     k = at_rope(c, k, K, L->rope_theta, io->pos0);
   }
   at_la_opts o = {0, L->chunk, at_linpath_form(&L->base, L->mode == MODE_PARALLEL ? AT_LA_PARALLEL : AT_LA_CHUNK), 0, 0};
-  at_tensor *y = at_retention(c, q, k, v, NULL, NULL, &o);
+  at_tensor *y;
+  if (run == AT_LIN_RUN_STEP) {
+    y = at_retention_step(c, q, k, v, s->t[0], &o);
+  } else {
+    at_tensor *ht = NULL;
+    y = at_retention(c, q, k, v, NULL, run == AT_LIN_RUN_PREFILL ? &ht : NULL, &o);
+    if (y && run == AT_LIN_RUN_PREFILL && !at_linpath_keep(s->t[0], ht, NULL, NULL)) return NULL;
+  }
   if (L->norm == NORM_RMS) y = at_rmsnorm(c, y, L->nw, L->norm_eps);
   else y = at_add(c, at_mul(c, at_layernorm(c, y, NULL, NULL, L->norm_eps), L->nw), L->nb);
   if (L->wg) y = at_mul(c, y, at_silu(c, AT_RESHAPE(c, at_linear(c, x, L->wg, NULL), B, T, H, V)));
   return at_linear(c, AT_RESHAPE(c, y, B, T, H * V), L->wo, NULL);
+}
+
+static at_tensor *retnet_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
+  retnet_layer *L = layer;
+  if (!x) return NULL;
+  if (x->ndim != 3 || x->shape[2] != L->d) return at_layer_bad_input(c, L->base.impl, x, L->d);
+  return retnet_run(c, L, x, io, NULL, AT_LIN_RUN_TRAIN);
+}
+
+static at_status retnet_state_new(const void *layer, at_mixer_state *s) {
+  const retnet_layer *L = layer;
+  return at_mixer_state_add(s, AT_SHAPE(s->batch, L->H, L->K, L->V)) ? AT_OK
+                                                                       : at_error_prefix(AT_E_NOMEM, "retnet: decoding state");
+}
+
+static at_tensor *retnet_prefill(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  retnet_layer *L = layer;
+  if (!at_mixer_decode_fits(c, L->base.impl, x, L->d, s, io, 0)) return NULL;
+  return retnet_run(c, L, x, io, s, AT_LIN_RUN_PREFILL);
+}
+
+static at_tensor *retnet_step(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  retnet_layer *L = layer;
+  if (!at_mixer_decode_fits(c, L->base.impl, x, L->d, s, io, 1)) return NULL;
+  return retnet_run(c, L, x, io, s, AT_LIN_RUN_STEP);
 }
 
 /* H states K x V. */
@@ -157,4 +190,7 @@ const at_mixer_impl at_mixer_retnet = {
   .forward = retnet_forward,
   .state_elems = retnet_state_elems,
   .destroy = free,
+  .state_new = retnet_state_new,
+  .prefill = retnet_prefill,
+  .step = retnet_step,
 };

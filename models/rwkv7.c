@@ -53,6 +53,7 @@
 
 #include "core/rng.h"
 #include "models/linear_mixers.h"
+#include "models/linpath.h"
 #include "ops/attention/dplr.h"
 #include "ops/ops.h"
 
@@ -245,12 +246,20 @@ static void rwkv7_init(void *layer, const at_model_cfg *cfg, uint64_t seed) {
 
 /* ---- forward ------------------------------------------------------------------- */
 
-at_tensor *at_rwkv_token_delta(at_ctx *c, at_tensor *x) {
+at_tensor *at_rwkv_token_delta(at_ctx *c, at_tensor *x, at_tensor *prev) {
   if (!x) return NULL;
   int64_t B = x->shape[0], T = x->shape[1], d = x->shape[2];
-  if (T == 1) return at_scale(c, x, -1.0);
-  at_tensor *parts[] = {AT_ZEROS(c, B, 1, d), at_slice(c, x, 1, 0, T - 1)};
-  return at_sub(c, at_concat(c, parts, 2, 1), x);
+  if (!prev && T == 1) return at_scale(c, x, -1.0);
+  at_tensor *first = prev ? at_from(c, prev->data, AT_SHAPE(B, 1, d)) : AT_ZEROS(c, B, 1, d);
+  at_tensor *shifted = first;
+  if (T > 1) {
+    at_tensor *parts[] = {first, at_slice(c, x, 1, 0, T - 1)};
+    shifted = at_concat(c, parts, 2, 1);
+  }
+  at_tensor *delta = at_sub(c, shifted, x);
+  if (delta && prev) /* the last token is the next call's x_{t-1} */
+    for (int64_t b = 0; b < B; b++) memcpy(prev->data + b * d, x->data + (b * T + T - 1) * d, (size_t)d * sizeof(real));
+  return delta;
 }
 
 /* x D^T, its activation (tanh, sigmoid or none), then U^T + bias. */
@@ -284,12 +293,13 @@ static at_tensor *value_residual(at_ctx *c, const rwkv7_layer *L, at_tensor *v, 
   return at_add(c, v, at_mul(c, at_sub(c, io->v_first, v), s));
 }
 
-static at_tensor *rwkv7_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
-  rwkv7_layer *L = layer;
-  if (!x) return NULL;
-  if (x->ndim != 3 || x->shape[2] != L->d) return at_layer_bad_input(c, &at_mixer_rwkv7, x, L->d);
+/* The layer over x in one of three runs (at_lin_run); s is the decoding
+ * state (NULL in training): t[0] the K x K states [B,H,K,K], t[1] the last
+ * input token [B,1,d] (the token shift's x_{t-1}). */
+static at_tensor *rwkv7_run(at_ctx *c, rwkv7_layer *L, at_tensor *x, at_mixer_io *io, at_mixer_state *s,
+                            at_lin_run run) {
   int64_t B = x->shape[0], T = x->shape[1], H = L->H, K = L->K;
-  at_tensor *delta = at_rwkv_token_delta(c, x), *xm[6];
+  at_tensor *delta = at_rwkv_token_delta(c, x, s ? s->t[1] : NULL), *xm[6];
   for (int i = 0; i < 6; i++) xm[i] = at_add(c, x, at_mul(c, delta, L->mix[i]));
   at_tensor *r = at_linear(c, xm[MIX_R], L->wr, NULL);
   at_tensor *w = at_scale(c, at_sigmoid(c, lora_fwd(c, &L->w, xm[MIX_W], ACT_TANH)), -RWKV7_W_SCALE);
@@ -302,14 +312,45 @@ static at_tensor *rwkv7_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_i
   k = at_mul(c, k, at_affine(c, at_mul(c, at_affine(c, alpha, 1, -1), L->k_a), 1, 1));
   r = heads(c, r, H), k = heads(c, k, H), v = heads(c, v, H), alpha = heads(c, alpha, H);
   at_lin_opts opts = {.scale = 1.0, .chunk_size = L->chunk, .form = L->base.form};
-  at_tensor *o = at_dplr(c, r, k, v, at_scale(c, kappa, -1.0), at_mul(c, kappa, alpha), heads(c, w, H),
-                         NULL, NULL, &opts);
+  at_tensor *a = at_scale(c, kappa, -1.0), *b = at_mul(c, kappa, alpha), *o;
+  if (run == AT_LIN_RUN_STEP) {
+    o = at_dplr_step(c, r, k, v, a, b, heads(c, w, H), s->t[0], &opts);
+  } else {
+    at_tensor *ht = NULL;
+    o = at_dplr(c, r, k, v, a, b, heads(c, w, H), NULL, run == AT_LIN_RUN_PREFILL ? &ht : NULL, &opts);
+    if (o && run == AT_LIN_RUN_PREFILL && !at_linpath_keep(s->t[0], ht, NULL, NULL)) return NULL;
+  }
   /* GroupNorm per head, then the bonus (sum_K r k r_k) v and the gate */
   o = at_layernorm(c, o, NULL, NULL, (double)K * L->norm_eps);
   o = at_add(c, at_mul(c, o, AT_RESHAPE(c, L->gn_w, H, K)), AT_RESHAPE(c, L->gn_b, H, K));
   at_tensor *bonus = at_sum(c, at_mul(c, at_mul(c, r, k), L->r_k), -1, 1);
   o = at_mul(c, at_add(c, o, at_mul(c, bonus, v)), heads(c, gate, H));
   return at_linear(c, AT_RESHAPE(c, o, B, T, H * K), L->wo, NULL);
+}
+
+static at_tensor *rwkv7_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
+  rwkv7_layer *L = layer;
+  if (!x) return NULL;
+  if (x->ndim != 3 || x->shape[2] != L->d) return at_layer_bad_input(c, &at_mixer_rwkv7, x, L->d);
+  return rwkv7_run(c, L, x, io, NULL, AT_LIN_RUN_TRAIN);
+}
+
+static at_status rwkv7_state_new(const void *layer, at_mixer_state *s) {
+  const rwkv7_layer *L = layer;
+  int ok = at_mixer_state_add(s, AT_SHAPE(s->batch, L->H, L->K, L->K)) && at_mixer_state_add(s, AT_SHAPE(s->batch, 1, L->d));
+  return ok ? AT_OK : at_error_prefix(AT_E_NOMEM, "rwkv7: decoding state");
+}
+
+static at_tensor *rwkv7_prefill(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  rwkv7_layer *L = layer;
+  if (!at_mixer_decode_fits(c, &at_mixer_rwkv7, x, L->d, s, io, 0)) return NULL;
+  return rwkv7_run(c, L, x, io, s, AT_LIN_RUN_PREFILL);
+}
+
+static at_tensor *rwkv7_step(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  rwkv7_layer *L = layer;
+  if (!at_mixer_decode_fits(c, &at_mixer_rwkv7, x, L->d, s, io, 1)) return NULL;
+  return rwkv7_run(c, L, x, io, s, AT_LIN_RUN_STEP);
 }
 
 /* H K x K state matrices plus the previous token's x (the token shift). */
@@ -331,12 +372,15 @@ const at_mixer_impl at_mixer_rwkv7 = {
   .forward = rwkv7_forward,
   .state_elems = rwkv7_state_elems,
   .destroy = free,
+  .state_new = rwkv7_state_new,
+  .prefill = rwkv7_prefill,
+  .step = rwkv7_step,
 };
 
 /* ---- the channel mix (models/rwkv7.h) --------------------------------------------- */
 
-at_tensor *at_rwkv_cmix(at_ctx *c, at_tensor *x, at_tensor *x_k, at_tensor *key, at_tensor *value) {
-  at_tensor *xk = at_add(c, x, at_mul(c, at_rwkv_token_delta(c, x), x_k));
+at_tensor *at_rwkv_cmix(at_ctx *c, at_tensor *x, at_tensor *x_k, at_tensor *key, at_tensor *value, at_tensor *prev) {
+  at_tensor *xk = at_add(c, x, at_mul(c, at_rwkv_token_delta(c, x, prev), x_k));
   return at_linear(c, at_square(c, at_relu(c, at_linear(c, xk, key, NULL))), value, NULL);
 }
 

@@ -12,10 +12,13 @@
 
 #include "autograd/autograd.h"
 
-/* The token shift of x [B, T, d]: shift(x) - x. */
-at_tensor *at_rwkv_token_delta(at_ctx *c, at_tensor *x);
+/* The token shift of x [B, T, d]: shift(x) - x. prev NULL (training):
+ * shift(x)_0 = 0; else (decoding) prev [B, 1, d] holds the token before x
+ * (zeros at the start) and receives x's last token. */
+at_tensor *at_rwkv_token_delta(at_ctx *c, at_tensor *x, at_tensor *prev);
 
-at_tensor *at_rwkv_cmix(at_ctx *c, at_tensor *x, at_tensor *x_k, at_tensor *key, at_tensor *value);
+/* The channel mix on x; prev as in at_rwkv_token_delta. */
+at_tensor *at_rwkv_cmix(at_ctx *c, at_tensor *x, at_tensor *x_k, at_tensor *key, at_tensor *value, at_tensor *prev);
 
 /* fla's initialisation of layer `layer` of n_layers: x_k = 1 - (i/d)^(r^4)
  * with r = 1 - layer / n_layers, key orthogonal, value zero. */

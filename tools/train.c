@@ -1,8 +1,10 @@
 /* tools/train.c: ./train FILE [--set section.key=value]... [--out DIR] [--resume] [--dry-run]
+ *                [--eval-only]
  *
  * Exit status: 0 when every run finished, 1 when a run stopped (non-finite
- * losses, a failed forward), 2 when the input was refused before training
- * (usage, experiment file, output directory, checkpoint). */
+ * losses, a failed forward) or, with --eval-only, had no usable checkpoint,
+ * 2 when the input was refused before training (usage, experiment file,
+ * output directory, checkpoint). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +18,7 @@
 static void usage(FILE *f) {
   fprintf(f,
           "usage: train FILE [--set section.key=value]... [--out DIR] [--resume] [--dry-run]\n"
-          "             [--stop-after N]\n"
+          "             [--stop-after N] [--eval-only]\n"
           "\n"
           "Trains every run of the experiment FILE (YAML) and writes results.h5, table.md,\n"
           "curves.png and checkpoints to results/<experiment>/ (or DIR).\n"
@@ -26,6 +28,8 @@ static void usage(FILE *f) {
           "  --resume    continue from the checkpoints in the output directory; finished runs are kept\n"
           "  --dry-run   print each run's resolved configuration and parameter count, then stop\n"
           "  --stop-after N  leave each run after N steps with a checkpoint (continue with --resume)\n"
+          "  --eval-only the checkpoints of the output directory evaluated (the test split and data.eval),\n"
+          "              without training; results.h5, table and curves updated\n"
           "  --mixers    list the mixers (model.layers) and their options (model.attention.<mixer>);\n"
           "              --mixers=markdown for the README's tables\n"
           "\n"
@@ -40,7 +44,7 @@ int main(int argc, char **argv) {
   signal(SIGXFSZ, SIG_IGN);
   const char *file = NULL, *out = NULL;
   const char **sets = calloc((size_t)argc, sizeof *sets);
-  int n_sets = 0, resume = 0, dry = 0;
+  int n_sets = 0, resume = 0, dry = 0, eval_only = 0;
   long long stop_after = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -76,6 +80,8 @@ int main(int argc, char **argv) {
       resume = 1;
     } else if (!strcmp(a, "--dry-run")) {
       dry = 1;
+    } else if (!strcmp(a, "--eval-only")) {
+      eval_only = 1;
     } else if (a[0] == '-') {
       fprintf(stderr, "train: unknown option %s\n", a);
       usage(stderr);
@@ -88,6 +94,11 @@ int main(int argc, char **argv) {
     } else {
       file = a;
     }
+  }
+  if (eval_only && (resume || stop_after)) {
+    fprintf(stderr, "train: --eval-only trains nothing (drop --resume and --stop-after)\n");
+    free(sets);
+    return 2;
   }
   if (!file) {
     usage(stderr);
@@ -112,7 +123,7 @@ int main(int argc, char **argv) {
     at_train_opts o = {.out_dir = out, .resume = resume, .progress = isatty(STDOUT_FILENO), .log = stdout,
                        .stop_after = stop_after};
     int failed = 0;
-    st = at_experiment_train(e, &o, &failed);
+    st = eval_only ? at_experiment_eval_only(e, &o, &failed) : at_experiment_train(e, &o, &failed);
     if (st != AT_OK) {
       fprintf(stderr, "train: %s\n", at_errmsg());
       rc = 2;
