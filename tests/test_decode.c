@@ -147,6 +147,12 @@ Test(decode, linear_mixer_variants) {
   expect_decodes("performer iid, 24 features",
                  model_of(LAYERS("performer"), OPTS({"performer", "orthogonal", 0}, {"performer", "num_features", 24}),
                           AT_POS_NOPE, H), 0);
+  expect_decodes("mamba no conv history (conv_size 1), chunk 4",
+                 model_of(LAYERS("mamba"), OPTS({"mamba", "conv_size", 1}, {"mamba", "chunk_size", 4}), AT_POS_NOPE, H), 0);
+  expect_decodes("mamba conv 3, d_state 4, chunk 3",
+                 model_of(LAYERS("mamba", "mamba"), OPTS({"mamba", "conv_size", 3}, {"mamba", "d_state", 4}, {"mamba", "chunk_size", 3}),
+                          AT_POS_NOPE, H), 0);
+  expect_decodes("s4d d_state 4", model_of(LAYERS("s4d", "s4d"), OPTS({"s4d", "d_state", 4}), AT_POS_NOPE, H), 0);
 }
 
 Test(decode, hybrid_of_every_family) {
