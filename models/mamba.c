@@ -31,6 +31,7 @@
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/rng.h"
 #include "models/linear_mixers.h"
@@ -115,22 +116,75 @@ static void mamba_init(void *layer, const at_model_cfg *cfg, uint64_t seed) {
   at_layer_init_out(L->w_out, cfg, seed);
 }
 
-static at_tensor *mamba_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
-  (void)io;
-  mamba_layer *L = layer;
-  if (!x) return NULL;
-  if (x->ndim != 3 || x->shape[2] != L->d) return at_layer_bad_input(c, &at_mixer_mamba, x, L->d);
+/* The causal depthwise conv (with bias) and SiLU of xs [B,T,I]; in decoding
+ * continued from `hist` [B, K-1, I], the last K-1 inputs (zeros before the
+ * first token), which receives those after xs. */
+static at_tensor *mamba_conv(at_ctx *c, const mamba_layer *L, at_tensor *xs, at_tensor *hist) {
+  if (!hist || !xs || L->K == 1) return at_silu(c, at_conv1d_causal(c, xs, L->conv, L->conv_b));
+  const int64_t B = xs->shape[0], T = xs->shape[1], I = L->I, K1 = L->K - 1;
+  /* [history | xs] through the training op, keeping the rows of xs */
+  at_tensor *parts[2] = {at_from(c, hist->data, AT_SHAPE(B, K1, I)), xs};
+  at_tensor *xin = at_concat(c, parts, 2, 1);
+  at_tensor *y = at_slice(c, at_conv1d_causal(c, xin, L->conv, L->conv_b), 1, K1, T);
+  if (!xin || !y) return NULL;
+  for (int64_t b = 0; b < B; b++)
+    memcpy(hist->data + b * K1 * I, xin->data + (b * (T + K1) + T) * I, (size_t)(K1 * I) * sizeof(real));
+  return at_silu(c, y);
+}
+
+/* The layer over x in one of three runs; s is the decoding state (NULL in
+ * training): t[0] the scan state [B,I,N], t[1] (conv_size > 1) the conv's
+ * last conv_size - 1 inputs [B, conv_size-1, I]. */
+static at_tensor *mamba_run(at_ctx *c, mamba_layer *L, at_tensor *x, at_mixer_state *s, at_lin_run run) {
   const int64_t I = L->I, N = L->N, R = L->R;
   at_tensor *xz = at_linear(c, x, L->w_in, NULL);
   at_tensor *xs = at_slice(c, xz, 2, 0, I), *z = at_slice(c, xz, 2, I, I);
-  at_tensor *xc = at_silu(c, at_conv1d_causal(c, xs, L->conv, L->conv_b));
+  at_tensor *xc = mamba_conv(c, L, xs, s && L->K > 1 ? s->t[1] : NULL);
   at_tensor *xd = at_linear(c, xc, L->w_x, NULL);
   at_tensor *dt = at_linear(c, at_slice(c, xd, 2, 0, R), L->w_dt, NULL);
   at_tensor *Bm = at_slice(c, xd, 2, R, N), *Cm = at_slice(c, xd, 2, R + N, N);
   at_tensor *A = at_scale(c, at_exp(c, L->A_log), -1.0);
   at_scan_opts so = {1, L->chunk, L->base.form == AT_LIN_RECURRENT ? AT_SCAN_SEQUENTIAL : AT_SCAN_CHUNKED};
-  at_tensor *y = at_selective_scan(c, xc, dt, A, Bm, Cm, L->D, z, L->dt_bias, NULL, NULL, &so);
+  at_tensor *y;
+  if (run == AT_LIN_RUN_STEP) {
+    y = at_selective_scan_step(c, xc, dt, A, Bm, Cm, L->D, z, L->dt_bias, s->t[0], &so);
+  } else {
+    at_tensor *ht = NULL;
+    y = at_selective_scan(c, xc, dt, A, Bm, Cm, L->D, z, L->dt_bias, NULL, run == AT_LIN_RUN_PREFILL ? &ht : NULL,
+                          &so);
+    if (y && run == AT_LIN_RUN_PREFILL) {
+      if (!ht) return NULL;
+      memcpy(s->t[0]->data, ht->data, (size_t)s->t[0]->size * sizeof(real));
+    }
+  }
   return at_linear(c, y, L->w_out, NULL);
+}
+
+static at_tensor *mamba_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
+  (void)io;
+  mamba_layer *L = layer;
+  if (!x) return NULL;
+  if (x->ndim != 3 || x->shape[2] != L->d) return at_layer_bad_input(c, &at_mixer_mamba, x, L->d);
+  return mamba_run(c, L, x, NULL, AT_LIN_RUN_TRAIN);
+}
+
+static at_status mamba_state_new(const void *layer, at_mixer_state *s) {
+  const mamba_layer *L = layer;
+  int ok = at_mixer_state_add(s, AT_SHAPE(s->batch, L->I, L->N)) != NULL;
+  if (L->K > 1) ok = ok && at_mixer_state_add(s, AT_SHAPE(s->batch, L->K - 1, L->I));
+  return ok ? AT_OK : at_error_prefix(AT_E_NOMEM, "mamba: decoding state");
+}
+
+static at_tensor *mamba_prefill(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  mamba_layer *L = layer;
+  if (!at_mixer_decode_fits(c, &at_mixer_mamba, x, L->d, s, io, 0)) return NULL;
+  return mamba_run(c, L, x, s, AT_LIN_RUN_PREFILL);
+}
+
+static at_tensor *mamba_step(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  mamba_layer *L = layer;
+  if (!at_mixer_decode_fits(c, &at_mixer_mamba, x, L->d, s, io, 1)) return NULL;
+  return mamba_run(c, L, x, s, AT_LIN_RUN_STEP);
 }
 
 /* The I x N scan state plus the last conv_size - 1 inputs of the conv. */
@@ -152,4 +206,7 @@ const at_mixer_impl at_mixer_mamba = {
   .forward = mamba_forward,
   .state_elems = mamba_state_elems,
   .destroy = free,
+  .state_new = mamba_state_new,
+  .prefill = mamba_prefill,
+  .step = mamba_step,
 };

@@ -119,19 +119,55 @@ static void s4d_init(void *layer, const at_model_cfg *cfg, uint64_t seed) {
   at_layer_init_const(L->b_out, 0);
 }
 
+/* The SSM's y [B,T,H] in one of three runs; state [B,H,M,2] (NULL in
+ * training). The prefill computes y by the training form and then the state
+ * after the last token by the recurrence's step form from the zero state
+ * (O(T H M), less than the convolution's O(T^2 H); its outputs, equal to y
+ * to rounding, are dropped). */
+static at_tensor *s4d_ssm(at_ctx *c, s4d_layer *L, at_tensor *x, at_tensor *state, at_lin_run run) {
+  at_tensor *Bbar = NULL;
+  at_tensor *Abar = at_s4d_discretize(c, L->log_dt, L->log_A_real, L->A_imag, L->B, &Bbar);
+  if (run == AT_LIN_RUN_STEP) return at_s4d_step(c, x, Abar, Bbar, L->C, state);
+  at_tensor *y = L->base.form == AT_LIN_RECURRENT
+                     ? at_s4d_recurrence(c, x, Abar, Bbar, L->C, NULL, NULL)
+                     : at_s4d_conv(c, x, at_s4d_kernel(c, Abar, Bbar, L->C, x->shape[1]));
+  if (y && run == AT_LIN_RUN_PREFILL && !at_s4d_step(c, x, Abar, Bbar, L->C, state)) return NULL;
+  return y;
+}
+
+/* The layer over x; s is the decoding state (NULL in training): t[0] the
+ * M complex modes of each channel [B,H,M,2]. */
+static at_tensor *s4d_run(at_ctx *c, s4d_layer *L, at_tensor *x, at_mixer_state *s, at_lin_run run) {
+  at_tensor *y = s4d_ssm(c, L, x, s ? s->t[0] : NULL, run);
+  y = at_gelu(c, at_add(c, y, at_mul(c, x, L->D)));
+  at_tensor *g = at_linear(c, y, L->w_out, L->b_out);
+  return at_mul(c, at_slice(c, g, 2, 0, L->H), at_sigmoid(c, at_slice(c, g, 2, L->H, L->H)));
+}
+
 static at_tensor *s4d_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io *io) {
   (void)io;
   s4d_layer *L = layer;
   if (!x) return NULL;
   if (x->ndim != 3 || x->shape[2] != L->H) return at_layer_bad_input(c, &at_mixer_s4d, x, L->H);
-  at_tensor *Bbar = NULL;
-  at_tensor *Abar = at_s4d_discretize(c, L->log_dt, L->log_A_real, L->A_imag, L->B, &Bbar);
-  at_tensor *y = L->base.form == AT_LIN_RECURRENT
-                     ? at_s4d_recurrence(c, x, Abar, Bbar, L->C, NULL, NULL)
-                     : at_s4d_conv(c, x, at_s4d_kernel(c, Abar, Bbar, L->C, x->shape[1]));
-  y = at_gelu(c, at_add(c, y, at_mul(c, x, L->D)));
-  at_tensor *g = at_linear(c, y, L->w_out, L->b_out);
-  return at_mul(c, at_slice(c, g, 2, 0, L->H), at_sigmoid(c, at_slice(c, g, 2, L->H, L->H)));
+  return s4d_run(c, L, x, NULL, AT_LIN_RUN_TRAIN);
+}
+
+static at_status s4d_state_new(const void *layer, at_mixer_state *s) {
+  const s4d_layer *L = layer;
+  return at_mixer_state_add(s, AT_SHAPE(s->batch, L->H, L->M, 2)) ? AT_OK
+                                                                   : at_error_prefix(AT_E_NOMEM, "s4d: decoding state");
+}
+
+static at_tensor *s4d_prefill(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  s4d_layer *L = layer;
+  if (!at_mixer_decode_fits(c, &at_mixer_s4d, x, L->H, s, io, 0)) return NULL;
+  return s4d_run(c, L, x, s, AT_LIN_RUN_PREFILL);
+}
+
+static at_tensor *s4d_step(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io) {
+  s4d_layer *L = layer;
+  if (!at_mixer_decode_fits(c, &at_mixer_s4d, x, L->H, s, io, 1)) return NULL;
+  return s4d_run(c, L, x, s, AT_LIN_RUN_STEP);
 }
 
 /* M complex numbers per channel. */
@@ -154,4 +190,7 @@ const at_mixer_impl at_mixer_s4d = {
   .forward = s4d_forward,
   .state_elems = s4d_state_elems,
   .destroy = free,
+  .state_new = s4d_state_new,
+  .prefill = s4d_prefill,
+  .step = s4d_step,
 };

@@ -157,6 +157,13 @@ Test(decode, linear_mixer_variants) {
                  model_of(LAYERS("gla", "gla"), OPTS({"gla", "short_conv", 1}, {"gla", "conv_size", 3}, {"gla", "output_gate", 0},
                                                      {"gla", "clamp_min", -0.2}, {"gla", "chunk_size", 4}), AT_POS_NOPE, H), 0);
   expect_decodes("gla no gate", model_of(LAYERS("gla"), OPTS({"gla", "output_gate", 2}), AT_POS_NOPE, H), 0);
+  expect_decodes("mamba no conv history (conv_size 1), chunk 4",
+                 model_of(LAYERS("mamba"), OPTS({"mamba", "conv_size", 1}, {"mamba", "chunk_size", 4}), AT_POS_NOPE, H), 0);
+  expect_decodes("mamba conv 3, d_state 4, chunk 3",
+                 model_of(LAYERS("mamba", "mamba"),
+                          OPTS({"mamba", "conv_size", 3}, {"mamba", "d_state", 4}, {"mamba", "chunk_size", 3}), AT_POS_NOPE, H),
+                 0);
+  expect_decodes("s4d d_state 4", model_of(LAYERS("s4d", "s4d"), OPTS({"s4d", "d_state", 4}), AT_POS_NOPE, H), 0);
 }
 
 /* RWKV-7 as its model runs it: three rwkv7 layers (the value residual from
