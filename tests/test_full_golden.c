@@ -8,26 +8,11 @@
 #include <string.h>
 
 #include "core/h5io.h"
+#include "golden_testing.h"
 #include "core/threads.h"
 #include "mixer_testing.h"
 #include "models/model.h"
 #include "testing.h"
-
-static real *read_exact(at_h5 *h, const char *name, int64_t n) {
-  int nd;
-  int64_t shape[4];
-  real *x = NULL;
-  cr_assert(at_h5_read_real_alloc(h, name, &nd, shape, &x) == AT_OK, "%s", at_errmsg());
-  cr_assert(at_shape_size(nd, shape) == n, "%s: %lld elements, expected %lld", name,
-            (long long)at_shape_size(nd, shape), (long long)n);
-  return x;
-}
-
-static int64_t attr_int(at_h5 *h, const char *grp, const char *name) {
-  int64_t v;
-  cr_assert(at_h5_get_attr_int(h, grp, name, &v) == AT_OK, "%s/%s: %s", grp, name, at_errmsg());
-  return v;
-}
 
 static at_h5 *open_golden(void) {
   char path[1024];

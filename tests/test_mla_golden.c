@@ -7,18 +7,9 @@
  * sparse NoPE without it: main parameters get the gradient of sum(y * dy),
  * indexer parameters that of the KL, whose value is checked too. */
 #include "core/h5io.h"
+#include "golden_testing.h"
 #include "core/threads.h"
 #include "mla_testing.h"
-
-static real *read_exact(at_h5 *h, const char *name, int64_t n) {
-  int nd;
-  int64_t shape[4];
-  real *x = NULL;
-  cr_assert(at_h5_read_real_alloc(h, name, &nd, shape, &x) == AT_OK, "%s", at_errmsg());
-  cr_assert(at_shape_size(nd, shape) == n, "%s: %lld elements, expected %lld", name,
-            (long long)at_shape_size(nd, shape), (long long)n);
-  return x;
-}
 
 static int64_t attr(at_h5 *h, const char *grp, const char *name) {
   int64_t v;
