@@ -11,6 +11,9 @@
  * every column it was evaluated in ("mqar 2x": the final metric of the
  * cell's best point on that set). table.csv beside table.md lists every run
  * (each seed) with its final metrics, those of its test sets included.
+ * With `metric: auto` each column is ranked by its task's metric (text in
+ * bits per byte, token tasks by accuracy). The table ends with each row's
+ * parameters and the median training tokens/s of its runs.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -23,6 +26,13 @@
 #include "experiments/runner.h"
 
 static int higher_is_better(const char *metric) { return strcmp(metric, "eval_loss") != 0; }
+
+/* The metric a run is ranked by: report.metric, where `auto` means the loss
+ * (bits per byte) of byte-level text and the accuracy of token tasks. */
+static const char *run_metric(const char *metric, const at_run_cfg *rc) {
+  if (strcmp(metric, "auto")) return metric;
+  return at_task_byte_level(&rc->data) ? "eval_loss" : "eval_accuracy";
+}
 
 static double metric_of(const at_results_run *r, const char *metric) {
   return strcmp(metric, "eval_loss") == 0 ? r->final_eval_loss : r->final_eval_accuracy;
@@ -120,6 +130,31 @@ static void set_point_mean(const at_experiment *e, const at_results *res, const 
   if (e->seed_key < 0) *sd = NAN;
 }
 
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Row r's parameters (of its first finished run; 0: none) and the median
+ * training tokens/s of its finished runs (NAN: none). */
+static void row_summary(const at_experiment *e, const at_results *res, const int *row_of, int r,
+                        int64_t *params, double *tps) {
+  double *v = malloc((size_t)e->n_runs * sizeof *v);
+  int n = 0;
+  *params = 0, *tps = NAN;
+  for (int i = 0; v && i < e->n_runs; i++) {
+    const at_results_run *rr = row_of[i] == r ? at_results_find(res, e->runs[i].run_id) : NULL;
+    if (!rr || strcmp(rr->status, "ok")) continue;
+    if (!n) *params = rr->params;
+    v[n++] = rr->tokens_per_second;
+  }
+  if (n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    *tps = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  }
+  free(v);
+}
+
 /* Every run with its sweep values and final figures (table.csv). */
 static at_status write_csv(const at_experiment *e, const at_results *res, const char *out_dir) {
   char path[1200], tmp[1300];
@@ -196,7 +231,6 @@ static at_status plot(const at_experiment *e, const at_results *res, const char 
   snprintf(png, sizeof png, "%s/curves.png", out_dir);
   FILE *g = fopen(gp, "w");
   if (!g) return at_error(AT_E_IO, "%s: cannot write", gp);
-  int acc = strcmp(metric, "eval_loss") != 0;
   char q[3000], q2[600];
   fprintf(g, "# gnuplot script written by ./train; run: gnuplot %s\n", gp_quote(gp, q, sizeof q));
   fprintf(g, "set terminal pngcairo size %d,700 font ',9' noenhanced\nset output '%s'\n", 420 * (nc > 0 ? nc : 1) + 80,
@@ -205,6 +239,10 @@ static at_status plot(const at_experiment *e, const at_results *res, const char 
           gp_quote(e->name, q, sizeof q));
   for (int panel = 0; panel < 2; panel++)
     for (int c = 0; c < nc; c++) {
+      const char *m = metric;
+      for (int r = 0; r < nr; r++)
+        if (cells[r * nc + c].best >= 0) m = run_metric(metric, &e->runs[cells[r * nc + c].best]);
+      int acc = strcmp(m, "eval_loss") != 0;
       fprintf(g, "set title '%s'\nset xlabel 'step'\n",
               gp_quote(panel == 0 ? (cols[c][0] ? cols[c] : (acc ? "evaluation accuracy" : "evaluation loss"))
                                   : "training loss (EMA 0.98)", q, sizeof q));
@@ -272,7 +310,6 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
   at_status st = at_results_read(path, &res);
   if (st != AT_OK) return st;
   const char *metric = e->report_metric[0] ? e->report_metric : "eval_accuracy";
-  int hib = higher_is_better(metric);
 
   /* rows (base names) and columns (non-best-over sweep values), in file order */
   int nr = 0, nc = 0;
@@ -301,7 +338,7 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
   int np = 0;
   for (int i = 0; i < e->n_runs; i++) {
     const at_results_run *rr = at_results_find(res, e->runs[i].run_id);
-    double v = rr && !strcmp(rr->status, "ok") ? metric_of(rr, metric) : NAN;
+    double v = rr && !strcmp(rr->status, "ok") ? metric_of(rr, run_metric(metric, &e->runs[i])) : NAN;
     if (!isfinite(v)) continue;
     char bp[256], bq[256];
     best_point_of(e, &e->runs[i], bp, sizeof bp);
@@ -318,6 +355,7 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
     double mean, sd;
     point_mean(&points[p], &mean, &sd);
     cell *cl = &cells[row_of[points[p].first] * nc + col_of[points[p].first]];
+    int hib = higher_is_better(run_metric(metric, &e->runs[points[p].first]));
     if (cl->best < 0 || (hib ? mean > cl->value : mean < cl->value))
       *cl = (cell){points[p].first, mean, e->seed_key >= 0 ? sd : NAN, points[p].n};
   }
@@ -333,8 +371,11 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
   }
   int text = e->n_runs && at_task_byte_level(&e->runs[0].data);
   fprintf(f, "# %s\n\n", e->name);
-  fprintf(f, "Final %s%s", strcmp(metric, "eval_loss") ? "evaluation accuracy" : "evaluation loss",
-          text && !strcmp(metric, "eval_loss") ? " in bits per byte" : "");
+  if (!strcmp(metric, "auto"))
+    fprintf(f, "Final evaluation accuracy of token tasks and loss in bits per byte of byte-level text");
+  else
+    fprintf(f, "Final %s%s", strcmp(metric, "eval_loss") ? "evaluation accuracy" : "evaluation loss",
+            text && !strcmp(metric, "eval_loss") ? " in bits per byte" : "");
   int any_best = 0;
   for (int k = 0; k < e->n_sweep; k++)
     if (e->sweep_best[k])
@@ -343,7 +384,7 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
   if (e->seed_key >= 0) {
     int most = 0;
     for (int i = 0; i < nr * nc; i++) most = cells[i].n > most ? cells[i].n : most;
-    fprintf(f, ": mean ± standard deviation over %d seeds", most);
+    fprintf(f, ": mean ± standard deviation over %d seed%s", most, most == 1 ? "" : "s");
   }
   fprintf(f, ".\n\n");
   /* pivot: each column, then its test sets */
@@ -369,21 +410,26 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
     const char *cn = cols[dcols[q][0]][0] ? cols[dcols[q][0]] : dcols[q][1] < 0 ? metric : "";
     fprintf(f, " %s%s%s |", cn, cn[0] && dcols[q][1] >= 0 ? " " : "", dcols[q][1] >= 0 ? sets[dcols[q][1]] : "");
   }
-  fprintf(f, "\n|---|");
+  fprintf(f, " params | tokens/s |\n|---|");
   for (int q = 0; q < ndc; q++) fprintf(f, "---|");
-  fprintf(f, "\n");
+  fprintf(f, "---|---|\n");
   for (int r = 0; r < nr; r++) {
     fprintf(f, "| %s |", rows[r]);
     for (int q = 0; q < ndc; q++) {
       const cell *cl = &cells[r * nc + dcols[q][0]];
       char v[64], bp[256] = "";
       double mean = cl->value, sd = cl->std;
-      if (dcols[q][1] >= 0) set_point_mean(e, res, row_of, col_of, cl, sets[dcols[q][1]], metric, &mean, &sd);
-      fmt_metric(metric, cl->best >= 0 ? at_task_byte_level(&e->runs[cl->best].data) : text, mean, sd, v, sizeof v);
+      const char *m = cl->best >= 0 ? run_metric(metric, &e->runs[cl->best]) : metric;
+      if (dcols[q][1] >= 0) set_point_mean(e, res, row_of, col_of, cl, sets[dcols[q][1]], m, &mean, &sd);
+      fmt_metric(m, cl->best >= 0 ? at_task_byte_level(&e->runs[cl->best].data) : text, mean, sd, v, sizeof v);
       if (cl->best >= 0 && dcols[q][1] < 0) best_point_of(e, &e->runs[cl->best], bp, sizeof bp);
       fprintf(f, " %s%s%s%s |", v, bp[0] ? " (" : "", bp, bp[0] ? ")" : "");
     }
-    fprintf(f, "\n");
+    int64_t params;
+    double tps;
+    row_summary(e, res, row_of, r, &params, &tps);
+    if (params) fprintf(f, " %lld | %.0f |\n", (long long)params, tps);
+    else fprintf(f, " — | — |\n");
   }
   free(dcols);
   /* every run */

@@ -6,7 +6,7 @@
  *   experiment   required; a file-safe name (results/<experiment>/)
  *   seed         [0] the run's seed; also the data seed
  *   description  [""] free text
- *   report       {metric: eval_accuracy | eval_loss} [eval_accuracy],
+ *   report       {metric: eval_accuracy | eval_loss | auto} [eval_accuracy],
  *                best_over: sweep keys the table keeps the best point over [every sweep
  *                key]; the other sweep keys become the table's columns
  *   data         task [mqar]: mqar | palindrome | stack | selective_copy | niah | text
@@ -115,7 +115,7 @@ static const int schedule_vals[] = {AT_SCHED_CONSTANT, AT_SCHED_COSINE, AT_SCHED
 static const char *const trainable_names[] = {"all", "indexer", "main", NULL};
 static const int trainable_vals[] = {AT_TRAINABLE_ALL, AT_TRAINABLE_INDEXER, AT_TRAINABLE_MAIN};
 static const char *const layout_names[] = {"zoology", "contiguous", NULL};
-static const char *const metric_names[] = {"eval_accuracy", "eval_loss", NULL};
+static const char *const metric_names[] = {"eval_accuracy", "eval_loss", "auto", NULL};
 
 static const field data_fields[] = {
   FX("task", F_TASK),
