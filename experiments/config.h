@@ -37,6 +37,8 @@ typedef struct at_train_cfg {
   at_optim_cfg optim;          /* lr, schedule, weight decay, clipping, ... */
   int64_t steps;
   int64_t batch_size;
+  int64_t micro_batches;       /* the batch computed in this many equal slices, their gradients
+                                  summed in slice order (memory; data-parallel ranks) */
   int64_t eval_every;          /* steps between evaluations (and at the end) */
   int64_t eval_examples;       /* test examples per evaluation (0: the whole test split) */
   int64_t checkpoint_every;    /* 0: only at the end */

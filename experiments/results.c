@@ -73,18 +73,23 @@ at_results_run *at_results_find(const at_results *r, const char *id) {
   return NULL;
 }
 
+/* Room for one more run. */
+static at_status grow_runs(at_results *r) {
+  if (r->n_runs < r->cap_runs_) return AT_OK;
+  int cap = r->cap_runs_ ? 2 * r->cap_runs_ : 8;
+  at_results_run **nr = realloc(r->runs, (size_t)cap * sizeof *nr);
+  if (!nr) return at_error(AT_E_NOMEM, "results: out of memory");
+  r->runs = nr, r->cap_runs_ = cap;
+  return AT_OK;
+}
+
 at_status at_results_add_run(at_results *r, const char *id, const char *config_yaml, at_results_run **out) {
   *out = NULL;
   if (!id[0] || strlen(id) >= sizeof r->runs[0]->id || strchr(id, '/') || strcmp(id, ".") == 0 ||
       strcmp(id, "..") == 0)
     return at_error(AT_E_ARG, "results: run id '%s' is empty, too long, or contains '/'", id);
   if (at_results_find(r, id)) return at_error(AT_E_ARG, "results: run '%s' added twice", id);
-  if (r->n_runs == r->cap_runs_) {
-    int cap = r->cap_runs_ ? 2 * r->cap_runs_ : 8;
-    at_results_run **nr = realloc(r->runs, (size_t)cap * sizeof *nr);
-    if (!nr) return at_error(AT_E_NOMEM, "results: out of memory");
-    r->runs = nr, r->cap_runs_ = cap;
-  }
+  if (grow_runs(r) != AT_OK) return AT_E_NOMEM;
   at_results_run *run = calloc(1, sizeof *run);
   if (!run || !(run->config = dup_or_empty(config_yaml))) {
     free(run);
@@ -96,6 +101,18 @@ at_status at_results_add_run(at_results *r, const char *id, const char *config_y
   run->tokens_per_second = run->final_eval_loss = run->final_eval_accuracy = NAN;
   r->runs[r->n_runs++] = run;
   *out = run;
+  return AT_OK;
+}
+
+at_status at_results_move_run(at_results *dst, at_results *src, const char *id) {
+  int k = 0;
+  while (k < src->n_runs && strcmp(src->runs[k]->id, id)) k++;
+  if (k == src->n_runs || at_results_find(dst, id))
+    return at_error(AT_E_ARG, "results: run '%s' cannot be moved", id);
+  if (grow_runs(dst) != AT_OK) return AT_E_NOMEM;
+  dst->runs[dst->n_runs++] = src->runs[k];
+  memmove(src->runs + k, src->runs + k + 1, (size_t)(src->n_runs - k - 1) * sizeof *src->runs);
+  src->n_runs--;
   return AT_OK;
 }
 

@@ -132,6 +132,9 @@ at_results_run *at_results_find(const at_results *r, const char *id);
  * pointer stays valid until at_results_free. */
 at_status at_results_add_run(at_results *r, const char *id, const char *config_yaml,
                              at_results_run **out);
+/* Moves run `id` from src to the end of dst (AT_E_ARG if src lacks it or
+ * dst has it). */
+at_status at_results_move_run(at_results *dst, at_results *src, const char *id);
 
 /* Names the accuracy groups (at most once per run, before its first
  * evaluation; names without newlines). */

@@ -12,8 +12,10 @@
 
 #include "core/threads.h"
 #include "experiments/evaluate.h"
+#include "experiments/dist.h"
 #include "experiments/results.h"
 #include "models/model.h"
+#include "ops/ops.h"
 #include "optim/checkpoint.h"
 
 /* ---- files ----------------------------------------------------------------- */
@@ -39,7 +41,7 @@ static at_status mkdir_p(const char *path) {
 /* Refuses an output directory that cannot be written, before any training. */
 static at_status check_writable(const char *dir) {
   char probe[1100];
-  snprintf(probe, sizeof probe, "%s/.attnlab_write_test", dir);
+  snprintf(probe, sizeof probe, "%s/.attnlab_write_test.%ld", dir, (long)getpid());
   FILE *f = fopen(probe, "w");
   int ok = f && fputs("ok\n", f) >= 0;
   if (f) ok &= fclose(f) == 0;
@@ -80,6 +82,7 @@ static void status_line(progress *p, const char *fmt, ...) __attribute__((format
 static void status_line(progress *p, const char *fmt, ...) {
   char line[512];
   va_list ap;
+  if (!p->out) return;
   va_start(ap, fmt);
   vsnprintf(line, sizeof line, fmt, ap);
   va_end(ap);
@@ -95,6 +98,7 @@ static void status_line(progress *p, const char *fmt, ...) {
 /* A line that stays (eval results, summaries). */
 static void say(progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void say(progress *p, const char *fmt, ...) {
+  if (!p->out) return;
   if (p->tty && p->drawn) fprintf(p->out, "\r\033[K");
   p->drawn = 0;
   va_list ap;
@@ -160,6 +164,8 @@ typedef struct run_ctx {
   char results_path[1100];
   at_results *results;
   progress *pg;
+  int writer;        /* writes results and checkpoints, prints (data-parallel: rank 0 alone) */
+  int data_parallel; /* every rank trains this run, each its share of the slices */
 } run_ctx;
 
 /* Sums of the training figures between two progress lines. */
@@ -171,6 +177,11 @@ typedef struct window {
   double stat_sum[AT_MAX_STATS];
   int64_t stat_n[AT_MAX_STATS];
 } window;
+
+/* A slice's figures (doubles only: gathered over ranks as one array). */
+typedef struct slice_out {
+  double lm, labelled, correct, finite, failed;
+} slice_out;
 
 /* Everything a run holds while it trains. */
 typedef struct run_state {
@@ -193,9 +204,31 @@ typedef struct run_state {
   int bad_in_row;
   window win;
   char why[256];        /* why the run left its loop ("" while training) */
+  int64_t slices;       /* of each batch (train.micro_batches; data-parallel: a multiple of the ranks) */
+  real *grads;          /* [slices, params] their gradients, when slices > 1 */
+  slice_out *outs;      /* [slices] their figures */
 } run_state;
 
 static int is_text(const at_run_cfg *rc) { return at_task_byte_level(&rc->data); }
+
+/* The slices of a batch and their gradient buffers: train.micro_batches,
+ * data-parallel at least one per rank. */
+static at_status slices_open(run_state *r) {
+  int64_t M = r->tc->micro_batches, N = r->x->data_parallel ? at_dist_self().size : 1;
+  if (M < N) M = N;
+  if (M % N || r->tc->batch_size % M)
+    return at_error(AT_E_CONFIG, "data-parallel over %lld ranks: train.batch_size %lld must split into a multiple of "
+                    "%lld slices (train.micro_batches %lld)", (long long)N, (long long)r->tc->batch_size, (long long)N,
+                    (long long)r->tc->micro_batches);
+  if (N > 1 && M / N * r->m->params->total > INT32_MAX)
+    return at_error(AT_E_CONFIG, "data-parallel: %lld gradient elements per rank exceed one MPI message",
+                    (long long)(M / N * r->m->params->total));
+  r->slices = M;
+  if (!(r->outs = calloc((size_t)M, sizeof *r->outs))) return at_error(AT_E_NOMEM, "out of memory");
+  if (M > 1 && !(r->grads = malloc((size_t)(M * r->m->params->total) * sizeof *r->grads)))
+    return at_error(AT_E_NOMEM, "out of memory: %lld gradient slices", (long long)M);
+  return AT_OK;
+}
 
 /* The task, the model, the step context and the batch buffers; the run's
  * entry in the results with its sizes. A run that cannot start is recorded
@@ -215,6 +248,7 @@ static at_status run_open(run_state *r) {
   int64_t BT = r->tc->batch_size * dc.seq_len;
   if (st == AT_OK && (!(r->tok = malloc((size_t)BT * sizeof *r->tok)) || !(r->lab = malloc((size_t)BT * sizeof *r->lab))))
     st = at_error(AT_E_NOMEM, "out of memory");
+  if (st == AT_OK) st = slices_open(r);
   if (st != AT_OK) {
     snprintf(r->why, sizeof r->why, "cannot start: %.200s", at_errmsg());
     return AT_OK;
@@ -317,43 +351,104 @@ static void window_add_stats(window *w, const at_mixer_io *io, at_results_run *r
   }
 }
 
+/* One slice of a step's batch: the training loss of rows [row0, row0 + rows)
+ * scaled by `weight` (its labels' share of the batch's), its gradient into
+ * the parameters' gradient buffer (zeroed first). Fills *sl with its LM
+ * loss and counts; returns 0, or -1 when the forward or backward failed
+ * (message set). */
+static int slice_grad(run_state *r, int64_t row0, int64_t rows, double weight, int whole, slice_out *sl,
+                      at_mixer_io *io) {
+  int64_t T = r->rc->data.seq_len, n_lab = 0, n_cor = 0;
+  at_ctx *c = r->c;
+  const stage *sg = &r->stages[r->k];
+  at_itensor *ti = at_inew(c, AT_SHAPE(rows, T)), *li = at_inew(c, AT_SHAPE(rows, T));
+  at_tensor *loss = NULL;
+  double lm = NAN;
+  *sl = (slice_out){0};
+  at_params_zero_grad(r->m->params);
+  if (!whole && weight == 0) return sl->finite = 1, 0; /* no labels: no loss, no gradient */
+  if (ti && li) {
+    memcpy(ti->data, r->tok + row0 * T, (size_t)(rows * T) * sizeof *r->tok);
+    memcpy(li->data, r->lab + row0 * T, (size_t)(rows * T) * sizeof *r->lab);
+    loss = at_model_train_loss(c, r->m, ti, li, sg->flags, io, &lm, &n_lab, &n_cor);
+  }
+  if (loss && !whole) loss = at_scale(c, loss, weight);
+  sl->lm = whole ? lm : weight * lm, sl->labelled = (double)n_lab, sl->correct = (double)n_cor;
+  if (!loss) return sl->failed = 1, -1;
+  sl->finite = isfinite(loss->data[0]);
+  if (sl->finite && at_backward(c, loss) != AT_OK) return sl->failed = 1, -1;
+  return 0;
+}
+
+static int64_t labelled_in(const int32_t *lab, int64_t n) {
+  int64_t k = 0;
+  for (int64_t i = 0; i < n; i++) k += lab[i] != AT_IGNORE_LABEL;
+  return k;
+}
+
+/* The batch's gradient in the parameters' buffer from r->slices slices:
+ * this rank's slices computed here (each kept apart), every slice gathered
+ * from the ranks that computed it (data-parallel), and summed in slice
+ * order, so that any split of the slices over ranks gives the same bits.
+ * One slice: the plain step. *sum gets the batch's LM loss and counts;
+ * returns 0, or -1 with r->why when a slice failed on some rank. */
+static int batch_grad(run_state *r, int64_t step, slice_out *sum, at_mixer_io *io) {
+  int64_t B = r->tc->batch_size, T = r->rc->data.seq_len, M = r->slices, rows = B / M;
+  at_dist d = at_dist_self();
+  int dp = r->x->data_parallel;
+  int64_t per = dp ? M / d.size : M, s0 = dp ? d.rank * per : 0;
+  double n_all = (double)labelled_in(r->lab, B * T);
+  at_params *p = r->m->params;
+  int failed = 0;
+  for (int64_t s = s0; s < s0 + per; s++) {
+    double w = n_all > 0 ? (double)labelled_in(r->lab + s * rows * T, rows * T) / n_all : 0;
+    failed |= slice_grad(r, s * rows, rows, w, M == 1, &r->outs[s], s == s0 ? io : &(at_mixer_io){0}) != 0;
+    if (M > 1) memcpy(r->grads + s * p->total, p->grad, (size_t)p->total * sizeof *p->grad);
+    if (s + 1 < s0 + per) at_ctx_reset(r->c);
+  }
+  if (dp) {
+    at_dist_allgather(r->outs, (int64_t)(sizeof(slice_out) / sizeof(double)) * per, sizeof(double));
+    at_dist_allgather(r->grads, p->total * per, sizeof(real));
+  }
+  *sum = (slice_out){.finite = 1};
+  for (int64_t s = 0; s < M; s++) {
+    const slice_out *o = &r->outs[s];
+    sum->lm += o->lm, sum->labelled += o->labelled, sum->correct += o->correct;
+    sum->finite = sum->finite && o->finite, sum->failed += o->failed;
+  }
+  if (sum->failed) {
+    snprintf(r->why, sizeof r->why, "forward or backward failed at step %lld%s%.200s", (long long)step,
+             failed ? ": " : " on another rank", failed ? at_errmsg() : "");
+    return -1;
+  }
+  if (M == 1 || !sum->finite) return 0;
+  memcpy(p->grad, r->grads, (size_t)p->total * sizeof *p->grad);
+  for (int64_t s = 1; s < M; s++) {
+    const real *g = r->grads + s * p->total;
+    for (int64_t i = 0; i < p->total; i++) p->grad[i] += g[i];
+  }
+  return 0;
+}
+
 /* One optimiser step (forward, backward, update) on the next batch; a
  * non-finite loss or gradient skips the update. Returns 0, or -1 with
  * r->why when the run must stop. */
 static int run_step(run_state *r, int64_t step) {
-  const stage *sg = &r->stages[r->k];
   int64_t B = r->tc->batch_size, T = r->rc->data.seq_len;
   double t0 = at_now();
   at_task_batch(r->task, AT_SPLIT_TRAIN, (int64_t)r->data_pos, B, r->tok, r->lab, NULL);
   r->data_pos += (uint64_t)B;
-  at_ctx *c = r->c;
-  at_itensor *ti = at_inew(c, AT_SHAPE(B, T)), *li = at_inew(c, AT_SHAPE(B, T));
-  at_tensor *loss = NULL;
-  at_mixer_io io;
-  double lm = NAN;
-  int64_t n_lab = 0, n_cor = 0;
-  if (ti && li) {
-    memcpy(ti->data, r->tok, (size_t)(B * T) * sizeof *r->tok);
-    memcpy(li->data, r->lab, (size_t)(B * T) * sizeof *r->lab);
-    r->m->step = step;
-    loss = at_model_train_loss(c, r->m, ti, li, sg->flags, &io, &lm, &n_lab, &n_cor);
-  }
-  if (!loss) {
-    snprintf(r->why, sizeof r->why, "forward failed at step %lld: %.200s", (long long)step, at_errmsg());
-    return -1;
-  }
-  int bad = !isfinite(loss->data[0]);
+  r->m->step = step;
+  at_mixer_io io = {0};
+  slice_out sum;
+  if (batch_grad(r, step, &sum, &io) != 0) return -1;
+  int bad = !sum.finite;
   if (!bad) {
-    at_params_zero_grad(r->m->params);
-    if (at_backward(c, loss) != AT_OK) {
-      snprintf(r->why, sizeof r->why, "backward failed at step %lld: %.200s", (long long)step, at_errmsg());
-      return -1;
-    }
     at_step_info info;
     at_optim_step(r->opt, &info);
     bad = info.skipped;
   }
-  at_ctx_reset(c);
+  at_ctx_reset(r->c);
   r->ts.step = step + 1;
   r->ts.tokens += B * T;
   r->ts.train_seconds += at_now() - t0;
@@ -367,9 +462,9 @@ static int run_step(run_state *r, int64_t step) {
     return 0;
   }
   r->bad_in_row = 0;
-  at_results_log_train(r->rr, step, lm);
+  at_results_log_train(r->rr, step, sum.lm);
   window *w = &r->win;
-  w->loss += lm, w->labelled += n_lab, w->correct += n_cor, w->steps++;
+  w->loss += sum.lm, w->labelled += (int64_t)sum.labelled, w->correct += (int64_t)sum.correct, w->steps++;
   window_add_stats(w, &io, r->rr, step);
   return 0;
 }
@@ -435,6 +530,7 @@ static void record_counts(run_state *r) {
  * checkpoint, which --resume truncates; the other order would lose the
  * curves between them. */
 static at_status run_checkpoint(run_state *r, int ckpt) {
+  if (!r->x->writer) return AT_OK;
   r->ts.wall_seconds = at_now() - r->t_run0;
   r->ts.n_data_pos = 1;
   r->ts.data_pos[0] = r->data_pos;
@@ -473,7 +569,7 @@ static void run_finish(run_state *r) {
 
 static void run_close(run_state *r) {
   at_eval_sets_close(&r->sets);
-  free(r->tok), free(r->lab);
+  free(r->tok), free(r->lab), free(r->grads), free(r->outs);
   at_ctx_free(r->c);
   at_optim_free(r->opt);
   at_model_free(r->m);
@@ -495,15 +591,24 @@ static at_status run_loop(run_state *r) {
     if (run_step(r, step) != 0) break;
     run_progress(r);
     int last = r->ts.step == tc->steps, eval = r->ts.step % tc->eval_every == 0 || last;
-    if (eval && run_evaluate(r) != AT_OK) break;
+    int failed = eval && r->x->writer && run_evaluate(r) != AT_OK;
     int leave = r->x->opts->stop_after > 0 && r->ts.step == r->x->opts->stop_after && !last;
     int ckpt = last || leave || (tc->checkpoint_every > 0 && r->ts.step % tc->checkpoint_every == 0);
-    if (ckpt || eval) st = run_checkpoint(r, ckpt);
+    if ((ckpt || eval) && !failed) st = run_checkpoint(r, ckpt);
+    if (r->x->data_parallel && (ckpt || eval) && !at_dist_all(!failed && st == AT_OK)) {
+      if (!failed && st == AT_OK) snprintf(r->why, sizeof r->why, "rank 0 could not evaluate or checkpoint");
+      break;
+    }
+    if (failed) break;
     if (st == AT_OK && leave)
       snprintf(r->why, sizeof r->why, "left at step %lld (--stop-after); continue with --resume", (long long)r->ts.step);
     if (leave) break;
   }
   return st;
+}
+
+static at_status commit_results(run_ctx *x) {
+  return x->writer ? at_results_write(x->results, x->results_path) : AT_OK;
 }
 
 /* Runs one (run, sweep point). Returns a status only for failures that
@@ -534,13 +639,13 @@ static at_status train_run(run_ctx *x) {
   if (st == AT_OK && r.why[0]) { /* cannot start: recorded, the others still run */
     snprintf(rr->status, sizeof rr->status, "stopped: %.230s", r.why);
     say(x->pg, "[%s] %s\n", rc->name, r.why);
-    st = at_results_write(x->results, x->results_path);
+    st = commit_results(x);
   } else {
     if (st == AT_OK) st = run_resume(&r);
     if (st == AT_OK) st = run_loop(&r);
     if (st == AT_OK) {
       run_finish(&r);
-      st = at_results_write(x->results, x->results_path);
+      st = commit_results(x);
     } else if (strcmp(rr->status, "running") == 0) {
       snprintf(rr->status, sizeof rr->status, "stopped: %.230s", at_errmsg());
     }
@@ -549,31 +654,75 @@ static at_status train_run(run_ctx *x) {
   return st;
 }
 
+/* The results this process continues: with --resume its own file (its
+ * part under MPI) or else results.h5, which a part starts as a copy of;
+ * otherwise new. */
+static at_status open_results(const at_experiment *e, const at_train_opts *o, const char *path,
+                              const char *merged, at_results **res) {
+  const char *from = access(path, F_OK) == 0 ? path : merged;
+  if (!o->resume || access(from, F_OK) != 0) return at_results_new(e->name, e->source, res);
+  at_status st = at_results_read(from, res);
+  if (st != AT_OK) return at_error_prefix(st, "cannot resume");
+  if (strcmp((*res)->experiment, e->name) != 0) {
+    st = at_error(AT_E_STATE, "cannot resume: %s holds the results of experiment '%.100s', not '%s'", from,
+                  (*res)->experiment, e->name);
+    at_results_free(*res);
+    *res = NULL;
+  }
+  return st;
+}
+
+/* Rank 0 under MPI: results.h5 from the ranks' parts (run i from rank
+ * i mod N's part, else from an earlier results.h5), in the experiment's
+ * order; the parts are removed once it is written. */
+static at_status merge_parts(const at_experiment *e, const char *out, int size, const char *merged) {
+  at_results *m = NULL, *old = NULL, **part = calloc((size_t)size, sizeof *part);
+  char p[1100];
+  at_status st = part ? at_results_new(e->name, e->source, &m) : at_error(AT_E_NOMEM, "out of memory");
+  if (st == AT_OK && access(merged, F_OK) == 0) st = at_results_read(merged, &old);
+  for (int r = 0; r < size && st == AT_OK; r++) {
+    snprintf(p, sizeof p, "%s/results.rank%d.h5", out, r);
+    if (access(p, F_OK) == 0) st = at_results_read(p, &part[r]);
+  }
+  for (int i = 0; i < e->n_runs && st == AT_OK; i++) {
+    at_results *src = part[i % size] && at_results_find(part[i % size], e->runs[i].run_id) ? part[i % size] : old;
+    if (src && at_results_find(src, e->runs[i].run_id)) st = at_results_move_run(m, src, e->runs[i].run_id);
+  }
+  if (st == AT_OK) st = at_results_write(m, merged);
+  for (int r = 0; r < size && st == AT_OK; r++) {
+    snprintf(p, sizeof p, "%s/results.rank%d.h5", out, r);
+    remove(p);
+  }
+  for (int r = 0; part && r < size; r++) at_results_free(part[r]);
+  free(part);
+  at_results_free(old);
+  at_results_free(m);
+  return st;
+}
+
 at_status at_experiment_train(const at_experiment *e, const at_train_opts *o, int *n_failed) {
   *n_failed = 0;
-  char out[1024], path[1100], ckdir[1100];  /* ckdir + "/" + run_id + ".h5" fits x.ckpt */
+  char out[1024], path[1100], merged[1100], ckdir[1100];  /* ckdir + "/" + run_id + ".h5" fits x.ckpt */
+  at_dist d = at_dist_self();
+  int dp = o->data_parallel && d.size > 1, spread = d.size > 1 && !dp;
   out_dir_of(e, o, out, sizeof out);
   at_status st = mkdir_p(out);
   if (st == AT_OK) st = check_writable(out);
   snprintf(ckdir, sizeof ckdir, "%s/checkpoints", out);
   if (st == AT_OK) st = mkdir_p(ckdir);
-  if (st != AT_OK) return st;
-  snprintf(path, sizeof path, "%s/results.h5", out);
+  if (!at_dist_all(st == AT_OK)) return st != AT_OK ? st : at_error(AT_E_IO, "another rank could not use %s", out);
+  snprintf(merged, sizeof merged, "%s/results.h5", out);
+  if (spread) snprintf(path, sizeof path, "%s/results.rank%d.h5", out, d.rank);
+  else snprintf(path, sizeof path, "%s", merged);
   at_results *res = NULL;
-  if (o->resume && access(path, F_OK) == 0) {
-    if ((st = at_results_read(path, &res)) != AT_OK) return at_error_prefix(st, "cannot resume");
-    if (strcmp(res->experiment, e->name) != 0) {
-      st = at_error(AT_E_STATE, "cannot resume: %s holds the results of experiment '%.100s', not '%s'", path,
-                    res->experiment, e->name);
-      at_results_free(res);
-      return st;
-    }
-  } else if ((st = at_results_new(e->name, e->source, &res)) != AT_OK) {
-    return st;
+  st = open_results(e, o, path, merged, &res);
+  if (!at_dist_all(st == AT_OK)) {
+    at_results_free(res);
+    return st != AT_OK ? st : at_error(AT_E_STATE, "another rank could not open its results (its message is above)");
   }
-  progress pg = {o->log ? o->log : stdout, o->progress, 0, 0};
-  for (int i = 0; i < e->n_runs && st == AT_OK; i++) {
-    run_ctx x = {e, &e->runs[i], o, "", "", "", res, &pg};
+  progress pg = {dp && d.rank ? NULL : o->log ? o->log : stdout, o->progress, 0, 0};
+  for (int i = spread ? d.rank : 0; i < e->n_runs && st == AT_OK; i += spread ? d.size : 1) {
+    run_ctx x = {e, &e->runs[i], o, "", "", "", res, &pg, !dp || d.rank == 0, dp};
     snprintf(x.out, sizeof x.out, "%s", out);
     snprintf(x.ckpt, sizeof x.ckpt, "%s/%s.h5", ckdir, e->runs[i].run_id);
     snprintf(x.results_path, sizeof x.results_path, "%s", path);
@@ -581,8 +730,14 @@ at_status at_experiment_train(const at_experiment *e, const at_train_opts *o, in
     const at_results_run *rr = at_results_find(res, e->runs[i].run_id);
     if (rr && strncmp(rr->status, "stopped", 7) == 0) (*n_failed)++;
   }
+  if (spread && st == AT_OK) st = at_results_write(res, path); /* a rank without runs leaves its part too */
   at_results_free(res);
-  if (st != AT_OK) return st;
+  if (!at_dist_all(st == AT_OK))
+    return st != AT_OK ? st
+                       : at_error(AT_E_STATE, "another rank failed (its message is above); the finished runs are in "
+                                              "%s/results.rank*.h5: continue with --resume", out);
+  if (d.rank != 0) return AT_OK;
+  if (spread && (st = merge_parts(e, out, d.size, merged)) != AT_OK) return st;
   return at_experiment_report(e, out, pg.out);
 }
 

@@ -25,6 +25,9 @@ typedef struct at_train_opts {
   FILE *log;             /* progress and summaries (stdout if NULL) */
   int64_t stop_after;    /* > 0: leave each run after this many steps, checkpointed, as if
                             interrupted (continue later with resume) */
+  int data_parallel;     /* under MPI: every rank trains every run, each its share of every
+                            batch's slices (train.micro_batches), gradients gathered; rank 0
+                            evaluates and writes (experiments/dist.h) */
 } at_train_opts;
 
 /* Creates the output directory (refusing one that cannot be written) and

@@ -159,6 +159,7 @@ static const field model_fields[] = {
 static const field train_fields[] = {
   FI("steps", at_train_cfg, steps, 1, BIG, 0),
   FI("batch_size", at_train_cfg, batch_size, 1, (int64_t)1 << 24, 0),
+  FI("micro_batches", at_train_cfg, micro_batches, 1, (int64_t)1 << 24, 0),
   FR("lr", at_train_cfg, optim.lr, 0, INFINITY, 1, 1, 0),
   FE("optimizer", at_train_cfg, optim.kind, optimizer_names, optimizer_vals, 0),
   FR("beta1", at_train_cfg, optim.beta1, 0, 1, 0, 1, 0),
@@ -218,6 +219,7 @@ void at_cfg_train_defaults(at_train_cfg *t) {
   t->steps = 1000;
   t->optim.total_steps = t->steps;
   t->batch_size = 32;
+  t->micro_batches = 1;
   t->eval_every = 100;
   t->eval_examples = 0;
   t->checkpoint_every = 0;
@@ -833,6 +835,10 @@ static at_status resolve_train(const at_ynode *tm, const at_task_cfg *d, const a
   if (t->optim.warmup_steps > t->steps)
     return at_cfg_fail(loc_of2(tm, "warmup_steps", "steps", fb), "train.warmup_steps %lld exceeds train.steps %lld",
                        (long long)t->optim.warmup_steps, (long long)t->steps);
+  if (t->batch_size % t->micro_batches)
+    return at_cfg_fail(loc_of2(tm, "micro_batches", "batch_size", fb),
+                       "train.batch_size %lld is not a multiple of train.micro_batches %lld",
+                       (long long)t->batch_size, (long long)t->micro_batches);
   if (d->test_examples > 0 && t->eval_examples > d->test_examples)
     return at_cfg_fail(loc_of(tm, "eval_examples", fb),
                        "train.eval_examples %lld exceeds data.test_examples %lld",

@@ -1,5 +1,8 @@
 /* tools/train.c: ./train FILE [--set section.key=value]... [--out DIR] [--resume] [--dry-run]
- *                [--eval-only]
+ *                [--eval-only] [--data-parallel]
+ *
+ * Under `mpirun -np N` the runs are spread over the N processes
+ * (experiments/dist.h); --dry-run and --eval-only run on rank 0 alone.
  *
  * Exit status: 0 when every run finished, 1 when a run stopped (non-finite
  * losses, a failed forward) or, with --eval-only, had no usable checkpoint,
@@ -12,6 +15,7 @@
 #include <unistd.h>
 
 #include "experiments/config.h"
+#include "experiments/dist.h"
 #include "experiments/runner.h"
 #include "models/mixer.h"
 
@@ -33,18 +37,21 @@ static void usage(FILE *f) {
           "  --mixers    list the mixers (model.layers) and their options (model.attention.<mixer>);\n"
           "              --mixers=markdown for the README's tables\n"
           "\n"
-          "mixers:");
+          "mpirun -np N train FILE ... spreads the runs over N processes (rank 0 merges results.h5)%s;\n"
+          "  --data-parallel  instead trains each run on all N, each process its share of every batch's\n"
+          "                   slices (train.micro_batches, at least N), gradients summed in slice order:\n"
+          "                   the losses of one process with micro_batches = the slices, bit for bit\n"
+          "\n"
+          "mixers:",
+          at_dist_available() ? "" : " (not in this build: no MPI)");
   for (int k = 0; k < at_mixer_count(); k++) fprintf(f, " %s", at_mixer_name(k));
   fprintf(f, "\n");
 }
 
-int main(int argc, char **argv) {
-  /* past a file size limit (ulimit -f) a write fails with EFBIG and is
-   * reported like a full disk, instead of killing the process */
-  signal(SIGXFSZ, SIG_IGN);
+static int train_main(int argc, char **argv) {
   const char *file = NULL, *out = NULL;
   const char **sets = calloc((size_t)argc, sizeof *sets);
-  int n_sets = 0, resume = 0, dry = 0, eval_only = 0;
+  int n_sets = 0, resume = 0, dry = 0, eval_only = 0, data_parallel = 0;
   long long stop_after = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -82,6 +89,8 @@ int main(int argc, char **argv) {
       dry = 1;
     } else if (!strcmp(a, "--eval-only")) {
       eval_only = 1;
+    } else if (!strcmp(a, "--data-parallel")) {
+      data_parallel = 1;
     } else if (a[0] == '-') {
       fprintf(stderr, "train: unknown option %s\n", a);
       usage(stderr);
@@ -113,6 +122,10 @@ int main(int argc, char **argv) {
     return 2;
   }
   int rc = 0;
+  if ((dry || eval_only) && at_dist_self().rank != 0) {
+    at_experiment_free(e);
+    return 0;
+  }
   if (dry) {
     st = at_experiment_describe(e, stdout);
     if (st != AT_OK) {
@@ -120,8 +133,10 @@ int main(int argc, char **argv) {
       rc = 2;
     }
   } else {
-    at_train_opts o = {.out_dir = out, .resume = resume, .progress = isatty(STDOUT_FILENO), .log = stdout,
-                       .stop_after = stop_after};
+    /* one redrawn line per terminal: not under mpirun (its ranks share one) */
+    int tty = isatty(STDOUT_FILENO) && at_dist_self().size == 1;
+    at_train_opts o = {.out_dir = out, .resume = resume, .progress = tty, .log = stdout, .stop_after = stop_after,
+                       .data_parallel = data_parallel};
     int failed = 0;
     st = eval_only ? at_experiment_eval_only(e, &o, &failed) : at_experiment_train(e, &o, &failed);
     if (st != AT_OK) {
@@ -132,5 +147,20 @@ int main(int argc, char **argv) {
     }
   }
   at_experiment_free(e);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  /* past a file size limit (ulimit -f) a write fails with EFBIG and is
+   * reported like a full disk, instead of killing the process */
+  signal(SIGXFSZ, SIG_IGN);
+  if (at_dist_launched() && !at_dist_available()) {
+    fprintf(stderr, "train: started by mpirun, but this build has no MPI (every process would train every "
+                    "run): install libopenmpi-dev and rebuild\n");
+    return 2;
+  }
+  at_dist_init(&argc, &argv);
+  int rc = train_main(argc, argv);
+  at_dist_finish();
   return rc;
 }
