@@ -384,3 +384,74 @@ Test(tools, export_writes_fla_names_and_logits) {
   snprintf(path, sizeof path, "%s/fla2", dir);
   cr_expect(access(path, F_OK) != 0, "no output directory for a refused model");
 }
+
+/* The mixers mapped to fla's gla, rwkv7 and mamba models: each export's
+ * model_type and config fields, and its tensor names and shapes in fla's
+ * naming; options fla's layers cannot express are refused with the reason. */
+typedef struct export_case {
+  const char *run;
+  const char *want[6]; /* "key": value in config.json, else a tensor in the safetensors header */
+} export_case;
+
+static const export_case export_cases[] = {
+  {"gla", {"\"model_type\": \"gla\"", "\"expand_k\": 0.5", "\"use_output_gate\": true",
+           "\"model.layers.1.attn.gk_proj.1.bias\":{\"dtype\":\"F32\",\"shape\":[16]",
+           "\"model.layers.0.attn.g_norm_swish_gate.weight\":{\"dtype\":\"F32\",\"shape\":[16]",
+           "\"model.layers.0.mlp.gate_proj.weight\":{\"dtype\":\"F32\",\"shape\":[8,32]"}},
+  {"gla_conv", {"\"use_short_conv\": true", "\"clamp_min\": -0.050000000000000003", "\"use_output_gate\": false",
+                "\"model.layers.0.attn.k_conv1d.weight\":{\"dtype\":\"F32\",\"shape\":[32,1,3]",
+                "\"model.layers.0.attn.g_norm.weight\"", "\"model.layers.0.attn.gk_proj.0.weight\":{\"dtype\":\"F32\",\"shape\":[16,32]"}},
+};
+
+static const struct {
+  const char *run, *why;
+} export_refusals[] = {
+  {"gla_sigmoid", "gla with the sigmoid output gate: fla's GLA model takes the gate's activation from hidden_act"},
+  {"gla_rank", "gla with gate_low_rank_dim 8, gate_logit_normalizer 16: fla's GLA model always builds its layer with 16"},
+  {"gla_cmix", "a gla model with RWKV's channel mix (mlp: rwkv_cmix): fla's gla blocks have a GatedMLP"},
+};
+
+static const char *export_yaml =
+    "experiment: ex\nseed: 2\n"
+    "data: {task: mqar, vocab_size: 64, seq_len: 16, num_kv_pairs: 2, train_examples: 500, test_examples: 16}\n"
+    "model: {d_model: 32, n_heads: 2, mlp: none, position: nope}\n"
+    "train: {steps: 2, batch_size: 4, eval_every: 2, threads: 1, log_every: 1000}\n"
+    "runs:\n"
+    "  - {name: gla, model: {layers: [gla, gla]}}\n"
+    "  - {name: gla_conv, model: {layers: [gla], mlp: swiglu, attention: {gla: {short_conv: true, conv_size: 3,\n"
+    "                                  output_gate: none, expand_k: 1, clamp_min: -0.05}}}}\n"
+    "  - {name: gla_sigmoid, model: {layers: [gla], attention: {gla: {output_gate: sigmoid}}}}\n"
+    "  - {name: gla_rank, model: {layers: [gla], attention: {gla: {gate_low_rank_dim: 8}}}}\n"
+    "  - {name: gla_cmix, model: {layers: [gla], mlp: rwkv_cmix}}\n";
+
+Test(tools, export_maps_gla_rwkv7_mamba) {
+  make_dir();
+  char out[300], cmd[1600], buf[8192], path[700];
+  snprintf(out, sizeof out, "%s/out", dir);
+  int failed = 0;
+  cr_assert(train_file(write_file("ex.yaml", export_yaml), out, 0, &failed) == AT_OK && !failed);
+  for (int i = 0; i < AT_ARRAY_LEN(export_cases); i++) {
+    const export_case *ec = &export_cases[i];
+    snprintf(cmd, sizeof cmd, "%s/bin/export %s/checkpoints/%s.h5 %s/fla_%s 2>&1", AT_BINARY_DIR, out, ec->run, dir, ec->run);
+    cr_assert_eq(run_cmd(cmd, buf, sizeof buf), 0, "%s: %s", ec->run, buf);
+    snprintf(path, sizeof path, "%s/fla_%s/config.json", dir, ec->run);
+    const char *config = slurp(path);
+    long data = 0, file = 0;
+    snprintf(path, sizeof path, "%s/fla_%s/model.safetensors", dir, ec->run);
+    char *h = safetensors_header(path, &data, &file);
+    cr_expect(data == file && data > 0, "%s: data %ld bytes, file %ld", ec->run, data, file);
+    for (int k = 0; k < AT_ARRAY_LEN(ec->want) && ec->want[k]; k++) {
+      const char *w = ec->want[k];
+      if (strstr(w, "\": ")) cr_expect(strstr(config, w), "%s: %s missing in %s", ec->run, w, config);
+      else cr_expect(strstr(h, w), "%s: %s missing in %.2000s", ec->run, w, h);
+    }
+    free(h);
+  }
+  for (int i = 0; i < AT_ARRAY_LEN(export_refusals); i++) {
+    snprintf(cmd, sizeof cmd, "%s/bin/export %s/checkpoints/%s.h5 %s/fla_%s 2>&1", AT_BINARY_DIR, out,
+             export_refusals[i].run, dir, export_refusals[i].run);
+    cr_expect_eq(run_cmd(cmd, buf, sizeof buf), 2, "%s exported: %s", export_refusals[i].run, buf);
+    cr_expect(strstr(buf, "cannot be exported to flash-linear-attention: ") && strstr(buf, export_refusals[i].why), "%s: %s",
+              export_refusals[i].run, buf);
+  }
+}

@@ -17,13 +17,17 @@
  *                                     attnlab (tests/ref/check_export.py)
  *
  * Mapped model types: transformer (full), delta_net (deltanet), gated_deltanet
- * (gdn), kda, mamba2, linear_attn, retnet, mla, and hybrids of one of the
+ * (gdn), kda, mamba2, linear_attn, retnet, mla, gla, and hybrids of one of the
  * linear types with full layers (fla's "attn" layers). Everything else is
  * refused with the reason: a mixer fla has no model for (performer, dsa, ...),
  * an option fla's layer does not have (KDA without its sigmoid output gate,
  * GDN's bounded gate, a NoPE softmax layer: fla's Attention always applies
  * RoPE, ...), learned positions (no fla model has them), a Mamba-2 model with
- * an MLP (fla's Mamba-2 blocks have none). attnlab models without an MLP
+ * an MLP (fla's Mamba-2 blocks have none), RWKV's channel mix in a model
+ * whose fla blocks have a GatedMLP, GLA's sigmoid output gate (fla's GLA
+ * model takes the gate's activation from hidden_act, its MLP's too) or a
+ * gate rank or normaliser other than 16 (GLABlock leaves the layer's
+ * defaults). attnlab models without an MLP
  * (mlp: none) are written with fla's GatedMLP at intermediate_size 8 and all
  * its weights zero, which adds exactly 0 to the residual stream.
  *
@@ -388,6 +392,56 @@ static int retnet(ctx *x, int first) {
   return 1;
 }
 
+/* gla: fla's GatedLinearAttention as GLABlock builds it, which passes no
+ * gate_low_rank_dim or gate_logit_normalizer (the layer's 16 and 16) and
+ * takes the output gate's activation from hidden_act (also the MLP's). */
+static int gla(ctx *x, int first) {
+  const at_model_cfg *cfg = x->cfg;
+  int gate = (int)opt(cfg, "gla", "output_gate"), conv = opt(cfg, "gla", "short_conv") != 0;
+  if (gate == AT_GATE_SIGMOID)
+    return refuse(x->o, "gla with the sigmoid output gate: fla's GLA model takes the gate's activation from "
+                  "hidden_act, which is also its MLP's (swish)");
+  if (opt(cfg, "gla", "gate_low_rank_dim") != 16 || opt(cfg, "gla", "gate_logit_normalizer") != 16)
+    return refuse(x->o, "gla with gate_low_rank_dim %g, gate_logit_normalizer %g: fla's GLA model always builds its "
+                  "layer with 16 and 16", opt(cfg, "gla", "gate_low_rank_dim"), opt(cfg, "gla", "gate_logit_normalizer"));
+  char nm[200];
+  const char *pre = x->pre, *ours = x->ours;
+  out *o = x->o;
+  copy(o, NAME("q_proj.weight"), param(o, "%sq_proj", ours));
+  copy(o, NAME("k_proj.weight"), param(o, "%sk_proj", ours));
+  copy(o, NAME("v_proj.weight"), param(o, "%sv_proj", ours));
+  if (conv) {
+    conv_weight(o, NAME("q_conv1d.weight"), param(o, "%sq_conv", ours));
+    conv_weight(o, NAME("k_conv1d.weight"), param(o, "%sk_conv", ours));
+    conv_weight(o, NAME("v_conv1d.weight"), param(o, "%sv_conv", ours));
+  }
+  copy(o, NAME("gk_proj.0.weight"), param(o, "%sgk_proj.down", ours));
+  copy(o, NAME("gk_proj.1.weight"), param(o, "%sgk_proj.up", ours));
+  copy(o, NAME("gk_proj.1.bias"), param(o, "%sgk_proj.bias", ours));
+  if (gate == AT_GATE_SWISH) copy(o, NAME("g_proj.weight"), param(o, "%sg_proj", ours));
+  /* fuse_norm with the swish gate: FusedRMSNormGated; otherwise RMSNorm */
+  copy(o, gate == AT_GATE_SWISH ? NAME("g_norm_swish_gate.weight") : NAME("g_norm.weight"), param(o, "%sg_norm", ours));
+  copy(o, NAME("o_proj.weight"), param(o, "%so_proj", ours));
+  if (!first) return 1;
+  double cm = opt(cfg, "gla", "clamp_min");
+  jkey(x->j, "num_heads", "%lld", (long long)cfg->n_heads);
+  jkey(x->j, "num_kv_heads", "null");
+  jkey(x->j, "expand_k", "%.17g", opt(cfg, "gla", "expand_k"));
+  jkey(x->j, "expand_v", "%.17g", opt(cfg, "gla", "expand_v"));
+  jkey(x->j, "feature_map", "null");
+  jkey(x->j, "attn_mode", "\"chunk\"");
+  jkey(x->j, "use_short_conv", "%s", JB(conv));
+  jkey(x->j, "conv_size", "%lld", (long long)opt(cfg, "gla", "conv_size"));
+  jkey(x->j, "use_output_gate", "%s", JB(gate == AT_GATE_SWISH));
+  if (cm < 0) jkey(x->j, "clamp_min", "%.17g", cm);
+  else jkey(x->j, "clamp_min", "null");
+  jkey(x->j, "elementwise_affine", "true");
+  jkey(x->j, "use_gk", "true");
+  jkey(x->j, "use_gv", "false");
+  jkey(x->j, "fuse_norm", "true");
+  return 1;
+}
+
 static int mla(ctx *x, int first) {
   const at_model_cfg *cfg = x->cfg;
   const at_mla *L = x->o->m->blocks[x->layer].mixer_state;
@@ -446,6 +500,7 @@ static const fla_type types[] = {
   {"gdn", "gated_deltanet", "GatedDeltaNetForCausalLM", 1}, {"kda", "kda", "KDAForCausalLM", 1},
   {"mamba2", "mamba2", "Mamba2ForCausalLM", 0},           {"linear_attn", "linear_attn", "LinearAttentionForCausalLM", 1},
   {"retnet", "retnet", "RetNetForCausalLM", 1},           {"mla", "mla", "MLAForCausalLM", 0},
+  {"gla", "gla", "GLAForCausalLM", 1},
 };
 
 /* The fla type of a model: its one non-softmax mixer (or full), with full
@@ -474,7 +529,7 @@ static const fla_type *type_of(out *o, const at_model_cfg *cfg) {
     return &types[i];
   }
   refuse(o, "mixer %s: flash-linear-attention has no model for it (mapped: full, deltanet, gdn, kda, mamba2, "
-         "linear_attn, retnet, mla)", main);
+         "linear_attn, retnet, mla, gla)", main);
   return NULL;
 }
 
@@ -501,6 +556,8 @@ static int layer(out *o, json *j, const fla_type *ty, int l, int *first) {
     ok = retnet(&x, f);
   } else if (!strcmp(mx, "mla")) {
     ok = mla(&x, f);
+  } else if (!strcmp(mx, "gla")) {
+    ok = gla(&x, f);
   } else {
     ok = delta_family(&x, mx, f);
   }
@@ -558,6 +615,9 @@ static int build(out *o, json *j, const at_restored *r, const char *ckpt) {
   int mamba = !strcmp(ty->model_type, "mamba2");
   if (mamba && cfg->mlp != AT_MLP_NONE)
     return refuse(o, "a Mamba-2 model with an MLP: fla's Mamba-2 blocks have none (mlp: none exports)");
+  if (cfg->mlp == AT_MLP_RWKV_CMIX)
+    return refuse(o, "a %s model with RWKV's channel mix (mlp: rwkv_cmix): fla's %s blocks have a GatedMLP "
+                  "(mlp: swiglu or none exports)", ty->model_type, ty->model_type);
   j->n = (size_t)snprintf(j->buf, sizeof j->buf, "{");
   jkey(j, "model_type", "\"%s\"", ty->model_type);
   jkey(j, "architectures", "[\"%s\"]", ty->arch);

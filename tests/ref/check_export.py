@@ -5,7 +5,7 @@ flash-linear-attention's definitions (fla/models/<type>/modeling_<type>.py for t
 blocks, fla/layers/<layer>.py for the layers, fla/modules for RMSNorm, the gated
 RMSNorms, ShortConvolution, GatedMLP and the rotary embedding), with fla's naive
 reference ops for the recurrent cores (fla/ops/{delta_rule,gated_delta_rule,kda,
-simple_gla,linear_attn,retention}/naive.py, imported from a checkout of fla's sources:
+simple_gla,gla,linear_attn,retention}/naive.py, imported from a checkout of fla's sources:
 the real package needs triton); loads DIR/model.safetensors by fla's tensor names
 (every tensor of the file used, every parameter of the model given, shapes equal);
 runs the input_ids of DIR/attnlab_check.safetensors in float64 and compares the
@@ -313,6 +313,43 @@ class MultiScaleRetention(nn.Module):  # fla/layers/multiscale_retention.py (fus
         return self.o_proj(o.flatten(2))
 
 
+class GatedLinearAttention(nn.Module):  # fla/layers/gla.py as GLABlock builds it (ranks 16, normalizer 16)
+    def __init__(self, c, fla):
+        super().__init__()
+        d, H = c["hidden_size"], c["num_heads"]
+        self.fla, self.H, self.conv, self.gate = fla, H, c.get("use_short_conv", False), c.get("use_output_gate", True)
+        self.K, self.V = int(d * c["expand_k"]) // H, int(d * c["expand_v"]) // H
+        self.clamp_min, cs = c.get("clamp_min"), c.get("conv_size", 4)
+        HK, HV = H * self.K, H * self.V
+        self.q_proj = nn.Linear(d, HK, bias=False)
+        self.k_proj = nn.Linear(d, HK, bias=False)
+        self.v_proj = nn.Linear(d, HV, bias=False)
+        if self.gate:
+            self.g_proj = nn.Linear(d, HV, bias=False)
+        if self.conv:
+            self.q_conv1d, self.k_conv1d, self.v_conv1d = ShortConvolution(HK, cs), ShortConvolution(HK, cs), ShortConvolution(HV, cs)
+        self.gk_proj = nn.Sequential(nn.Linear(d, 16, bias=False), nn.Linear(16, HK, bias=True))
+        self.o_proj = nn.Linear(HV, d, bias=False)
+        if self.gate and c.get("hidden_act", "swish") == "swish" and c.get("fuse_norm", True):
+            self.g_norm_swish_gate = RMSNormGated(self.V, c["norm_eps"], "swish")
+        else:
+            assert not self.gate, "a gate other than fused swish"
+            self.g_norm = RMSNorm(self.V, c["norm_eps"])
+
+    def forward(self, x):
+        if self.conv:
+            q, k, v = self.q_conv1d(self.q_proj(x)), self.k_conv1d(self.k_proj(x)), self.v_conv1d(self.v_proj(x))
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q, k, v = heads(q, self.K), heads(k, self.K), heads(v, self.V)
+        gk = F.logsigmoid(heads(self.gk_proj(x), self.K)) / 16
+        if self.clamp_min is not None:
+            gk = gk.clamp_min(self.clamp_min)
+        o, _ = naive(self.fla, "gla").naive_recurrent_gla(q, k, v, gk)
+        o = self.g_norm_swish_gate(o, heads(self.g_proj(x), self.V)) if self.gate else self.g_norm(o)
+        return self.o_proj(o.flatten(2))
+
+
 class MultiheadLatentAttention(nn.Module):  # fla/layers/mla.py
     def __init__(self, c, fla):
         super().__init__()
@@ -351,7 +388,8 @@ def mixer_of(c, layer, fla):
                          attn.get("rope_theta", 10000.0))
     if t in ("delta_net", "gated_deltanet", "kda"):
         return DeltaFamily(t, c, fla)
-    return {"linear_attn": LinearAttention, "retnet": MultiScaleRetention, "mla": MultiheadLatentAttention}[t](c, fla)
+    return {"linear_attn": LinearAttention, "retnet": MultiScaleRetention, "mla": MultiheadLatentAttention,
+            "gla": GatedLinearAttention}[t](c, fla)
 
 
 class Block(nn.Module):  # the blocks of fla/models/<type>/modeling_<type>.py
