@@ -390,7 +390,7 @@ Test(tools, export_writes_fla_names_and_logits) {
  * naming; options fla's layers cannot express are refused with the reason. */
 typedef struct export_case {
   const char *run;
-  const char *want[6]; /* "key": value in config.json, else a tensor in the safetensors header */
+  const char *want[12]; /* "key": value in config.json, else a tensor in the safetensors header */
 } export_case;
 
 static const export_case export_cases[] = {
@@ -401,6 +401,13 @@ static const export_case export_cases[] = {
   {"gla_conv", {"\"use_short_conv\": true", "\"clamp_min\": -0.050000000000000003", "\"use_output_gate\": false",
                 "\"model.layers.0.attn.k_conv1d.weight\":{\"dtype\":\"F32\",\"shape\":[32,1,3]",
                 "\"model.layers.0.attn.g_norm.weight\"", "\"model.layers.0.attn.gk_proj.0.weight\":{\"dtype\":\"F32\",\"shape\":[16,32]"}},
+  {"mamba", {"\"model_type\": \"mamba\"", "\"state_size\": 8", "\"dt_rank\": 2",
+             "\"backbone.layers.1.mixer.in_proj.weight\":{\"dtype\":\"F32\",\"shape\":[64,32]",
+             "\"backbone.layers.0.mixer.conv1d.weight\":{\"dtype\":\"F32\",\"shape\":[32,1,4]",
+             "\"backbone.layers.0.mixer.A_log\":{\"dtype\":\"F32\",\"shape\":[32,8]",
+             "\"backbone.layers.0.mixer.x_proj.weight\":{\"dtype\":\"F32\",\"shape\":[18,32]",
+             "\"backbone.layers.0.mixer.dt_proj.bias\":{\"dtype\":\"F32\",\"shape\":[32]",
+             "\"backbone.layers.1.norm.weight\"", "\"backbone.norm_f.weight\"", "\"backbone.embeddings.weight\""}},
 };
 
 static const struct {
@@ -409,6 +416,8 @@ static const struct {
   {"gla_sigmoid", "gla with the sigmoid output gate: fla's GLA model takes the gate's activation from hidden_act"},
   {"gla_rank", "gla with gate_low_rank_dim 8, gate_logit_normalizer 16: fla's GLA model always builds its layer with 16"},
   {"gla_cmix", "a gla model with RWKV's channel mix (mlp: rwkv_cmix): fla's gla blocks have a GatedMLP"},
+  {"mamba_mlp", "a mamba model with an MLP: fla's mamba blocks have none"},
+  {"mamba_full", "a mamba model with softmax attention layers: fla's mamba configuration has no hybrid layers"},
 };
 
 static const char *export_yaml =
@@ -422,7 +431,10 @@ static const char *export_yaml =
     "                                  output_gate: none, expand_k: 1, clamp_min: -0.05}}}}\n"
     "  - {name: gla_sigmoid, model: {layers: [gla], attention: {gla: {output_gate: sigmoid}}}}\n"
     "  - {name: gla_rank, model: {layers: [gla], attention: {gla: {gate_low_rank_dim: 8}}}}\n"
-    "  - {name: gla_cmix, model: {layers: [gla], mlp: rwkv_cmix}}\n";
+    "  - {name: gla_cmix, model: {layers: [gla], mlp: rwkv_cmix}}\n"
+    "  - {name: mamba, model: {layers: [mamba, mamba], attention: {mamba: {d_state: 8, expand: 1, dt_rank: 2}}}}\n"
+    "  - {name: mamba_mlp, model: {layers: [mamba], mlp: swiglu}}\n"
+    "  - {name: mamba_full, model: {layers: [mamba, full], position: rope}}\n";
 
 Test(tools, export_maps_gla_rwkv7_mamba) {
   make_dir();

@@ -17,13 +17,14 @@
  *                                     attnlab (tests/ref/check_export.py)
  *
  * Mapped model types: transformer (full), delta_net (deltanet), gated_deltanet
- * (gdn), kda, mamba2, linear_attn, retnet, mla, gla, and hybrids of one of the
+ * (gdn), kda, mamba2, mamba (Mamba-1), linear_attn, retnet, mla, gla, and
+ * hybrids of one of the
  * linear types with full layers (fla's "attn" layers). Everything else is
  * refused with the reason: a mixer fla has no model for (performer, dsa, ...),
  * an option fla's layer does not have (KDA without its sigmoid output gate,
  * GDN's bounded gate, a NoPE softmax layer: fla's Attention always applies
- * RoPE, ...), learned positions (no fla model has them), a Mamba-2 model with
- * an MLP (fla's Mamba-2 blocks have none), RWKV's channel mix in a model
+ * RoPE, ...), learned positions (no fla model has them), a Mamba-1 or Mamba-2
+ * model with an MLP or softmax layers (fla's Mamba blocks have none), RWKV's channel mix in a model
  * whose fla blocks have a GatedMLP, GLA's sigmoid output gate (fla's GLA
  * model takes the gate's activation from hidden_act, its MLP's too) or a
  * gate rank or normaliser other than 16 (GLABlock leaves the layer's
@@ -333,6 +334,38 @@ static double opt(const at_model_cfg *cfg, const char *mixer, const char *key) {
   return at_mixer_opt_get(cfg, at_mixer_from_name(mixer), key);
 }
 
+/* mamba: fla's Mamba (Mamba-1, the layer of mamba_ssm's mamba_simple.py):
+ * in_proj [x | z], conv1d with its bias, x_proj [dt, B, C], dt_proj with the
+ * dt bias as its bias, A_log [I, N], D, out_proj; no bias in in_proj and
+ * out_proj. */
+static int mamba1(ctx *x, int first) {
+  const at_model_cfg *cfg = x->cfg;
+  char nm[200];
+  const char *pre = x->pre, *ours = x->ours;
+  out *o = x->o;
+  copy(o, NAME("in_proj.weight"), param(o, "%sin_proj", ours));
+  conv_weight(o, NAME("conv1d.weight"), param(o, "%sconv", ours));
+  copy(o, NAME("conv1d.bias"), param(o, "%sconv_bias", ours));
+  copy(o, NAME("x_proj.weight"), param(o, "%sx_proj", ours));
+  const at_tensor *dt = param(o, "%sdt_proj", ours);
+  copy(o, NAME("dt_proj.weight"), dt);
+  copy(o, NAME("dt_proj.bias"), param(o, "%sdt_bias", ours));
+  copy(o, NAME("A_log"), param(o, "%sA_log", ours));
+  copy(o, NAME("D"), param(o, "%sD", ours));
+  copy(o, NAME("out_proj.weight"), param(o, "%sout_proj", ours));
+  if (!first || !dt) return 1;
+  jkey(x->j, "state_size", "%lld", (long long)opt(cfg, "mamba", "d_state"));
+  jkey(x->j, "expand", "%lld", (long long)opt(cfg, "mamba", "expand"));
+  jkey(x->j, "conv_kernel", "%lld", (long long)opt(cfg, "mamba", "conv_size"));
+  jkey(x->j, "dt_rank", "%lld", (long long)dt->shape[1]);
+  jkey(x->j, "use_bias", "false");
+  jkey(x->j, "use_conv_bias", "true");
+  jkey(x->j, "hidden_act", "\"silu\"");
+  jkey(x->j, "residual_in_fp32", "false");
+  jkey(x->j, "fuse_norm", "true");
+  return 1;
+}
+
 static int linear_attn(ctx *x, int first) {
   const at_model_cfg *cfg = x->cfg;
   static const char *const fm[] = {"elu", "relu", "identity"};
@@ -492,15 +525,21 @@ static int mla(ctx *x, int first) {
 
 typedef struct fla_type {
   const char *mixer, *model_type, *arch;
-  int hybrid; /* its configuration takes "attn" for softmax layers */
+  int hybrid;   /* its configuration takes "attn" for softmax layers */
+  int backbone; /* Mamba's layout: backbone.layers.<i>.{norm,mixer}, no MLP, norm_f */
 } fla_type;
 
 static const fla_type types[] = {
-  {"full", "transformer", "TransformerForCausalLM", 0},   {"deltanet", "delta_net", "DeltaNetForCausalLM", 1},
-  {"gdn", "gated_deltanet", "GatedDeltaNetForCausalLM", 1}, {"kda", "kda", "KDAForCausalLM", 1},
-  {"mamba2", "mamba2", "Mamba2ForCausalLM", 0},           {"linear_attn", "linear_attn", "LinearAttentionForCausalLM", 1},
-  {"retnet", "retnet", "RetNetForCausalLM", 1},           {"mla", "mla", "MLAForCausalLM", 0},
-  {"gla", "gla", "GLAForCausalLM", 1},
+  {"full", "transformer", "TransformerForCausalLM", 0, 0},
+  {"deltanet", "delta_net", "DeltaNetForCausalLM", 1, 0},
+  {"gdn", "gated_deltanet", "GatedDeltaNetForCausalLM", 1, 0},
+  {"kda", "kda", "KDAForCausalLM", 1, 0},
+  {"mamba2", "mamba2", "Mamba2ForCausalLM", 0, 1},
+  {"linear_attn", "linear_attn", "LinearAttentionForCausalLM", 1, 0},
+  {"retnet", "retnet", "RetNetForCausalLM", 1, 0},
+  {"mla", "mla", "MLAForCausalLM", 0, 0},
+  {"gla", "gla", "GLAForCausalLM", 1, 0},
+  {"mamba", "mamba", "MambaForCausalLM", 0, 1},
 };
 
 /* The fla type of a model: its one non-softmax mixer (or full), with full
@@ -529,14 +568,14 @@ static const fla_type *type_of(out *o, const at_model_cfg *cfg) {
     return &types[i];
   }
   refuse(o, "mixer %s: flash-linear-attention has no model for it (mapped: full, deltanet, gdn, kda, mamba2, "
-         "linear_attn, retnet, mla, gla)", main);
+         "linear_attn, retnet, mla, gla, mamba)", main);
   return NULL;
 }
 
 static int layer(out *o, json *j, const fla_type *ty, int l, int *first) {
   const at_model_cfg *cfg = &o->m->cfg;
   const char *mx = at_mixer_name(cfg->layers[l]);
-  int mamba = !strcmp(ty->model_type, "mamba2");
+  int mamba = ty->backbone;
   char pre[96], ours[96], nm[200];
   snprintf(pre, sizeof pre, mamba ? "backbone.layers.%d.mixer." : "model.layers.%d.attn.", l);
   snprintf(ours, sizeof ours, "layers.%d.%s.", l, mx);
@@ -550,6 +589,8 @@ static int layer(out *o, json *j, const fla_type *ty, int l, int *first) {
     if (ok && f) transformer_config(&x);
   } else if (!strcmp(mx, "mamba2")) {
     ok = mamba2(&x, f);
+  } else if (!strcmp(mx, "mamba")) {
+    ok = mamba1(&x, f);
   } else if (!strcmp(mx, "linear_attn")) {
     ok = linear_attn(&x, f);
   } else if (!strcmp(mx, "retnet")) {
@@ -612,9 +653,10 @@ static int build(out *o, json *j, const at_restored *r, const char *ckpt) {
     return refuse(o, "learned position embeddings: no flash-linear-attention model has them");
   const fla_type *ty = type_of(o, cfg);
   if (!ty) return 0;
-  int mamba = !strcmp(ty->model_type, "mamba2");
+  int mamba = ty->backbone;
   if (mamba && cfg->mlp != AT_MLP_NONE)
-    return refuse(o, "a Mamba-2 model with an MLP: fla's Mamba-2 blocks have none (mlp: none exports)");
+    return refuse(o, "a %s model with an MLP: fla's %s blocks have none (mlp: none exports)", ty->model_type,
+                  ty->model_type);
   if (cfg->mlp == AT_MLP_RWKV_CMIX)
     return refuse(o, "a %s model with RWKV's channel mix (mlp: rwkv_cmix): fla's %s blocks have a GatedMLP "
                   "(mlp: swiglu or none exports)", ty->model_type, ty->model_type);
@@ -641,7 +683,8 @@ static int build(out *o, json *j, const at_restored *r, const char *ckpt) {
   copy(o, mamba ? "backbone.norm_f.weight" : "model.norm.weight", o->m->final_norm);
   copy(o, "lm_head.weight", o->m->lm_head ? o->m->lm_head : o->m->tok_emb);
   jkey(j, "attnlab", "{\"checkpoint\": \"%s\", \"run\": \"%s\", \"step\": %lld, \"mlp\": \"%s\"}", ckpt, r->rc->name,
-       (long long)r->ts.step, cfg->mlp == AT_MLP_SWIGLU ? "swiglu" : "none (exported as a zero GatedMLP)");
+       (long long)r->ts.step, cfg->mlp == AT_MLP_SWIGLU ? "swiglu" : cfg->mlp == AT_MLP_RWKV_CMIX ? "rwkv_cmix"
+       : mamba ? "none" : "none (exported as a zero MLP)");
   if (j->n + 4 >= sizeof j->buf) return refuse(o, "internal: config.json longer than %zu bytes", sizeof j->buf);
   j->n += (size_t)snprintf(j->buf + j->n, sizeof j->buf - j->n, "\n}\n");
   return !o->failed;

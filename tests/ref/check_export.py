@@ -6,7 +6,8 @@ blocks, fla/layers/<layer>.py for the layers, fla/modules for RMSNorm, the gated
 RMSNorms, ShortConvolution, GatedMLP and the rotary embedding), with fla's naive
 reference ops for the recurrent cores (fla/ops/{delta_rule,gated_delta_rule,kda,
 simple_gla,gla,linear_attn,retention}/naive.py, imported from a checkout of fla's sources:
-the real package needs triton); loads DIR/model.safetensors by fla's tensor names
+the real package needs triton; Mamba-1's selective scan token by token as mamba_ssm's
+selective_scan_ref, which fla's Mamba layer falls back to); loads DIR/model.safetensors by fla's tensor names
 (every tensor of the file used, every parameter of the model given, shapes equal);
 runs the input_ids of DIR/attnlab_check.safetensors in float64 and compares the
 logits with attnlab's (float32): the worst per-position relative error
@@ -39,6 +40,7 @@ except ImportError:
 torch.set_default_dtype(torch.float64)
 TOL = 1e-4
 NAIVE = {}
+BACKBONE = ("mamba", "mamba2")  # models named backbone.*, blocks without MLP
 
 
 def naive(fla_root, op):
@@ -267,6 +269,40 @@ class Mamba2(nn.Module):  # fla/layers/mamba2.py (n_groups 1, no biases)
         return self.out_proj(self.norm(y * F.silu(z)))
 
 
+def selective_scan(u, delta, A, Bm, Cm, D, z):
+    """mamba_ssm's selective_scan_ref (delta_softplus done by the caller): token by token,
+    h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t, y_t = C_t h_t + D u_t, times silu(z).
+    u, delta, z [B,T,I]; A [I,N]; Bm, Cm [B,T,N]."""
+    h = u.new_zeros(u.shape[0], u.shape[2], A.shape[1])
+    ys = []
+    for t in range(u.shape[1]):
+        h = torch.exp(delta[:, t, :, None] * A) * h + (delta[:, t] * u[:, t])[..., None] * Bm[:, t, None, :]
+        ys.append(torch.einsum("bin,bn->bi", h, Cm[:, t]))
+    return (torch.stack(ys, 1) + u * D) * F.silu(z)
+
+
+class Mamba(nn.Module):  # fla/layers/mamba.py (Mamba-1; use_bias False, use_conv_bias True)
+    def __init__(self, c, fla):
+        super().__init__()
+        d, self.N, self.R, cs = c["hidden_size"], c["state_size"], c["dt_rank"], c["conv_kernel"]
+        self.I = int(c["expand"] * d)
+        self.in_proj = nn.Linear(d, 2 * self.I, bias=False)
+        self.conv1d = nn.Conv1d(self.I, self.I, cs, groups=self.I, padding=cs - 1, bias=c.get("use_conv_bias", True))
+        self.x_proj = nn.Linear(self.I, self.R + 2 * self.N, bias=False)
+        self.dt_proj = nn.Linear(self.R, self.I, bias=True)
+        self.A_log = nn.Parameter(torch.zeros(self.I, self.N))
+        self.D = nn.Parameter(torch.ones(self.I))
+        self.out_proj = nn.Linear(self.I, d, bias=False)
+
+    def forward(self, x):
+        T = x.shape[1]
+        xs, z = self.in_proj(x).chunk(2, -1)
+        xs = F.silu(self.conv1d(xs.transpose(1, 2))[..., :T].transpose(1, 2))
+        dt, Bm, Cm = self.x_proj(xs).split([self.R, self.N, self.N], -1)
+        dt = F.softplus(self.dt_proj(dt))
+        return self.out_proj(selective_scan(xs, dt, -self.A_log.exp(), Bm, Cm, self.D, z))
+
+
 class LinearAttention(nn.Module):  # fla/layers/linear_attn.py (output norm rmsnorm)
     def __init__(self, c, fla):
         super().__init__()
@@ -406,11 +442,11 @@ class Block(nn.Module):  # the blocks of fla/models/<type>/modeling_<type>.py
         return x + self.mlp(self.mlp_norm(x))
 
 
-class Mamba2Block(nn.Module):
+class MambaBlock(nn.Module):  # fla/models/mamba{,2}/modeling_mamba{,2}.py: norm, mixer, no MLP
     def __init__(self, c, fla):
         super().__init__()
         self.norm = RMSNorm(c["hidden_size"], c["norm_eps"])
-        self.mixer = Mamba2(c, fla)
+        self.mixer = (Mamba2 if c["model_type"] == "mamba2" else Mamba)(c, fla)
 
     def forward(self, x):
         return x + self.mixer(self.norm(x))
@@ -419,9 +455,9 @@ class Mamba2Block(nn.Module):
 class Backbone(nn.Module):
     def __init__(self, c, fla):
         super().__init__()
-        d, mamba = c["hidden_size"], c["model_type"] == "mamba2"
+        d, mamba = c["hidden_size"], c["model_type"] in BACKBONE
         self.embeddings = nn.Embedding(c["vocab_size"], d)
-        self.layers = nn.ModuleList(Mamba2Block(c, fla) if mamba else Block(c, i, fla) for i in range(c["num_hidden_layers"]))
+        self.layers = nn.ModuleList(MambaBlock(c, fla) if mamba else Block(c, i, fla) for i in range(c["num_hidden_layers"]))
         if mamba:
             self.norm_f = RMSNorm(d, c["norm_eps"])
         else:
@@ -437,7 +473,7 @@ class Backbone(nn.Module):
 class ForCausalLM(nn.Module):
     def __init__(self, c, fla):
         super().__init__()
-        setattr(self, "backbone" if c["model_type"] == "mamba2" else "model", Backbone(c, fla))
+        setattr(self, "backbone" if c["model_type"] in BACKBONE else "model", Backbone(c, fla))
         self.lm_head = nn.Linear(c["hidden_size"], c["vocab_size"], bias=False)
 
     def forward(self, ids):
