@@ -390,7 +390,7 @@ Test(tools, export_writes_fla_names_and_logits) {
  * naming; options fla's layers cannot express are refused with the reason. */
 typedef struct export_case {
   const char *run;
-  const char *want[12]; /* "key": value in config.json, else a tensor in the safetensors header */
+  const char *want[12]; /* "key": value in config.json, else a tensor in the safetensors header (!: not there) */
 } export_case;
 
 static const export_case export_cases[] = {
@@ -408,6 +408,13 @@ static const export_case export_cases[] = {
              "\"backbone.layers.0.mixer.x_proj.weight\":{\"dtype\":\"F32\",\"shape\":[18,32]",
              "\"backbone.layers.0.mixer.dt_proj.bias\":{\"dtype\":\"F32\",\"shape\":[32]",
              "\"backbone.layers.1.norm.weight\"", "\"backbone.norm_f.weight\"", "\"backbone.embeddings.weight\""}},
+  /* d_model 32 as the stream [h, -h] of fla's hidden_size 64: 4 heads of 16, attnlab's 2 and 2 that output 0 */
+  {"rwkv7", {"\"model_type\": \"rwkv7\"", "\"hidden_size\": 64", "\"num_heads\": 4", "\"norm_bias\": false",
+             "\"intermediate_size\": 48", "\"model.layers.1.attn.v_lora.lora.0.weight\":{\"dtype\":\"F32\",\"shape\":[32,64]",
+             "!model.layers.0.attn.v_lora", "\"model.layers.0.attn.r_k\":{\"dtype\":\"F32\",\"shape\":[4,16]",
+             "\"model.layers.0.attn.x_w\":{\"dtype\":\"F32\",\"shape\":[1,1,64]",
+             "\"model.layers.1.ffn.value.weight\":{\"dtype\":\"F32\",\"shape\":[64,48]",
+             "\"model.layers.0.attn.g_norm.bias\":{\"dtype\":\"F32\",\"shape\":[64]", "\"model.embeddings.weight\":{\"dtype\":\"F32\",\"shape\":[64,64]"}},
 };
 
 static const struct {
@@ -417,7 +424,10 @@ static const struct {
   {"gla_rank", "gla with gate_low_rank_dim 8, gate_logit_normalizer 16: fla's GLA model always builds its layer with 16"},
   {"gla_cmix", "a gla model with RWKV's channel mix (mlp: rwkv_cmix): fla's gla blocks have a GatedMLP"},
   {"mamba_mlp", "a mamba model with an MLP: fla's mamba blocks have none"},
-  {"mamba_full", "a mamba model with softmax attention layers: fla's mamba configuration has no hybrid layers"},
+  {"mamba_full", "a mamba model with softmax attention layers: fla's configuration of it has no hybrid layers"},
+  {"rwkv7_swiglu", "a rwkv7 model with a SwiGLU MLP: fla's RWKV-7 blocks have RWKV's channel mix"},
+  {"rwkv7_full", "a rwkv7 model with softmax attention layers: fla's RWKV7Block takes v_first from every attention layer"},
+  {"rwkv7_heads", "rwkv7 with n_heads x head_dim 16 != d_model: fla's RWKV7Attention has key and value width hidden_size"},
 };
 
 static const char *export_yaml =
@@ -434,7 +444,11 @@ static const char *export_yaml =
     "  - {name: gla_cmix, model: {layers: [gla], mlp: rwkv_cmix}}\n"
     "  - {name: mamba, model: {layers: [mamba, mamba], attention: {mamba: {d_state: 8, expand: 1, dt_rank: 2}}}}\n"
     "  - {name: mamba_mlp, model: {layers: [mamba], mlp: swiglu}}\n"
-    "  - {name: mamba_full, model: {layers: [mamba, full], position: rope}}\n";
+    "  - {name: mamba_full, model: {layers: [mamba, full], position: rope}}\n"
+    "  - {name: rwkv7, model: {layers: [rwkv7, rwkv7], mlp: rwkv_cmix, mlp_hidden: 48}}\n"
+    "  - {name: rwkv7_swiglu, model: {layers: [rwkv7], mlp: swiglu}}\n"
+    "  - {name: rwkv7_full, model: {layers: [rwkv7, full], position: rope}}\n"
+    "  - {name: rwkv7_heads, model: {layers: [rwkv7], attention: {rwkv7: {head_dim: 8}}}}\n";
 
 Test(tools, export_maps_gla_rwkv7_mamba) {
   make_dir();
@@ -454,7 +468,8 @@ Test(tools, export_maps_gla_rwkv7_mamba) {
     cr_expect(data == file && data > 0, "%s: data %ld bytes, file %ld", ec->run, data, file);
     for (int k = 0; k < AT_ARRAY_LEN(ec->want) && ec->want[k]; k++) {
       const char *w = ec->want[k];
-      if (strstr(w, "\": ")) cr_expect(strstr(config, w), "%s: %s missing in %s", ec->run, w, config);
+      if (w[0] == '!') cr_expect(!strstr(h, w + 1), "%s: %s in the header", ec->run, w + 1);
+      else if (strstr(w, "\": ")) cr_expect(strstr(config, w), "%s: %s missing in %s", ec->run, w, config);
       else cr_expect(strstr(h, w), "%s: %s missing in %.2000s", ec->run, w, h);
     }
     free(h);

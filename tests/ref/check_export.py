@@ -55,7 +55,7 @@ def naive(fla_root, op):
                 shim.rearrange = shim.repeat = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("einops shim"))
                 sys.modules["einops"] = shim
         path = os.path.join(fla_root, "fla", "ops", op, "naive.py")
-        spec = importlib.util.spec_from_file_location(f"fla_naive_{op}", path)
+        spec = importlib.util.spec_from_file_location("fla_naive_" + op.replace("/", "_"), path)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         NAIVE[op] = mod
@@ -386,6 +386,101 @@ class GatedLinearAttention(nn.Module):  # fla/layers/gla.py as GLABlock builds i
         return self.o_proj(o.flatten(2))
 
 
+def token_delta(x):  # fla.modules.token_shift: shift(x) - x, shift(x)_t = x_{t-1}, 0 at t = 0
+    return F.pad(x, (0, 0, 1, -1)) - x
+
+
+class LoRA(nn.Module):  # fla/layers/rwkv6.py LoRA: Linear, activation, Linear (+ bias)
+    def __init__(self, i, o, rank, act, bias=True):
+        super().__init__()
+        self.lora = nn.Sequential(nn.Linear(i, rank, bias=False), act, nn.Linear(rank, o, bias=bias))
+
+    def forward(self, x):
+        return self.lora(x)
+
+
+class RWKV7Attention(nn.Module):  # fla/layers/rwkv7.py (fuse_norm: fla's l2_norm and GroupNorm with bias)
+    def __init__(self, c, layer, fla):
+        super().__init__()
+        d, self.K, self.layer, self.fla = c["hidden_size"], c["head_dim"], layer, fla
+        self.H = d // self.K
+        for n in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"):
+            setattr(self, n, nn.Parameter(torch.zeros(1, 1, d)))
+        self.k_k, self.k_a = nn.Parameter(torch.zeros(d)), nn.Parameter(torch.zeros(d))
+        self.r_k = nn.Parameter(torch.zeros(self.H, self.K))
+        self.r_proj, self.k_proj, self.v_proj, self.o_proj = (nn.Linear(d, d, bias=False) for _ in range(4))
+        self.w_lora = LoRA(d, d, c["decay_low_rank_dim"], nn.Tanh())
+        if layer != 0:
+            self.v_lora = LoRA(d, d, c["v_low_rank_dim"], nn.Identity())
+        self.a_lora = LoRA(d, d, c["a_low_rank_dim"], nn.Identity())
+        self.g_lora = LoRA(d, d, c["gate_low_rank_dim"], nn.Sigmoid(), bias=False)
+        self.g_norm = nn.GroupNorm(self.H, d, eps=self.K * c["norm_eps"])
+
+    def forward(self, x, v_first):
+        B, T, d = x.shape
+        delta = token_delta(x)
+        xr, xw, xk, xv, xa, xg = (x + delta * getattr(self, n) for n in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"))
+        r = self.r_proj(xr)
+        w = -0.6065306597126334 * self.w_lora(xw).sigmoid()
+        k, v = self.k_proj(xk), self.v_proj(xv)
+        if self.layer == 0:
+            v_first = v
+        else:
+            v = torch.lerp(v, v_first, self.v_lora(xv).sigmoid())
+        a, g = self.a_lora(xa).sigmoid(), self.g_lora(xg)
+        kk = l2norm(heads(k * self.k_k, self.K))
+        k = k.addcmul(k * (a - 1), self.k_a)
+        r, w, k, a, v = (heads(t, self.K) for t in (r, w, k, a, v))
+        tr = lambda t: t.transpose(1, 2)  # noqa: E731  [B,H,T,*]
+        # dplr_recurrence scales q by K^-1/2 (RWKV-7 runs at scale 1) and computes in float32
+        # (it casts all but alpha, which must then be float32 too)
+        o, _ = naive(self.fla, "generalized_delta_rule/dplr").dplr_recurrence(
+            tr(r * self.K ** 0.5), tr(k), tr(v), tr(-kk).float(), tr(kk * a), tr(w), None, False)
+        o = o.double()
+        o = self.g_norm(tr(o).reshape(B * T, d)).view(B, T, d)
+        o = (o + ((r * k * self.r_k).sum(-1, keepdim=True) * v).flatten(2)) * g  # gate_output_correction
+        return self.o_proj(o), v_first
+
+
+class LayerNorm(nn.Module):  # fla.modules.LayerNorm (bias optional)
+    def __init__(self, d, eps, bias):
+        super().__init__()
+        self.eps, self.weight = eps, nn.Parameter(torch.ones(d))
+        self.bias = nn.Parameter(torch.zeros(d)) if bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+
+
+class RWKV7FeedForward(nn.Module):  # fla/models/rwkv7/modeling_rwkv7.py (hidden_act sqrelu)
+    def __init__(self, d, inter):
+        super().__init__()
+        self.x_k = nn.Parameter(torch.zeros(d))
+        self.key = nn.Linear(d, inter, bias=False)
+        self.value = nn.Linear(inter, d, bias=False)
+
+    def forward(self, x):
+        return self.value(F.relu(self.key(x + token_delta(x) * self.x_k)) ** 2)
+
+
+class RWKV7Block(nn.Module):
+    def __init__(self, c, layer, fla):
+        super().__init__()
+        d, eps, bias = c["hidden_size"], c["norm_eps"], c.get("norm_bias", True)
+        if c.get("norm_first", True) and layer == 0:
+            self.pre_norm = LayerNorm(d, eps, bias)
+        self.attn_norm = LayerNorm(d, eps, bias)
+        self.attn = RWKV7Attention(c, layer, fla)
+        self.ffn_norm = LayerNorm(d, eps, bias)
+        self.ffn = RWKV7FeedForward(d, c["intermediate_size"])
+
+    def forward(self, x, v_first):
+        x = self.pre_norm(x) if hasattr(self, "pre_norm") else x
+        o, v_first = self.attn(self.attn_norm(x), v_first)
+        x = x + o
+        return x + self.ffn(self.ffn_norm(x)), v_first
+
+
 class MultiheadLatentAttention(nn.Module):  # fla/layers/mla.py
     def __init__(self, c, fla):
         super().__init__()
@@ -457,16 +552,24 @@ class Backbone(nn.Module):
         super().__init__()
         d, mamba = c["hidden_size"], c["model_type"] in BACKBONE
         self.embeddings = nn.Embedding(c["vocab_size"], d)
-        self.layers = nn.ModuleList(MambaBlock(c, fla) if mamba else Block(c, i, fla) for i in range(c["num_hidden_layers"]))
+        self.rwkv7 = c["model_type"] == "rwkv7"
+        block = (lambda i: MambaBlock(c, fla)) if mamba else (lambda i: (RWKV7Block if self.rwkv7 else Block)(c, i, fla))
+        self.layers = nn.ModuleList(block(i) for i in range(c["num_hidden_layers"]))
         if mamba:
             self.norm_f = RMSNorm(d, c["norm_eps"])
+        elif self.rwkv7:
+            self.norm = LayerNorm(d, c["norm_eps"], c.get("norm_bias", True))
         else:
             self.norm = RMSNorm(d, c["norm_eps"])
 
     def forward(self, ids):
         x = self.embeddings(ids)
+        v_first = None
         for layer in self.layers:
-            x = layer(x)
+            if self.rwkv7:
+                x, v_first = layer(x, v_first)
+            else:
+                x = layer(x)
         return self.norm_f(x) if hasattr(self, "norm_f") else self.norm(x)
 
 
