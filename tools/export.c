@@ -369,7 +369,7 @@ static void corner(out *o, const char *name, const at_tensor *t, int64_t rows, i
   if (mirror) put(d, cols, t, t->shape[0], 0, -1);
 }
 
-/* A vector [d] as [v, s v] of 2d. */
+/* A vector v [n] as [s1 v, s2 v] [2n]. */
 static void twice(out *o, const char *name, const at_tensor *t, double s1, double s2) {
   if (!t) return;
   float *d = add(o, name, AT_SHAPE(2 * t->size));
