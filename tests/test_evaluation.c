@@ -384,3 +384,101 @@ Test(tools, export_writes_fla_names_and_logits) {
   snprintf(path, sizeof path, "%s/fla2", dir);
   cr_expect(access(path, F_OK) != 0, "no output directory for a refused model");
 }
+
+/* The mixers mapped to fla's gla, rwkv7 and mamba models: each export's
+ * model_type and config fields, and its tensor names and shapes in fla's
+ * naming; options fla's layers cannot express are refused with the reason. */
+typedef struct export_case {
+  const char *run;
+  const char *want[12]; /* "key": value in config.json, else a tensor in the safetensors header (!: not there) */
+} export_case;
+
+static const export_case export_cases[] = {
+  {"gla", {"\"model_type\": \"gla\"", "\"expand_k\": 0.5", "\"use_output_gate\": true",
+           "\"model.layers.1.attn.gk_proj.1.bias\":{\"dtype\":\"F32\",\"shape\":[16]",
+           "\"model.layers.0.attn.g_norm_swish_gate.weight\":{\"dtype\":\"F32\",\"shape\":[16]",
+           "\"model.layers.0.mlp.gate_proj.weight\":{\"dtype\":\"F32\",\"shape\":[8,32]"}},
+  {"gla_conv", {"\"use_short_conv\": true", "\"clamp_min\": -0.050000000000000003", "\"use_output_gate\": false",
+                "\"model.layers.0.attn.k_conv1d.weight\":{\"dtype\":\"F32\",\"shape\":[32,1,3]",
+                "\"model.layers.0.attn.g_norm.weight\"", "\"model.layers.0.attn.gk_proj.0.weight\":{\"dtype\":\"F32\",\"shape\":[16,32]"}},
+  {"mamba", {"\"model_type\": \"mamba\"", "\"state_size\": 8", "\"dt_rank\": 2",
+             "\"backbone.layers.1.mixer.in_proj.weight\":{\"dtype\":\"F32\",\"shape\":[64,32]",
+             "\"backbone.layers.0.mixer.conv1d.weight\":{\"dtype\":\"F32\",\"shape\":[32,1,4]",
+             "\"backbone.layers.0.mixer.A_log\":{\"dtype\":\"F32\",\"shape\":[32,8]",
+             "\"backbone.layers.0.mixer.x_proj.weight\":{\"dtype\":\"F32\",\"shape\":[18,32]",
+             "\"backbone.layers.0.mixer.dt_proj.bias\":{\"dtype\":\"F32\",\"shape\":[32]",
+             "\"backbone.layers.1.norm.weight\"", "\"backbone.norm_f.weight\"", "\"backbone.embeddings.weight\""}},
+  /* d_model 32 as the stream [h, -h] of fla's hidden_size 64: 4 heads of 16, attnlab's 2 and 2 that output 0 */
+  {"rwkv7", {"\"model_type\": \"rwkv7\"", "\"hidden_size\": 64", "\"num_heads\": 4", "\"norm_bias\": false",
+             "\"intermediate_size\": 48", "\"model.layers.1.attn.v_lora.lora.0.weight\":{\"dtype\":\"F32\",\"shape\":[32,64]",
+             "!model.layers.0.attn.v_lora", "\"model.layers.0.attn.r_k\":{\"dtype\":\"F32\",\"shape\":[4,16]",
+             "\"model.layers.0.attn.x_w\":{\"dtype\":\"F32\",\"shape\":[1,1,64]",
+             "\"model.layers.1.ffn.value.weight\":{\"dtype\":\"F32\",\"shape\":[64,48]",
+             "\"model.layers.0.attn.g_norm.bias\":{\"dtype\":\"F32\",\"shape\":[64]", "\"model.embeddings.weight\":{\"dtype\":\"F32\",\"shape\":[64,64]"}},
+};
+
+static const struct {
+  const char *run, *why;
+} export_refusals[] = {
+  {"gla_sigmoid", "gla with the sigmoid output gate: fla's GLA model takes the gate's activation from hidden_act"},
+  {"gla_rank", "gla with gate_low_rank_dim 8, gate_logit_normalizer 16: fla's GLA model always builds its layer with 16"},
+  {"gla_cmix", "a gla model with RWKV's channel mix (mlp: rwkv_cmix): fla's gla blocks have a GatedMLP"},
+  {"mamba_mlp", "a mamba model with an MLP: fla's mamba blocks have none"},
+  {"mamba_full", "a mamba model with softmax attention layers: fla's configuration of it has no hybrid layers"},
+  {"rwkv7_swiglu", "a rwkv7 model with a SwiGLU MLP: fla's RWKV-7 blocks have RWKV's channel mix"},
+  {"rwkv7_full", "a rwkv7 model with softmax attention layers: fla's RWKV7Block takes v_first from every attention layer"},
+  {"rwkv7_heads", "rwkv7 with n_heads x head_dim 16 != d_model: fla's RWKV7Attention has key and value width hidden_size"},
+};
+
+static const char *export_yaml =
+    "experiment: ex\nseed: 2\n"
+    "data: {task: mqar, vocab_size: 64, seq_len: 16, num_kv_pairs: 2, train_examples: 500, test_examples: 16}\n"
+    "model: {d_model: 32, n_heads: 2, mlp: none, position: nope}\n"
+    "train: {steps: 2, batch_size: 4, eval_every: 2, threads: 1, log_every: 1000}\n"
+    "runs:\n"
+    "  - {name: gla, model: {layers: [gla, gla]}}\n"
+    "  - {name: gla_conv, model: {layers: [gla], mlp: swiglu, attention: {gla: {short_conv: true, conv_size: 3,\n"
+    "                                  output_gate: none, expand_k: 1, clamp_min: -0.05}}}}\n"
+    "  - {name: gla_sigmoid, model: {layers: [gla], attention: {gla: {output_gate: sigmoid}}}}\n"
+    "  - {name: gla_rank, model: {layers: [gla], attention: {gla: {gate_low_rank_dim: 8}}}}\n"
+    "  - {name: gla_cmix, model: {layers: [gla], mlp: rwkv_cmix}}\n"
+    "  - {name: mamba, model: {layers: [mamba, mamba], attention: {mamba: {d_state: 8, expand: 1, dt_rank: 2}}}}\n"
+    "  - {name: mamba_mlp, model: {layers: [mamba], mlp: swiglu}}\n"
+    "  - {name: mamba_full, model: {layers: [mamba, full], position: rope}}\n"
+    "  - {name: rwkv7, model: {layers: [rwkv7, rwkv7], mlp: rwkv_cmix, mlp_hidden: 48}}\n"
+    "  - {name: rwkv7_swiglu, model: {layers: [rwkv7], mlp: swiglu}}\n"
+    "  - {name: rwkv7_full, model: {layers: [rwkv7, full], position: rope}}\n"
+    "  - {name: rwkv7_heads, model: {layers: [rwkv7], attention: {rwkv7: {head_dim: 8}}}}\n";
+
+Test(tools, export_maps_gla_rwkv7_mamba) {
+  make_dir();
+  char out[300], cmd[1600], buf[8192], path[700];
+  snprintf(out, sizeof out, "%s/out", dir);
+  int failed = 0;
+  cr_assert(train_file(write_file("ex.yaml", export_yaml), out, 0, &failed) == AT_OK && !failed);
+  for (int i = 0; i < AT_ARRAY_LEN(export_cases); i++) {
+    const export_case *ec = &export_cases[i];
+    snprintf(cmd, sizeof cmd, "%s/bin/export %s/checkpoints/%s.h5 %s/fla_%s 2>&1", AT_BINARY_DIR, out, ec->run, dir, ec->run);
+    cr_assert_eq(run_cmd(cmd, buf, sizeof buf), 0, "%s: %s", ec->run, buf);
+    snprintf(path, sizeof path, "%s/fla_%s/config.json", dir, ec->run);
+    const char *config = slurp(path);
+    long data = 0, file = 0;
+    snprintf(path, sizeof path, "%s/fla_%s/model.safetensors", dir, ec->run);
+    char *h = safetensors_header(path, &data, &file);
+    cr_expect(data == file && data > 0, "%s: data %ld bytes, file %ld", ec->run, data, file);
+    for (int k = 0; k < AT_ARRAY_LEN(ec->want) && ec->want[k]; k++) {
+      const char *w = ec->want[k];
+      if (w[0] == '!') cr_expect(!strstr(h, w + 1), "%s: %s in the header", ec->run, w + 1);
+      else if (strstr(w, "\": ")) cr_expect(strstr(config, w), "%s: %s missing in %s", ec->run, w, config);
+      else cr_expect(strstr(h, w), "%s: %s missing in %.2000s", ec->run, w, h);
+    }
+    free(h);
+  }
+  for (int i = 0; i < AT_ARRAY_LEN(export_refusals); i++) {
+    snprintf(cmd, sizeof cmd, "%s/bin/export %s/checkpoints/%s.h5 %s/fla_%s 2>&1", AT_BINARY_DIR, out,
+             export_refusals[i].run, dir, export_refusals[i].run);
+    cr_expect_eq(run_cmd(cmd, buf, sizeof buf), 2, "%s exported: %s", export_refusals[i].run, buf);
+    cr_expect(strstr(buf, "cannot be exported to flash-linear-attention: ") && strstr(buf, export_refusals[i].why), "%s: %s",
+              export_refusals[i].run, buf);
+  }
+}

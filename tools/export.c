@@ -17,15 +17,28 @@
  *                                     attnlab (tests/ref/check_export.py)
  *
  * Mapped model types: transformer (full), delta_net (deltanet), gated_deltanet
- * (gdn), kda, mamba2, linear_attn, retnet, mla, and hybrids of one of the
- * linear types with full layers (fla's "attn" layers). Everything else is
- * refused with the reason: a mixer fla has no model for (performer, dsa, ...),
- * an option fla's layer does not have (KDA without its sigmoid output gate,
- * GDN's bounded gate, a NoPE softmax layer: fla's Attention always applies
- * RoPE, ...), learned positions (no fla model has them), a Mamba-2 model with
- * an MLP (fla's Mamba-2 blocks have none). attnlab models without an MLP
- * (mlp: none) are written with fla's GatedMLP at intermediate_size 8 and all
- * its weights zero, which adds exactly 0 to the residual stream.
+ * (gdn), kda, mamba2, mamba (Mamba-1), linear_attn, retnet, mla, gla, rwkv7
+ * (with RWKV's channel mix as fla's RWKV7FeedForward), and hybrids of
+ * delta_net, gated_deltanet, kda, linear_attn, retnet or gla with full
+ * layers (fla's "attn" layers). Everything else is refused with the reason:
+ * a mixer fla has no model for (performer, dsa, s4d, ...), an option fla's
+ * layer does not have (KDA without its sigmoid output gate, GDN's bounded
+ * gate, a NoPE softmax layer: fla's Attention always applies RoPE; GLA's
+ * sigmoid output gate: fla's GLA model takes the gate's activation from
+ * hidden_act, its MLP's too; a GLA gate rank or normaliser other than 16:
+ * GLABlock leaves the layer's defaults; RWKV-7 with n_heads head_dim !=
+ * d_model, ...), learned positions (no fla model has them), a block fla's
+ * model does not build (an MLP or softmax layers in Mamba-1/2, SwiGLU in
+ * RWKV-7, RWKV's channel mix anywhere else, softmax layers in RWKV-7: its
+ * block takes v_first from every attention layer). attnlab models without
+ * an MLP (mlp: none) are written with fla's GatedMLP (RWKV-7: its channel
+ * mix) at intermediate_size 8 and all its weights zero, which adds exactly 0
+ * to the residual stream.
+ *
+ * RWKV-7 is written at twice the width: fla's RWKV-7 blocks normalise with
+ * LayerNorm, attnlab's with RMSNorm, and the export keeps the stream [h, -h]
+ * (zero mean, so LayerNorm without bias is RMSNorm); see "rwkv7: the mirrored
+ * stream" below.
  *
  * Exit status: 0, 2 for bad usage, an unusable checkpoint or a refused model. */
 #define _POSIX_C_SOURCE 200809L
@@ -323,10 +336,178 @@ static int mamba2(ctx *x, int first) {
   return 1;
 }
 
+/* ---- rwkv7: the mirrored stream ----------------------------------------------------
+ *
+ * fla's RWKV-7 blocks normalise with LayerNorm (no RMSNorm option), attnlab's
+ * with RMSNorm, and RWKV7Attention's key width is hidden_size. The export is
+ * the attnlab model inside an fla RWKV-7 of hidden_size 2d whose residual
+ * stream is [h, -h]: it has zero mean, so LayerNorm without bias (norm_bias
+ * false) is exactly attnlab's RMSNorm (same variance, same eps). Every
+ * layer reads the first half (input weights [W, 0], token-shift mixes
+ * [x, 0]) and writes [y, -y] (output weights [W; -W]); the 2H heads are
+ * attnlab's H and H heads with zero r, k, v, gate and GroupNorm affine,
+ * which output exactly 0. Embeddings [E, -E]; the final norm [w/2, w/2]
+ * with the head [L, -L] (tied: L = E) gives the logits E (h w / rms). No
+ * pre_norm (norm_first false). */
+
+/* t (viewed as rows x cols, a vector as one row) times s into the row-major
+ * d (rows of dcols) at row r0, column c0. */
+static void put(float *d, int64_t dcols, const at_tensor *t, int64_t r0, int64_t c0, double s) {
+  if (!d || !t) return;
+  int64_t rows = t->ndim == 1 ? 1 : t->shape[0], cols = t->size / rows;
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < cols; c++) d[(r0 + r) * dcols + c0 + c] = (float)(s * t->data[r * cols + c]);
+}
+
+/* A [rows, cols] tensor with t in its top-left corner (zeros elsewhere) and,
+ * with mirror, -t below it: an input weight [W, 0] (mirror 0) or an
+ * output weight [[W, 0], [-W, 0]]. */
+static void corner(out *o, const char *name, const at_tensor *t, int64_t rows, int64_t cols, int mirror) {
+  if (!t) return;
+  float *d = add(o, name, t->ndim == 1 ? 1 : 2, t->ndim == 1 ? (int64_t[]){cols} : (int64_t[]){rows, cols});
+  put(d, cols, t, 0, 0, 1);
+  if (mirror) put(d, cols, t, t->shape[0], 0, -1);
+}
+
+/* A vector v [n] as [s1 v, s2 v] [2n]. */
+static void twice(out *o, const char *name, const at_tensor *t, double s1, double s2) {
+  if (!t) return;
+  float *d = add(o, name, AT_SHAPE(2 * t->size));
+  put(d, 2 * t->size, t, 0, 0, s1);
+  put(d, 2 * t->size, t, 0, t->size, s2);
+}
+
+static void lora_of(ctx *x, const char *name, int64_t D, int bias) {
+  char nm[200], leaf[64];
+  const char *pre = x->pre;
+  out *o = x->o;
+  const at_tensor *down = param(o, "%s%s.down", x->ours, name), *up = param(o, "%s%s.up", x->ours, name);
+  snprintf(leaf, sizeof leaf, "%s.lora.0.weight", name);
+  if (down) corner(o, NAME(leaf), down, down->shape[0], D, 0);
+  snprintf(leaf, sizeof leaf, "%s.lora.2.weight", name);
+  if (up) corner(o, NAME(leaf), up, D, up->shape[1], 0);
+  if (!bias) return;
+  snprintf(leaf, sizeof leaf, "%s.lora.2.bias", name);
+  corner(o, NAME(leaf), param(o, "%s%s.bias", x->ours, name), 1, D, 0);
+}
+
+static int64_t rank_of(out *o, int l, const char *lora) {
+  at_param *p = NULL;
+  char name[96];
+  snprintf(name, sizeof name, "layers.%d.rwkv7.%s.down", l, lora);
+  p = at_params_find(o->m->params, name);
+  return p ? p->t->shape[0] : 32; /* v_lora: no layer but the first (then unused) */
+}
+
+static int rwkv7(ctx *x, int first) {
+  const at_model_cfg *cfg = x->cfg;
+  int64_t d = cfg->d_model, D = 2 * d, H = cfg->n_heads, K = at_layer_head_dim(cfg, at_mixer_impl_of(at_mixer_from_name("rwkv7")));
+  if (H * K != d)
+    return refuse(x->o, "rwkv7 with n_heads x head_dim %lld != d_model: fla's RWKV7Attention has key and value "
+                  "width hidden_size", (long long)(H * K));
+  char nm[200];
+  const char *pre = x->pre, *ours = x->ours;
+  out *o = x->o;
+  static const char *const mix[] = {"x_r", "x_w", "x_k", "x_v", "x_a", "x_g"};
+  for (int i = 0; i < 6; i++) {
+    const at_tensor *t = param(o, "%s%s", ours, mix[i]);
+    float *v = add(o, NAME(mix[i]), AT_SHAPE(1, 1, D));
+    put(v, D, t, 0, 0, 1);
+  }
+  static const char *const sq[] = {"r_proj", "k_proj", "v_proj"};
+  for (int i = 0; i < 3; i++) {
+    char leaf[32];
+    snprintf(leaf, sizeof leaf, "%s.weight", sq[i]);
+    corner(o, NAME(leaf), param(o, "%s%s", ours, sq[i]), D, D, 0);
+  }
+  corner(o, NAME("o_proj.weight"), param(o, "%so_proj", ours), D, D, 1);
+  lora_of(x, "w_lora", D, 1);
+  lora_of(x, "a_lora", D, 1);
+  if (x->layer > 0) lora_of(x, "v_lora", D, 1);
+  lora_of(x, "g_lora", D, 0);
+  corner(o, NAME("k_k"), param(o, "%sk_k", ours), 1, D, 0);
+  corner(o, NAME("k_a"), param(o, "%sk_a", ours), 1, D, 0);
+  corner(o, NAME("r_k"), param(o, "%sr_k", ours), 2 * H, K, 0);
+  corner(o, NAME("g_norm.weight"), param(o, "%sg_norm.weight", ours), 1, D, 0);
+  corner(o, NAME("g_norm.bias"), param(o, "%sg_norm.bias", ours), 1, D, 0);
+  if (!first) return 1;
+  jkey(x->j, "head_dim", "%lld", (long long)K);
+  jkey(x->j, "num_heads", "%lld", (long long)(2 * H));
+  jkey(x->j, "decay_low_rank_dim", "%lld", (long long)rank_of(o, x->layer, "w_lora"));
+  jkey(x->j, "a_low_rank_dim", "%lld", (long long)rank_of(o, x->layer, "a_lora"));
+  jkey(x->j, "v_low_rank_dim", "%lld", (long long)rank_of(o, x->layer + 1, "v_lora"));
+  jkey(x->j, "gate_low_rank_dim", "%lld", (long long)rank_of(o, x->layer, "g_lora"));
+  jkey(x->j, "value_dim", "null");
+  jkey(x->j, "attn_mode", "\"chunk\"");
+  jkey(x->j, "norm_first", "false");
+  jkey(x->j, "norm_bias", "false");
+  jkey(x->j, "fuse_norm", "true");
+  return 1;
+}
+
+/* The block's LayerNorms and channel mix (RWKV7FeedForward; without an
+ * attnlab MLP, intermediate_size ZERO_MLP of zeros). */
+static void rwkv7_block(out *o, int l) {
+  const at_block *b = &o->m->blocks[l];
+  int64_t d = o->m->cfg.d_model;
+  char nm[200];
+  snprintf(nm, sizeof nm, "model.layers.%d.attn_norm.weight", l);
+  twice(o, nm, b->norm1, 1, 1);
+  snprintf(nm, sizeof nm, "model.layers.%d.ffn_norm.weight", l);
+  if (b->norm2) {
+    twice(o, nm, b->norm2, 1, 1);
+  } else {
+    float *w = add(o, nm, AT_SHAPE(2 * d));
+    for (int64_t i = 0; w && i < 2 * d; i++) w[i] = 1;
+  }
+  snprintf(nm, sizeof nm, "model.layers.%d.ffn.x_k", l);
+  float *xk = add(o, nm, AT_SHAPE(2 * d));
+  put(xk, 2 * d, b->x_k, 0, 0, 1);
+  int64_t I = b->x_k ? b->w_up->shape[0] : ZERO_MLP;
+  snprintf(nm, sizeof nm, "model.layers.%d.ffn.key.weight", l);
+  float *key = add(o, nm, AT_SHAPE(I, 2 * d));
+  if (b->x_k) put(key, 2 * d, b->w_up, 0, 0, 1);
+  snprintf(nm, sizeof nm, "model.layers.%d.ffn.value.weight", l);
+  float *val = add(o, nm, AT_SHAPE(2 * d, I));
+  if (b->x_k) put(val, I, b->w_down, 0, 0, 1), put(val, I, b->w_down, d, 0, -1);
+}
+
 /* linear_attn and retnet: their options as in models/linear_attn.c and
  * models/retnet.c (the structs there are private; read through the tables). */
 static double opt(const at_model_cfg *cfg, const char *mixer, const char *key) {
   return at_mixer_opt_get(cfg, at_mixer_from_name(mixer), key);
+}
+
+/* mamba: fla's Mamba (Mamba-1, the layer of mamba_ssm's mamba_simple.py):
+ * in_proj [x | z], conv1d with its bias, x_proj [dt, B, C], dt_proj with the
+ * dt bias as its bias, A_log [I, N], D, out_proj; no bias in in_proj and
+ * out_proj. */
+static int mamba1(ctx *x, int first) {
+  const at_model_cfg *cfg = x->cfg;
+  char nm[200];
+  const char *pre = x->pre, *ours = x->ours;
+  out *o = x->o;
+  copy(o, NAME("in_proj.weight"), param(o, "%sin_proj", ours));
+  conv_weight(o, NAME("conv1d.weight"), param(o, "%sconv", ours));
+  copy(o, NAME("conv1d.bias"), param(o, "%sconv_bias", ours));
+  copy(o, NAME("x_proj.weight"), param(o, "%sx_proj", ours));
+  const at_tensor *dt = param(o, "%sdt_proj", ours);
+  copy(o, NAME("dt_proj.weight"), dt);
+  copy(o, NAME("dt_proj.bias"), param(o, "%sdt_bias", ours));
+  copy(o, NAME("A_log"), param(o, "%sA_log", ours));
+  copy(o, NAME("D"), param(o, "%sD", ours));
+  copy(o, NAME("out_proj.weight"), param(o, "%sout_proj", ours));
+  if (!first || !dt) return 1;
+  jkey(x->j, "state_size", "%lld", (long long)opt(cfg, "mamba", "d_state"));
+  jkey(x->j, "expand", "%lld", (long long)opt(cfg, "mamba", "expand"));
+  jkey(x->j, "conv_kernel", "%lld", (long long)opt(cfg, "mamba", "conv_size"));
+  jkey(x->j, "dt_rank", "%lld", (long long)dt->shape[1]);
+  jkey(x->j, "use_bias", "false");
+  jkey(x->j, "use_conv_bias", "true");
+  jkey(x->j, "hidden_act", "\"silu\"");
+  jkey(x->j, "residual_in_fp32", "false");
+  jkey(x->j, "fuse_norm", "true");
+  return 1;
 }
 
 static int linear_attn(ctx *x, int first) {
@@ -388,6 +569,56 @@ static int retnet(ctx *x, int first) {
   return 1;
 }
 
+/* gla: fla's GatedLinearAttention as GLABlock builds it, which passes no
+ * gate_low_rank_dim or gate_logit_normalizer (the layer's 16 and 16) and
+ * takes the output gate's activation from hidden_act (also the MLP's). */
+static int gla(ctx *x, int first) {
+  const at_model_cfg *cfg = x->cfg;
+  int gate = (int)opt(cfg, "gla", "output_gate"), conv = opt(cfg, "gla", "short_conv") != 0;
+  if (gate == AT_GATE_SIGMOID)
+    return refuse(x->o, "gla with the sigmoid output gate: fla's GLA model takes the gate's activation from "
+                  "hidden_act, which is also its MLP's (swish)");
+  if (opt(cfg, "gla", "gate_low_rank_dim") != 16 || opt(cfg, "gla", "gate_logit_normalizer") != 16)
+    return refuse(x->o, "gla with gate_low_rank_dim %g, gate_logit_normalizer %g: fla's GLA model always builds its "
+                  "layer with 16 and 16", opt(cfg, "gla", "gate_low_rank_dim"), opt(cfg, "gla", "gate_logit_normalizer"));
+  char nm[200];
+  const char *pre = x->pre, *ours = x->ours;
+  out *o = x->o;
+  copy(o, NAME("q_proj.weight"), param(o, "%sq_proj", ours));
+  copy(o, NAME("k_proj.weight"), param(o, "%sk_proj", ours));
+  copy(o, NAME("v_proj.weight"), param(o, "%sv_proj", ours));
+  if (conv) {
+    conv_weight(o, NAME("q_conv1d.weight"), param(o, "%sq_conv", ours));
+    conv_weight(o, NAME("k_conv1d.weight"), param(o, "%sk_conv", ours));
+    conv_weight(o, NAME("v_conv1d.weight"), param(o, "%sv_conv", ours));
+  }
+  copy(o, NAME("gk_proj.0.weight"), param(o, "%sgk_proj.down", ours));
+  copy(o, NAME("gk_proj.1.weight"), param(o, "%sgk_proj.up", ours));
+  copy(o, NAME("gk_proj.1.bias"), param(o, "%sgk_proj.bias", ours));
+  if (gate == AT_GATE_SWISH) copy(o, NAME("g_proj.weight"), param(o, "%sg_proj", ours));
+  /* fuse_norm with the swish gate: FusedRMSNormGated; otherwise RMSNorm */
+  copy(o, gate == AT_GATE_SWISH ? NAME("g_norm_swish_gate.weight") : NAME("g_norm.weight"), param(o, "%sg_norm", ours));
+  copy(o, NAME("o_proj.weight"), param(o, "%so_proj", ours));
+  if (!first) return 1;
+  double cm = opt(cfg, "gla", "clamp_min");
+  jkey(x->j, "num_heads", "%lld", (long long)cfg->n_heads);
+  jkey(x->j, "num_kv_heads", "null");
+  jkey(x->j, "expand_k", "%.17g", opt(cfg, "gla", "expand_k"));
+  jkey(x->j, "expand_v", "%.17g", opt(cfg, "gla", "expand_v"));
+  jkey(x->j, "feature_map", "null");
+  jkey(x->j, "attn_mode", "\"chunk\"");
+  jkey(x->j, "use_short_conv", "%s", JB(conv));
+  jkey(x->j, "conv_size", "%lld", (long long)opt(cfg, "gla", "conv_size"));
+  jkey(x->j, "use_output_gate", "%s", JB(gate == AT_GATE_SWISH));
+  if (cm < 0) jkey(x->j, "clamp_min", "%.17g", cm);
+  else jkey(x->j, "clamp_min", "null");
+  jkey(x->j, "elementwise_affine", "true");
+  jkey(x->j, "use_gk", "true");
+  jkey(x->j, "use_gv", "false");
+  jkey(x->j, "fuse_norm", "true");
+  return 1;
+}
+
 static int mla(ctx *x, int first) {
   const at_model_cfg *cfg = x->cfg;
   const at_mla *L = x->o->m->blocks[x->layer].mixer_state;
@@ -438,14 +669,23 @@ static int mla(ctx *x, int first) {
 
 typedef struct fla_type {
   const char *mixer, *model_type, *arch;
-  int hybrid; /* its configuration takes "attn" for softmax layers */
+  int hybrid;   /* its configuration takes "attn" for softmax layers */
+  int backbone; /* Mamba's layout: backbone.layers.<i>.{norm,mixer}, no MLP, norm_f */
+  int mirror;   /* RWKV-7: LayerNorm blocks, the stream [h, -h] of width 2 d_model */
 } fla_type;
 
 static const fla_type types[] = {
-  {"full", "transformer", "TransformerForCausalLM", 0},   {"deltanet", "delta_net", "DeltaNetForCausalLM", 1},
-  {"gdn", "gated_deltanet", "GatedDeltaNetForCausalLM", 1}, {"kda", "kda", "KDAForCausalLM", 1},
-  {"mamba2", "mamba2", "Mamba2ForCausalLM", 0},           {"linear_attn", "linear_attn", "LinearAttentionForCausalLM", 1},
-  {"retnet", "retnet", "RetNetForCausalLM", 1},           {"mla", "mla", "MLAForCausalLM", 0},
+  {"full", "transformer", "TransformerForCausalLM", 0, 0, 0},
+  {"deltanet", "delta_net", "DeltaNetForCausalLM", 1, 0, 0},
+  {"gdn", "gated_deltanet", "GatedDeltaNetForCausalLM", 1, 0, 0},
+  {"kda", "kda", "KDAForCausalLM", 1, 0, 0},
+  {"mamba2", "mamba2", "Mamba2ForCausalLM", 0, 1, 0},
+  {"linear_attn", "linear_attn", "LinearAttentionForCausalLM", 1, 0, 0},
+  {"retnet", "retnet", "RetNetForCausalLM", 1, 0, 0},
+  {"mla", "mla", "MLAForCausalLM", 0, 0, 0},
+  {"gla", "gla", "GLAForCausalLM", 1, 0, 0},
+  {"mamba", "mamba", "MambaForCausalLM", 0, 1, 0},
+  {"rwkv7", "rwkv7", "RWKV7ForCausalLM", 0, 0, 1},
 };
 
 /* The fla type of a model: its one non-softmax mixer (or full), with full
@@ -467,25 +707,33 @@ static const fla_type *type_of(out *o, const at_model_cfg *cfg) {
   for (int i = 0; i < AT_ARRAY_LEN(types); i++) {
     if (strcmp(types[i].mixer, main)) continue;
     if (softmax && strcmp(main, "full") && !types[i].hybrid) {
-      refuse(o, "a %s model with softmax attention layers: fla's %s configuration has no hybrid layers", main,
-             types[i].model_type);
+      refuse(o, "a %s model with softmax attention layers: %s", main,
+             types[i].mirror ? "fla's RWKV7Block takes v_first from every attention layer, which its Attention "
+                               "layer does not return"
+                             : "fla's configuration of it has no hybrid layers");
       return NULL;
     }
     return &types[i];
   }
   refuse(o, "mixer %s: flash-linear-attention has no model for it (mapped: full, deltanet, gdn, kda, mamba2, "
-         "linear_attn, retnet, mla)", main);
+         "linear_attn, retnet, mla, gla, mamba, rwkv7)", main);
   return NULL;
 }
 
 static int layer(out *o, json *j, const fla_type *ty, int l, int *first) {
   const at_model_cfg *cfg = &o->m->cfg;
   const char *mx = at_mixer_name(cfg->layers[l]);
-  int mamba = !strcmp(ty->model_type, "mamba2");
+  int mamba = ty->backbone;
   char pre[96], ours[96], nm[200];
   snprintf(pre, sizeof pre, mamba ? "backbone.layers.%d.mixer." : "model.layers.%d.attn.", l);
   snprintf(ours, sizeof ours, "layers.%d.%s.", l, mx);
   ctx x = {o, j, cfg, l, pre, ours};
+  if (ty->mirror) {
+    int ok = rwkv7(&x, *first);
+    *first = 0;
+    rwkv7_block(o, l);
+    return ok;
+  }
   int is_main = strcmp(mx, "full") || !strcmp(ty->mixer, "full");
   int f = is_main && *first;
   int ok;
@@ -495,12 +743,16 @@ static int layer(out *o, json *j, const fla_type *ty, int l, int *first) {
     if (ok && f) transformer_config(&x);
   } else if (!strcmp(mx, "mamba2")) {
     ok = mamba2(&x, f);
+  } else if (!strcmp(mx, "mamba")) {
+    ok = mamba1(&x, f);
   } else if (!strcmp(mx, "linear_attn")) {
     ok = linear_attn(&x, f);
   } else if (!strcmp(mx, "retnet")) {
     ok = retnet(&x, f);
   } else if (!strcmp(mx, "mla")) {
     ok = mla(&x, f);
+  } else if (!strcmp(mx, "gla")) {
+    ok = gla(&x, f);
   } else {
     ok = delta_family(&x, mx, f);
   }
@@ -555,20 +807,31 @@ static int build(out *o, json *j, const at_restored *r, const char *ckpt) {
     return refuse(o, "learned position embeddings: no flash-linear-attention model has them");
   const fla_type *ty = type_of(o, cfg);
   if (!ty) return 0;
-  int mamba = !strcmp(ty->model_type, "mamba2");
+  int mamba = ty->backbone;
   if (mamba && cfg->mlp != AT_MLP_NONE)
-    return refuse(o, "a Mamba-2 model with an MLP: fla's Mamba-2 blocks have none (mlp: none exports)");
+    return refuse(o, "a %s model with an MLP: fla's %s blocks have none (mlp: none exports)", ty->model_type,
+                  ty->model_type);
+  if (ty->mirror && cfg->mlp == AT_MLP_SWIGLU)
+    return refuse(o, "a rwkv7 model with a SwiGLU MLP: fla's RWKV-7 blocks have RWKV's channel mix (mlp: rwkv_cmix "
+                  "or none exports)");
+  if (!ty->mirror && cfg->mlp == AT_MLP_RWKV_CMIX)
+    return refuse(o, "a %s model with RWKV's channel mix (mlp: rwkv_cmix): fla's %s blocks have a GatedMLP "
+                  "(mlp: swiglu or none exports)", ty->model_type, ty->model_type);
   j->n = (size_t)snprintf(j->buf, sizeof j->buf, "{");
   jkey(j, "model_type", "\"%s\"", ty->model_type);
   jkey(j, "architectures", "[\"%s\"]", ty->arch);
   jkey(j, "vocab_size", "%lld", (long long)cfg->vocab_size);
-  jkey(j, "hidden_size", "%lld", (long long)cfg->d_model);
+  jkey(j, "hidden_size", "%lld", (long long)(ty->mirror ? 2 : 1) * (long long)cfg->d_model);
   jkey(j, "num_hidden_layers", "%lld", (long long)cfg->n_layers);
   jkey(j, "norm_eps", "%.17g", cfg->norm_eps);
   jkey(j, "tie_word_embeddings", "%s", JB(cfg->tie_embeddings));
   jkey(j, "max_position_embeddings", "%lld", (long long)r->rc->data.seq_len);
   jkey(j, "initializer_range", "%.17g", cfg->init_std);
-  if (!mamba) {
+  if (ty->mirror) {
+    jkey(j, "hidden_act", "\"sqrelu\"");
+    jkey(j, "intermediate_size", "%lld", (long long)(cfg->mlp == AT_MLP_RWKV_CMIX ? cfg->mlp_hidden : ZERO_MLP));
+    jkey(j, "hidden_ratio", "null");
+  } else if (!mamba) {
     jkey(j, "hidden_act", "\"swish\"");
     jkey(j, "intermediate_size", "%lld", (long long)(cfg->mlp == AT_MLP_SWIGLU ? cfg->mlp_hidden : ZERO_MLP));
     jkey(j, "hidden_ratio", "null");
@@ -577,11 +840,25 @@ static int build(out *o, json *j, const at_restored *r, const char *ckpt) {
   int first = 1;
   for (int l = 0; l < cfg->n_layers; l++)
     if (!layer(o, j, ty, l, &first)) return 0;
-  copy(o, mamba ? "backbone.embeddings.weight" : "model.embeddings.weight", o->m->tok_emb);
-  copy(o, mamba ? "backbone.norm_f.weight" : "model.norm.weight", o->m->final_norm);
-  copy(o, "lm_head.weight", o->m->lm_head ? o->m->lm_head : o->m->tok_emb);
+  const at_tensor *head = o->m->lm_head ? o->m->lm_head : o->m->tok_emb;
+  if (ty->mirror) {
+    int64_t V = cfg->vocab_size, d = cfg->d_model;
+    float *e = add(o, "model.embeddings.weight", AT_SHAPE(V, 2 * d)), *h = add(o, "lm_head.weight", AT_SHAPE(V, 2 * d));
+    put(e, 2 * d, o->m->tok_emb, 0, 0, 1), put(e, 2 * d, o->m->tok_emb, 0, d, -1);
+    put(h, 2 * d, head, 0, 0, 1), put(h, 2 * d, head, 0, d, -1);
+    twice(o, "model.norm.weight", o->m->final_norm, 0.5, 0.5);
+  } else {
+    copy(o, mamba ? "backbone.embeddings.weight" : "model.embeddings.weight", o->m->tok_emb);
+    copy(o, mamba ? "backbone.norm_f.weight" : "model.norm.weight", o->m->final_norm);
+    copy(o, "lm_head.weight", head);
+  }
   jkey(j, "attnlab", "{\"checkpoint\": \"%s\", \"run\": \"%s\", \"step\": %lld, \"mlp\": \"%s\"}", ckpt, r->rc->name,
-       (long long)r->ts.step, cfg->mlp == AT_MLP_SWIGLU ? "swiglu" : "none (exported as a zero GatedMLP)");
+       (long long)r->ts.step, cfg->mlp == AT_MLP_SWIGLU ? "swiglu" : cfg->mlp == AT_MLP_RWKV_CMIX ? "rwkv_cmix"
+       : mamba ? "none" : "none (exported as a zero MLP)");
+  if (ty->mirror)
+    jkey(j, "attnlab_width", "\"d_model %lld as the first half of a stream [h, -h] (LayerNorm = RMSNorm at zero "
+         "mean); heads %lld to %lld output 0\"", (long long)cfg->d_model, (long long)cfg->n_heads,
+         (long long)(2 * cfg->n_heads - 1));
   if (j->n + 4 >= sizeof j->buf) return refuse(o, "internal: config.json longer than %zu bytes", sizeof j->buf);
   j->n += (size_t)snprintf(j->buf + j->n, sizeof j->buf - j->n, "\n}\n");
   return !o->failed;

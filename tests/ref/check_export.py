@@ -5,8 +5,9 @@ flash-linear-attention's definitions (fla/models/<type>/modeling_<type>.py for t
 blocks, fla/layers/<layer>.py for the layers, fla/modules for RMSNorm, the gated
 RMSNorms, ShortConvolution, GatedMLP and the rotary embedding), with fla's naive
 reference ops for the recurrent cores (fla/ops/{delta_rule,gated_delta_rule,kda,
-simple_gla,linear_attn,retention}/naive.py, imported from a checkout of fla's sources:
-the real package needs triton); loads DIR/model.safetensors by fla's tensor names
+simple_gla,gla,linear_attn,retention}/naive.py, imported from a checkout of fla's sources:
+the real package needs triton; Mamba-1's selective scan token by token as mamba_ssm's
+selective_scan_ref, which fla's Mamba layer falls back to); loads DIR/model.safetensors by fla's tensor names
 (every tensor of the file used, every parameter of the model given, shapes equal);
 runs the input_ids of DIR/attnlab_check.safetensors in float64 and compares the
 logits with attnlab's (float32): the worst per-position relative error
@@ -39,6 +40,7 @@ except ImportError:
 torch.set_default_dtype(torch.float64)
 TOL = 1e-4
 NAIVE = {}
+BACKBONE = ("mamba", "mamba2")  # models named backbone.*, blocks without MLP
 
 
 def naive(fla_root, op):
@@ -53,7 +55,7 @@ def naive(fla_root, op):
                 shim.rearrange = shim.repeat = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("einops shim"))
                 sys.modules["einops"] = shim
         path = os.path.join(fla_root, "fla", "ops", op, "naive.py")
-        spec = importlib.util.spec_from_file_location(f"fla_naive_{op}", path)
+        spec = importlib.util.spec_from_file_location("fla_naive_" + op.replace("/", "_"), path)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         NAIVE[op] = mod
@@ -267,6 +269,40 @@ class Mamba2(nn.Module):  # fla/layers/mamba2.py (n_groups 1, no biases)
         return self.out_proj(self.norm(y * F.silu(z)))
 
 
+def selective_scan(u, delta, A, Bm, Cm, D, z):
+    """mamba_ssm's selective_scan_ref (delta_softplus done by the caller): token by token,
+    h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t, y_t = C_t h_t + D u_t, times silu(z).
+    u, delta, z [B,T,I]; A [I,N]; Bm, Cm [B,T,N]."""
+    h = u.new_zeros(u.shape[0], u.shape[2], A.shape[1])
+    ys = []
+    for t in range(u.shape[1]):
+        h = torch.exp(delta[:, t, :, None] * A) * h + (delta[:, t] * u[:, t])[..., None] * Bm[:, t, None, :]
+        ys.append(torch.einsum("bin,bn->bi", h, Cm[:, t]))
+    return (torch.stack(ys, 1) + u * D) * F.silu(z)
+
+
+class Mamba(nn.Module):  # fla/layers/mamba.py (Mamba-1; use_bias False, use_conv_bias True)
+    def __init__(self, c, fla):
+        super().__init__()
+        d, self.N, self.R, cs = c["hidden_size"], c["state_size"], c["dt_rank"], c["conv_kernel"]
+        self.I = int(c["expand"] * d)
+        self.in_proj = nn.Linear(d, 2 * self.I, bias=False)
+        self.conv1d = nn.Conv1d(self.I, self.I, cs, groups=self.I, padding=cs - 1, bias=c.get("use_conv_bias", True))
+        self.x_proj = nn.Linear(self.I, self.R + 2 * self.N, bias=False)
+        self.dt_proj = nn.Linear(self.R, self.I, bias=True)
+        self.A_log = nn.Parameter(torch.zeros(self.I, self.N))
+        self.D = nn.Parameter(torch.ones(self.I))
+        self.out_proj = nn.Linear(self.I, d, bias=False)
+
+    def forward(self, x):
+        T = x.shape[1]
+        xs, z = self.in_proj(x).chunk(2, -1)
+        xs = F.silu(self.conv1d(xs.transpose(1, 2))[..., :T].transpose(1, 2))
+        dt, Bm, Cm = self.x_proj(xs).split([self.R, self.N, self.N], -1)
+        dt = F.softplus(self.dt_proj(dt))
+        return self.out_proj(selective_scan(xs, dt, -self.A_log.exp(), Bm, Cm, self.D, z))
+
+
 class LinearAttention(nn.Module):  # fla/layers/linear_attn.py (output norm rmsnorm)
     def __init__(self, c, fla):
         super().__init__()
@@ -313,6 +349,138 @@ class MultiScaleRetention(nn.Module):  # fla/layers/multiscale_retention.py (fus
         return self.o_proj(o.flatten(2))
 
 
+class GatedLinearAttention(nn.Module):  # fla/layers/gla.py as GLABlock builds it (ranks 16, normalizer 16)
+    def __init__(self, c, fla):
+        super().__init__()
+        d, H = c["hidden_size"], c["num_heads"]
+        self.fla, self.H, self.conv, self.gate = fla, H, c.get("use_short_conv", False), c.get("use_output_gate", True)
+        self.K, self.V = int(d * c["expand_k"]) // H, int(d * c["expand_v"]) // H
+        self.clamp_min, cs = c.get("clamp_min"), c.get("conv_size", 4)
+        HK, HV = H * self.K, H * self.V
+        self.q_proj = nn.Linear(d, HK, bias=False)
+        self.k_proj = nn.Linear(d, HK, bias=False)
+        self.v_proj = nn.Linear(d, HV, bias=False)
+        if self.gate:
+            self.g_proj = nn.Linear(d, HV, bias=False)
+        if self.conv:
+            self.q_conv1d, self.k_conv1d, self.v_conv1d = ShortConvolution(HK, cs), ShortConvolution(HK, cs), ShortConvolution(HV, cs)
+        self.gk_proj = nn.Sequential(nn.Linear(d, 16, bias=False), nn.Linear(16, HK, bias=True))
+        self.o_proj = nn.Linear(HV, d, bias=False)
+        if self.gate and c.get("hidden_act", "swish") == "swish" and c.get("fuse_norm", True):
+            self.g_norm_swish_gate = RMSNormGated(self.V, c["norm_eps"], "swish")
+        else:
+            assert not self.gate, "a gate other than fused swish"
+            self.g_norm = RMSNorm(self.V, c["norm_eps"])
+
+    def forward(self, x):
+        if self.conv:
+            q, k, v = self.q_conv1d(self.q_proj(x)), self.k_conv1d(self.k_proj(x)), self.v_conv1d(self.v_proj(x))
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q, k, v = heads(q, self.K), heads(k, self.K), heads(v, self.V)
+        gk = F.logsigmoid(heads(self.gk_proj(x), self.K)) / 16
+        if self.clamp_min is not None:
+            gk = gk.clamp_min(self.clamp_min)
+        o, _ = naive(self.fla, "gla").naive_recurrent_gla(q, k, v, gk)
+        o = self.g_norm_swish_gate(o, heads(self.g_proj(x), self.V)) if self.gate else self.g_norm(o)
+        return self.o_proj(o.flatten(2))
+
+
+def token_delta(x):  # fla.modules.token_shift: shift(x) - x, shift(x)_t = x_{t-1}, 0 at t = 0
+    return F.pad(x, (0, 0, 1, -1)) - x
+
+
+class LoRA(nn.Module):  # fla/layers/rwkv6.py LoRA: Linear, activation, Linear (+ bias)
+    def __init__(self, i, o, rank, act, bias=True):
+        super().__init__()
+        self.lora = nn.Sequential(nn.Linear(i, rank, bias=False), act, nn.Linear(rank, o, bias=bias))
+
+    def forward(self, x):
+        return self.lora(x)
+
+
+class RWKV7Attention(nn.Module):  # fla/layers/rwkv7.py (fuse_norm: fla's l2_norm and GroupNorm with bias)
+    def __init__(self, c, layer, fla):
+        super().__init__()
+        d, self.K, self.layer, self.fla = c["hidden_size"], c["head_dim"], layer, fla
+        self.H = d // self.K
+        for n in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"):
+            setattr(self, n, nn.Parameter(torch.zeros(1, 1, d)))
+        self.k_k, self.k_a = nn.Parameter(torch.zeros(d)), nn.Parameter(torch.zeros(d))
+        self.r_k = nn.Parameter(torch.zeros(self.H, self.K))
+        self.r_proj, self.k_proj, self.v_proj, self.o_proj = (nn.Linear(d, d, bias=False) for _ in range(4))
+        self.w_lora = LoRA(d, d, c["decay_low_rank_dim"], nn.Tanh())
+        if layer != 0:
+            self.v_lora = LoRA(d, d, c["v_low_rank_dim"], nn.Identity())
+        self.a_lora = LoRA(d, d, c["a_low_rank_dim"], nn.Identity())
+        self.g_lora = LoRA(d, d, c["gate_low_rank_dim"], nn.Sigmoid(), bias=False)
+        self.g_norm = nn.GroupNorm(self.H, d, eps=self.K * c["norm_eps"])
+
+    def forward(self, x, v_first):
+        B, T, d = x.shape
+        delta = token_delta(x)
+        xr, xw, xk, xv, xa, xg = (x + delta * getattr(self, n) for n in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"))
+        r = self.r_proj(xr)
+        w = -0.6065306597126334 * self.w_lora(xw).sigmoid()
+        k, v = self.k_proj(xk), self.v_proj(xv)
+        if self.layer == 0:
+            v_first = v
+        else:
+            v = torch.lerp(v, v_first, self.v_lora(xv).sigmoid())
+        a, g = self.a_lora(xa).sigmoid(), self.g_lora(xg)
+        kk = l2norm(heads(k * self.k_k, self.K))
+        k = k.addcmul(k * (a - 1), self.k_a)
+        r, w, k, a, v = (heads(t, self.K) for t in (r, w, k, a, v))
+        tr = lambda t: t.transpose(1, 2)  # noqa: E731  [B,H,T,*]
+        # dplr_recurrence scales q by K^-1/2 (RWKV-7 runs at scale 1) and computes in float32
+        # (it casts all but alpha, which must then be float32 too)
+        o, _ = naive(self.fla, "generalized_delta_rule/dplr").dplr_recurrence(
+            tr(r * self.K ** 0.5), tr(k), tr(v), tr(-kk).float(), tr(kk * a), tr(w), None, False)
+        o = o.double()
+        o = self.g_norm(tr(o).reshape(B * T, d)).view(B, T, d)
+        o = (o + ((r * k * self.r_k).sum(-1, keepdim=True) * v).flatten(2)) * g  # gate_output_correction
+        return self.o_proj(o), v_first
+
+
+class LayerNorm(nn.Module):  # fla.modules.LayerNorm (bias optional)
+    def __init__(self, d, eps, bias):
+        super().__init__()
+        self.eps, self.weight = eps, nn.Parameter(torch.ones(d))
+        self.bias = nn.Parameter(torch.zeros(d)) if bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+
+
+class RWKV7FeedForward(nn.Module):  # fla/models/rwkv7/modeling_rwkv7.py (hidden_act sqrelu)
+    def __init__(self, d, inter):
+        super().__init__()
+        self.x_k = nn.Parameter(torch.zeros(d))
+        self.key = nn.Linear(d, inter, bias=False)
+        self.value = nn.Linear(inter, d, bias=False)
+
+    def forward(self, x):
+        return self.value(F.relu(self.key(x + token_delta(x) * self.x_k)) ** 2)
+
+
+class RWKV7Block(nn.Module):
+    def __init__(self, c, layer, fla):
+        super().__init__()
+        d, eps, bias = c["hidden_size"], c["norm_eps"], c.get("norm_bias", True)
+        if c.get("norm_first", True) and layer == 0:
+            self.pre_norm = LayerNorm(d, eps, bias)
+        self.attn_norm = LayerNorm(d, eps, bias)
+        self.attn = RWKV7Attention(c, layer, fla)
+        self.ffn_norm = LayerNorm(d, eps, bias)
+        self.ffn = RWKV7FeedForward(d, c["intermediate_size"])
+
+    def forward(self, x, v_first):
+        x = self.pre_norm(x) if hasattr(self, "pre_norm") else x
+        o, v_first = self.attn(self.attn_norm(x), v_first)
+        x = x + o
+        return x + self.ffn(self.ffn_norm(x)), v_first
+
+
 class MultiheadLatentAttention(nn.Module):  # fla/layers/mla.py
     def __init__(self, c, fla):
         super().__init__()
@@ -351,7 +519,8 @@ def mixer_of(c, layer, fla):
                          attn.get("rope_theta", 10000.0))
     if t in ("delta_net", "gated_deltanet", "kda"):
         return DeltaFamily(t, c, fla)
-    return {"linear_attn": LinearAttention, "retnet": MultiScaleRetention, "mla": MultiheadLatentAttention}[t](c, fla)
+    return {"linear_attn": LinearAttention, "retnet": MultiScaleRetention, "mla": MultiheadLatentAttention,
+            "gla": GatedLinearAttention}[t](c, fla)
 
 
 class Block(nn.Module):  # the blocks of fla/models/<type>/modeling_<type>.py
@@ -368,11 +537,11 @@ class Block(nn.Module):  # the blocks of fla/models/<type>/modeling_<type>.py
         return x + self.mlp(self.mlp_norm(x))
 
 
-class Mamba2Block(nn.Module):
+class MambaBlock(nn.Module):  # fla/models/mamba{,2}/modeling_mamba{,2}.py: norm, mixer, no MLP
     def __init__(self, c, fla):
         super().__init__()
         self.norm = RMSNorm(c["hidden_size"], c["norm_eps"])
-        self.mixer = Mamba2(c, fla)
+        self.mixer = (Mamba2 if c["model_type"] == "mamba2" else Mamba)(c, fla)
 
     def forward(self, x):
         return x + self.mixer(self.norm(x))
@@ -381,25 +550,33 @@ class Mamba2Block(nn.Module):
 class Backbone(nn.Module):
     def __init__(self, c, fla):
         super().__init__()
-        d, mamba = c["hidden_size"], c["model_type"] == "mamba2"
+        d, mamba = c["hidden_size"], c["model_type"] in BACKBONE
         self.embeddings = nn.Embedding(c["vocab_size"], d)
-        self.layers = nn.ModuleList(Mamba2Block(c, fla) if mamba else Block(c, i, fla) for i in range(c["num_hidden_layers"]))
+        self.rwkv7 = c["model_type"] == "rwkv7"
+        block = (lambda i: MambaBlock(c, fla)) if mamba else (lambda i: (RWKV7Block if self.rwkv7 else Block)(c, i, fla))
+        self.layers = nn.ModuleList(block(i) for i in range(c["num_hidden_layers"]))
         if mamba:
             self.norm_f = RMSNorm(d, c["norm_eps"])
+        elif self.rwkv7:
+            self.norm = LayerNorm(d, c["norm_eps"], c.get("norm_bias", True))
         else:
             self.norm = RMSNorm(d, c["norm_eps"])
 
     def forward(self, ids):
         x = self.embeddings(ids)
+        v_first = None
         for layer in self.layers:
-            x = layer(x)
+            if self.rwkv7:
+                x, v_first = layer(x, v_first)
+            else:
+                x = layer(x)
         return self.norm_f(x) if hasattr(self, "norm_f") else self.norm(x)
 
 
 class ForCausalLM(nn.Module):
     def __init__(self, c, fla):
         super().__init__()
-        setattr(self, "backbone" if c["model_type"] == "mamba2" else "model", Backbone(c, fla))
+        setattr(self, "backbone" if c["model_type"] in BACKBONE else "model", Backbone(c, fla))
         self.lm_head = nn.Linear(c["hidden_size"], c["vocab_size"], bias=False)
 
     def forward(self, ids):
