@@ -160,3 +160,11 @@ int64_t at_softmax_cache_per_token(const void *layer) {
   const at_softmax_layer *L = layer;
   return 2 * L->h * L->hd;
 }
+
+at_attn_layout *at_softmax_mixer_layout(at_ctx *c, const at_mixer_impl *impl, const void *layer, int64_t T) {
+  if (impl->forward != at_softmax_forward)
+    return at_fail(c, AT_E_ARG, "mixer %s has no fixed attention pattern (not a softmax-layer mixer)", impl->name);
+  const at_softmax_layer *L = layer;
+  if (L->layout) return L->layout(c, L, T);
+  return L->window > 0 ? at_attn_layout_window(c, T, L->window) : at_attn_layout_causal(c, T);
+}

@@ -80,4 +80,9 @@ at_tensor *at_softmax_prefill(at_ctx *c, void *layer, at_tensor *x, at_mixer_sta
 at_tensor *at_softmax_step(at_ctx *c, void *layer, at_tensor *x, at_mixer_state *s, at_mixer_io *io);
 int64_t at_softmax_cache_per_token(const void *layer);
 
+/* The visibility pattern of a layer of `impl` for T positions, if impl is a
+ * mixer built on this header (its forward is at_softmax_forward): its layout
+ * hook's, or causal with its window. NULL with AT_E_ARG for other mixers. */
+at_attn_layout *at_softmax_mixer_layout(at_ctx *c, const at_mixer_impl *impl, const void *layer, int64_t T);
+
 #endif
