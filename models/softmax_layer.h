@@ -14,8 +14,9 @@
  *                        decoder's max_len serves every step;
  *   qkv(c, layer, x, pos0, q, k, v)  its own projections (NULL hook: the
  *                        ones above; longformer's global projections).
- * The mixer's impl then points forward, state_new, prefill, step,
- * cache_per_token and destroy at the functions below.
+ * The mixer's impl then points forward, state_new, prefill, step and
+ * cache_per_token at the functions below (destroy: free, or its own for
+ * what it allocated beyond the struct).
  *
  * Decoding: k_cache, v_cache [B, S, H, hd]. Without a window S = max_len and
  * position p lives in slot p (the step reads row pos of the layout built for
