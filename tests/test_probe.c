@@ -1,7 +1,8 @@
 /* tools/probe.c, run in-process (the tool's source is included, without its
  * main): the three attention golden files (inputs/ layout), top-level
  * float64 inputs with options, and every error path (exit status 2 and a
- * message, no output file left behind). */
+ * message, no output file left behind); --pattern writes a mixer's mask as a
+ * PNG whose chunks, checksums and pixels are read back here. */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -293,4 +294,92 @@ Test(probe, list_names_every_op) {
                 strstr(buf, "outputs: o dq dk dv") && strstr(buf, "window_size"),
             "--list: %s", buf);
   free(buf);
+}
+
+/* ---- --pattern: a mixer's mask as a PNG -------------------------------------------- */
+
+static uint32_t rd32(const unsigned char *b) {
+  return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+/* The pixels of a PNG written by core/png.c (8-bit gray, stored deflate
+ * blocks), checking the signature, every chunk's CRC and the Adler-32. */
+static unsigned char *read_png(const char *path, int64_t *w, int64_t *h) {
+  FILE *f = fopen(path, "rb");
+  cr_assert(f != NULL, "no %s", path);
+  static unsigned char d[1 << 22];
+  size_t n = fread(d, 1, sizeof d, f);
+  fclose(f);
+  cr_assert(n > 8 && !memcmp(d, "\x89PNG\r\n\x1a\n", 8), "not a PNG");
+  unsigned char *z = malloc(n);
+  size_t zn = 0, pos = 8;
+  int seen_end = 0;
+  while (pos + 12 <= n) {
+    uint32_t len = rd32(d + pos);
+    cr_assert(pos + 12 + len <= n);
+    cr_expect(at_crc32(0, d + pos + 4, len + 4) == rd32(d + pos + 8 + len), "chunk CRC");
+    if (!memcmp(d + pos + 4, "IHDR", 4)) {
+      cr_assert_eq(len, 13);
+      *w = rd32(d + pos + 8), *h = rd32(d + pos + 12);
+      cr_expect(d[pos + 16] == 8 && d[pos + 17] == 0, "8-bit grayscale");
+    }
+    if (!memcmp(d + pos + 4, "IDAT", 4)) memcpy(z + zn, d + pos + 8, len), zn += len;
+    seen_end |= !memcmp(d + pos + 4, "IEND", 4);
+    pos += 12 + len;
+  }
+  cr_expect(seen_end && pos == n, "IEND last");
+  size_t raw_n = (size_t)((*w + 1) * *h), got = 0, p = 2;
+  unsigned char *raw = malloc(raw_n), *pix = malloc((size_t)(*w * *h));
+  cr_assert(z[0] == 0x78 && ((z[0] << 8) | z[1]) % 31 == 0, "zlib header");
+  for (int last = 0; !last;) { /* stored blocks */
+    last = z[p] & 1;
+    cr_assert((z[p] >> 1) == 0, "a stored block");
+    size_t len = z[p + 1] | (size_t)z[p + 2] << 8;
+    cr_assert(((len ^ (z[p + 3] | (size_t)z[p + 4] << 8)) & 0xFFFF) == 0xFFFF, "LEN / NLEN");
+    cr_assert(got + len <= raw_n);
+    memcpy(raw + got, z + p + 5, len);
+    got += len, p += 5 + len;
+  }
+  cr_assert_eq(got, raw_n);
+  cr_expect(rd32(z + p) == at_adler32(1, raw, raw_n), "Adler-32");
+  for (int64_t y = 0; y < *h; y++) {
+    cr_expect(raw[y * (*w + 1)] == 0, "filter none");
+    memcpy(pix + y * *w, raw + y * (*w + 1) + 1, (size_t)*w);
+  }
+  free(z), free(raw);
+  return pix;
+}
+
+Test(probe, png_checksums_known_values) {
+  cr_expect(at_crc32(0, (const unsigned char *)"123456789", 9) == 0xCBF43926u);
+  cr_expect(at_adler32(1, (const unsigned char *)"Wikipedia", 9) == 0x11E60398u);
+}
+
+Test(probe, pattern_png_is_the_mixer_mask) {
+  char out[256], msg[2048];
+  snprintf(out, sizeof out, "/tmp/attnlab_probe_pattern_%d.png", (int)getpid());
+  /* 3 heads of 300 positions: 905 x 300 pixels, more than one stored block */
+  const char *argv[] = {"probe", "--pattern", "sparse_transformer", "300", out, "pattern=strided", "stride=7",
+                        "combine=heads", "n_heads=3"};
+  cr_assert(run_probe(9, argv, msg, sizeof msg) == 0, "%s", msg);
+  int64_t w = 0, h = 0;
+  unsigned char *pix = read_png(out, &w, &h);
+  cr_assert(w == 3 * 302 - 2 && h == 300, "%lld x %lld", (long long)w, (long long)h);
+  int64_t wrong = 0;
+  for (int64_t hd = 0; hd < 3; hd++)
+    for (int64_t i = 0; i < 300; i++)
+      for (int64_t j = 0; j < 300; j++) {
+        int a1 = hd % 2 == 0, vis = j <= i && (a1 ? j >= i - 7 : (i - j) % 7 == 0);
+        wrong += pix[i * w + hd * 302 + j] != (vis ? 0 : 255);
+      }
+  cr_expect(wrong == 0, "%lld pixels differ from the strided heads' definition", (long long)wrong);
+  cr_expect(pix[301] == 128 && pix[300] == 128, "gray gap between the panels");
+  free(pix);
+  remove(out);
+  const char *linear[] = {"probe", "--pattern", "mamba", "20", out};
+  expect_error(5, linear, "mamba has no fixed attention pattern", out);
+  const char *badkey[] = {"probe", "--pattern", "bigbird", "20", out, "blocks=3"};
+  expect_error(6, badkey, "has no option 'blocks'", out);
+  const char *badT[] = {"probe", "--pattern", "bigbird", "0", out};
+  expect_error(5, badT, "T '0' must be an integer", out);
 }

@@ -1,7 +1,9 @@
 /* experiments/kv_compression.yaml and experiments/dsa_two_stage.yaml load,
  * build their models, match non-embedding parameter counts within 0.1%
  * (kv_compression; dsa_two_stage's recency control against the DSA models'
- * main part), have the documented KV caches, and the DSA recipe's stages. */
+ * main part), have the documented KV caches, and the DSA recipe's stages;
+ * experiments/sparse_patterns.yaml's runs have equal parameters and the
+ * documented visible keys per query (its header's budget table). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -10,6 +12,7 @@
 #include "experiments/config.h"
 #include "mla_testing.h"
 #include "models/model.h"
+#include "models/softmax_layer.h"
 
 static at_experiment *load(const char *name) {
   char path[1024];
@@ -87,5 +90,47 @@ Test(sparse_experiments, dsa_two_stage_runs_and_stages) {
   cr_expect(rel < 1e-3, "dsa main %lld vs recency %lld", (long long)(bd.non_emb - bd.indexer),
             (long long)br.non_emb);
   cr_expect_eq(bd.cache, 4 * (128 + 16 + 16));
+  at_experiment_free(e);
+}
+
+/* Visible (query, key) pairs per query, averaged over the layers and heads
+ * of a model's softmax-layer mixers at T positions. */
+static double mean_visible(const at_model *m, int64_t T) {
+  at_ctx *c = at_ctx_new(0);
+  double pairs = 0;
+  int64_t HQ = m->cfg.n_heads;
+  for (int l = 0; l < m->cfg.n_layers; l++) {
+    const at_block *b = &m->blocks[l];
+    at_attn_layout *L = at_softmax_mixer_layout(c, b->mixer, b->mixer_state, T);
+    cr_assert(L != NULL, "%s", at_errmsg());
+    for (int64_t h = 0; h < HQ; h++)
+      for (int64_t i = 0; i < T; i++)
+        for (int64_t j = 0; j <= i; j++) pairs += at_attn_layout_visible(L, 0, h, i, j);
+  }
+  at_ctx_free(c);
+  return pairs / (double)(m->cfg.n_layers * HQ * T);
+}
+
+Test(sparse_experiments, sparse_patterns_matched_parameters_and_budgets) {
+  at_experiment *e = load("sparse_patterns.yaml");
+  cr_assert_eq(e->n_runs, 12);
+  const char *names[] = {"dense", "window", "st_strided", "st_fixed", "longformer", "bigbird"};
+  const double keys[] = {128.5, 30.1, 33.6, 30.5, 28.7, 34.0}; /* the header's table */
+  for (int d = 0; d < 2; d++) {
+    int64_t ref = -1;
+    for (int i = 0; i < 6; i++) {
+      char name[64];
+      snprintf(name, sizeof name, "%s data=%s", names[i], d ? "niah" : "text");
+      const at_run_cfg *rc = run_named(e, name);
+      at_model *m = NULL;
+      cr_assert(at_model_new(&rc->model, rc->seed, &m) == AT_OK, "%s: %s", name, at_errmsg());
+      int64_t n = at_model_num_params(m);
+      if (ref < 0) ref = n;
+      cr_expect_eq(n, ref, "%s: %lld parameters vs dense's %lld", name, (long long)n, (long long)ref);
+      double v = mean_visible(m, rc->data.seq_len);
+      cr_expect(fabs(v - keys[i]) < 0.05, "%s: %.3f visible keys per query, documented %.1f", name, v, keys[i]);
+      at_model_free(m);
+    }
+  }
   at_experiment_free(e);
 }

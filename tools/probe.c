@@ -25,6 +25,16 @@
  * line, an unknown op, a missing or unreadable file, a missing input, a
  * wrong shape or option.
  *
+ *
+ *   probe --pattern MIXER T OUT.png [KEY=VALUE ...]
+ * writes the visibility mask of a softmax-attention mixer's layer (full,
+ * sparse_transformer, longformer, bigbird) over T positions as an 8-bit
+ * grayscale PNG: one T x T panel per query head, left to right, 2 gray
+ * columns apart; row i, column j black if query i sees key j, white if not.
+ * KEY=VALUE sets a mixer option (enums by name, e.g. pattern=strided) or
+ * n_heads (4), n_layers (1), layer (0, the layer's index) and seed (0, the
+ * model seed: bigbird's random blocks).
+ *
  * Adding an op is one entry of `probe_ops[]` (name, inputs, outputs with the
  * dataset holding each one's gradient, options for --list) plus a run
  * function that reads its options with probe_opt_double/probe_opt_int and
@@ -36,6 +46,9 @@
 #include <string.h>
 
 #include "core/h5io.h"
+#include "core/png.h"
+#include "models/model.h"
+#include "models/softmax_layer.h"
 #include "ops/attention/attention.h"
 #include "ops/attention/favor.h"
 #include "ops/attention/dplr.h"
@@ -368,7 +381,8 @@ static void probe_list(FILE *f) {
 }
 
 static void probe_usage(FILE *f) {
-  fprintf(f, "usage: probe OP IN.h5 OUT.h5   (probe --list: the known ops)\n");
+  fprintf(f, "usage: probe OP IN.h5 OUT.h5   (probe --list: the known ops)\n"
+             "       probe --pattern MIXER T OUT.png [KEY=VALUE ...]   (a mixer's attention mask)\n");
 }
 
 static void probe_known(FILE *f) {
@@ -499,6 +513,118 @@ static int probe(const char *name, const char *in_path, const char *out_path, FI
   return st == AT_OK ? 0 : 2;
 }
 
+/* ---- --pattern: a mixer's visibility mask as a PNG --------------------------------- */
+
+typedef struct pattern_job {
+  at_model_cfg cfg;
+  int layer;
+  uint64_t seed;
+} pattern_job;
+
+/* KEY=VALUE into the job: the special keys, else the mixer's option (an
+ * enum by name, a bool as true/false). */
+static at_status pattern_arg(pattern_job *j, at_mixer_kind k, const char *arg) {
+  const char *eq = strchr(arg, '=');
+  if (!eq || eq == arg) return at_error(AT_E_ARG, "'%s' is not KEY=VALUE", arg);
+  char key[64];
+  snprintf(key, sizeof key, "%.*s", (int)(eq - arg), arg);
+  const char *val = eq + 1;
+  const at_mixer_impl *impl = at_mixer_impl_of(k);
+  for (int i = 0; i < impl->n_opts; i++) {
+    const at_mixer_opt *o = &impl->opts[i];
+    if (strcmp(o->key, key) != 0) continue;
+    if (o->type == AT_OPT_ENUM)
+      for (int n = 0; o->names[n]; n++)
+        if (!strcmp(o->names[n], val)) return at_mixer_opt_set(&j->cfg, k, key, o->vals ? o->vals[n] : n);
+    if (o->type == AT_OPT_BOOL && (!strcmp(val, "true") || !strcmp(val, "false")))
+      return at_mixer_opt_set(&j->cfg, k, key, !strcmp(val, "true"));
+  }
+  char *end;
+  double v = strtod(val, &end);
+  if (end == val || *end) return at_error(AT_E_ARG, "%s: '%s' is not a number or a known name", key, val);
+  if (!strcmp(key, "n_heads")) j->cfg.n_heads = j->cfg.n_kv_heads = (int64_t)v;
+  else if (!strcmp(key, "n_layers")) j->cfg.n_layers = (int64_t)v;
+  else if (!strcmp(key, "layer")) j->layer = (int)v;
+  else if (!strcmp(key, "seed")) j->seed = (uint64_t)v;
+  else return at_mixer_opt_set(&j->cfg, k, key, v);
+  if (v < 1 && strcmp(key, "layer") && strcmp(key, "seed")) return at_error(AT_E_ARG, "%s must be positive", key);
+  return AT_OK;
+}
+
+/* Pixels [T, HQ (T + 2) - 2] of the layer's mask (malloc'ed). */
+static unsigned char *pattern_pixels(const at_attn_layout *L, int64_t T, int64_t HQ, int64_t *w) {
+  *w = HQ * (T + 2) - 2;
+  unsigned char *pix = malloc((size_t)(*w * T));
+  if (!pix) return NULL;
+  memset(pix, 128, (size_t)(*w * T));
+  for (int64_t h = 0; h < HQ; h++)
+    for (int64_t i = 0; i < T; i++)
+      for (int64_t j = 0; j < T; j++) pix[i * *w + h * (T + 2) + j] = at_attn_layout_visible(L, 0, h, i, j) ? 0 : 255;
+  return pix;
+}
+
+static at_status pattern_build(pattern_job *j, int64_t T, const char *out) {
+  at_mixer_kind bad, k = j->cfg.layers[0];
+  const char *key;
+  const at_mixer_impl *impl = at_mixer_impl_of(k);
+  if (j->cfg.n_layers > AT_MAX_LAYERS)
+    return at_error(AT_E_ARG, "n_layers %lld exceeds %d", (long long)j->cfg.n_layers, AT_MAX_LAYERS);
+  for (int l = 1; l < j->cfg.n_layers; l++) j->cfg.layers[l] = k;
+  if (j->layer < 0 || j->layer >= j->cfg.n_layers)
+    return at_error(AT_E_ARG, "layer %d is not one of the %lld layers", j->layer, (long long)j->cfg.n_layers);
+  at_status st = at_model_cfg_resolve(&j->cfg, &bad, &key);
+  if (st != AT_OK) return st;
+  at_params *p = at_params_new();
+  at_ctx *c = at_ctx_new(0);
+  void *layer = NULL;
+  if (!p || !c) st = at_error(AT_E_NOMEM, "out of memory");
+  if (st == AT_OK) st = impl->create(&j->cfg, j->layer, p, "l.", &layer);
+  if (st == AT_OK) st = at_params_finalize(p);
+  if (st == AT_OK) {
+    impl->init(layer, &j->cfg, j->seed);
+    at_attn_layout *L = at_softmax_mixer_layout(c, impl, layer, T);
+    int64_t w = 0;
+    unsigned char *pix = L ? pattern_pixels(L, T, j->cfg.n_heads, &w) : NULL;
+    if (!L) st = at_ctx_status(c);
+    else if (!pix) st = at_error(AT_E_NOMEM, "out of memory");
+    else st = at_png_write_gray(out, pix, w, T);
+    free(pix);
+  }
+  if (layer) impl->destroy(layer);
+  at_ctx_free(c);
+  at_params_free(p);
+  return st;
+}
+
+static int pattern_main(int argc, char **argv, FILE *out, FILE *err) {
+  if (argc < 5) {
+    probe_usage(err);
+    return 2;
+  }
+  int k = at_mixer_from_name(argv[2]);
+  char *end;
+  long long T = strtoll(argv[3], &end, 10);
+  pattern_job j = {.layer = 0, .seed = 0};
+  at_model_cfg_defaults(&j.cfg);
+  j.cfg.d_model = 64, j.cfg.n_heads = j.cfg.n_kv_heads = 4, j.cfg.n_layers = 1, j.cfg.position = AT_POS_ROPE;
+  j.cfg.mlp = AT_MLP_NONE;
+  at_status st = AT_OK;
+  if (k < 0) st = at_error(AT_E_ARG, "unknown mixer '%s'", argv[2]);
+  else if (*end || T < 1 || T > 4096) st = at_error(AT_E_ARG, "T '%s' must be an integer in 1 .. 4096", argv[3]);
+  else j.cfg.layers[0] = k;
+  for (int i = 5; st == AT_OK && i < argc; i++) st = pattern_arg(&j, k, argv[i]);
+  if (st == AT_OK && j.cfg.n_heads * (int64_t)T * T > ((int64_t)1 << 26))
+    st = at_error(AT_E_ARG, "%lld heads of %lld x %lld pixels are too many", (long long)j.cfg.n_heads, T, T);
+  if (st == AT_OK) j.cfg.d_model = 16 * j.cfg.n_heads;
+  if (st == AT_OK) st = pattern_build(&j, T, argv[4]);
+  if (st != AT_OK) {
+    fprintf(err, "probe --pattern: %s\n", at_errmsg());
+    return 2;
+  }
+  fprintf(out, "%s: %s mask of %lld positions, %lld heads\n", argv[4], argv[2], T, (long long)j.cfg.n_heads);
+  return 0;
+}
+
 /* The command line; returns the exit status. */
 static int probe_main(int argc, char **argv, FILE *out, FILE *err) {
   if (argc == 2 && (strcmp(argv[1], "--list") == 0 || strcmp(argv[1], "--help") == 0 ||
@@ -507,6 +633,7 @@ static int probe_main(int argc, char **argv, FILE *out, FILE *err) {
     probe_list(out);
     return 0;
   }
+  if (argc >= 2 && strcmp(argv[1], "--pattern") == 0) return pattern_main(argc, argv, out, err);
   if (argc != 4) {
     probe_usage(err);
     fprintf(err, "known ops: ");

@@ -459,7 +459,7 @@ at_attn_layout *at_attn_layout_bigbird(at_ctx *c, int64_t T, int64_t block, int6
   if (!lst) return NULL;
   for (int64_t h = 0; h < n_heads; h++)
     for (int64_t r = 0; r < nqb; r++) {
-      at_rng rng = at_rng_make(seed, (uint64_t)h * (uint64_t)nqb + (uint64_t)r);
+      at_rng rng = at_rng_make(seed, ((uint64_t)h << 32) | (uint64_t)r); /* independent of T */
       bigbird_row(r, w, g, random, &rng, lst + (h * nqb + r) * n, n);
     }
   at_attn_pattern p = {.T = T, .block_q = block, .block_k = block, .heads = n_heads,

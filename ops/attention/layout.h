@@ -162,7 +162,9 @@ at_attn_layout *at_attn_layout_longformer(at_ctx *c, int64_t T, int64_t W, int64
  * every earlier block as queries and are seen by every later one), and
  * `random` blocks drawn uniformly without replacement from the blocks in
  * between (g .. r-w-1; all of them if fewer), per query head (n_heads sets)
- * and query block, from (seed, head, block) by the counter RNG. */
+ * and query block, from (seed, head, block) by the counter RNG: the draw of
+ * a block does not depend on T, so a layout built for a decoder's max_len
+ * shows every query the blocks the one built for the forward's T shows. */
 at_attn_layout *at_attn_layout_bigbird(at_ctx *c, int64_t T, int64_t block, int64_t w,
                                        int64_t g, int64_t random, int64_t n_heads,
                                        uint64_t seed);
