@@ -22,7 +22,8 @@
   X(gla)         /* models/gla.c */                \
   X(rwkv7)       /* models/rwkv7.c */              \
   X(s4d)         /* models/s4d.c */                \
-  X(mamba)       /* models/mamba.c */
+  X(mamba)       /* models/mamba.c */      \
+  X(nsa)         /* models/nsa.c */
 
 #define DECLARE(n) extern const at_mixer_impl at_mixer_##n;
 MIXERS(DECLARE)
