@@ -88,7 +88,7 @@ static int64_t overlap(const at_nsa_blocks *o, int64_t i, int64_t j) {
 
 /* Forced rank of block j for a query in block jt (higher first; 0: not forced). */
 static int forced(const at_nsa_blocks *o, int64_t j, int64_t jt) {
-  if (j == jt) return 3;
+  if (j == jt && o->n_local > 0) return 3;
   if (j == 0) return 2;
   return j < jt && j > jt - o->n_local ? 1 : 0;
 }

@@ -38,7 +38,7 @@
  *    shifted indices). Candidates are the blocks j <= t / l' (never a future
  *    block; keys after t inside the current block are masked by the
  *    attention's causality). Forced blocks rank first, in this order: the
- *    current block t / l', block 0, then the earlier local blocks
+ *    current block t / l' (if n_local >= 1), block 0, then the earlier local blocks
  *    t / l' - 1 .. t / l' - n_local + 1; the rest by s_t descending, ties by
  *    the lower block first. indices [B, H, T, n] int32 in rank order, -1 when
  *    fewer than n blocks exist.
