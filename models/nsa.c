@@ -142,16 +142,15 @@ static void nsa_qkv(at_ctx *c, const nsa_layer *L, at_tensor *x, int64_t pos0, a
   }
 }
 
-/* (sum_c g_c o_c) Wo^T with g = sigmoid(x Wg^T) [B,T,HQ,3]; NULL branches are absent. */
+/* (sum_c g_c o_c) Wo^T with g = sigmoid(x Wg^T) [B,T,HQ,3]; NULL branches
+ * are absent (zero). The sum runs as one batched product per (b, t, hq):
+ * [1, 3] g times [3, hd] (o_cmp; o_slc; o_swa). */
 static at_tensor *nsa_mix(at_ctx *c, const nsa_layer *L, at_tensor *x, at_tensor *const o[3]) {
-  int64_t B = x->shape[0], T = x->shape[1];
-  at_tensor *g = AT_RESHAPE(c, at_sigmoid(c, at_linear(c, x, L->wg, NULL)), B, T, L->hq, 3), *y = NULL;
-  for (int b = 0; b < 3; b++) {
-    if (!o[b]) continue;
-    at_tensor *term = at_mul(c, o[b], at_slice(c, g, 3, b, 1));
-    y = y ? at_add(c, y, term) : term;
-  }
-  if (!y) return NULL;
+  int64_t B = x->shape[0], T = x->shape[1], n = B * T * L->hq;
+  at_tensor *g = AT_RESHAPE(c, at_sigmoid(c, at_linear(c, x, L->wg, NULL)), n, 1, 3), *os[3];
+  for (int b = 0; b < 3; b++) os[b] = o[b] ? o[b] : at_zeros(c, AT_SHAPE(B, T, L->hq, L->hd));
+  at_tensor *stack = AT_RESHAPE(c, at_concat(c, os, 3, 3), n, 3, L->hd);
+  at_tensor *y = at_matmul(c, g, stack, AT_N, AT_N); /* [n, 1, hd] */
   return at_linear(c, AT_RESHAPE(c, y, B, T, L->hq * L->hd), L->wo, NULL);
 }
 

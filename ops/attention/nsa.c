@@ -37,11 +37,14 @@ at_tensor *at_nsa_compress(at_ctx *c, at_tensor *k, at_tensor *pe, at_tensor *w1
   int64_t B = k->shape[0], T = k->shape[1], H = k->shape[2], D = k->shape[3], C = at_nsa_n_cmp(o, T);
   if (C < 1)
     return at_fail(c, AT_E_ARG, "nsa_compress: T %lld holds no block of %lld", (long long)T, (long long)l);
-  at_tensor *x = at_gather(c, k, 1, block_rows(c, k, C, o));          /* [B, C l, H, D] */
-  x = at_add(c, AT_RESHAPE(c, x, B * C, l, H, D), AT_RESHAPE(c, pe, l, 1, D));
-  x = at_permute(c, x, (const int[]){0, 2, 1, 3});                      /* [B C, H, l, D] */
+  at_tensor *x = at_gather(c, k, 1, block_rows(c, k, C, o));         /* [B, C l, H, D] */
+  x = at_permute(c, AT_RESHAPE(c, x, B * C, l, H, D), (const int[]){0, 2, 1, 3}); /* [B C, H, l, D] */
   x = AT_RESHAPE(c, x, B, C, H, l * D);
-  return at_linear(c, at_silu(c, at_linear(c, x, w1, NULL)), w2, NULL); /* [B, C, H, D] */
+  /* W1 vec(X + E) = W1 vec(X) + W1 vec(E): the position embedding enters as
+   * the first layer's bias (the same function, without a broadcast add over
+   * every block) */
+  at_tensor *b1 = AT_RESHAPE(c, at_linear(c, AT_RESHAPE(c, pe, 1, l * D), w1, NULL), w1->shape[0]);
+  return at_linear(c, at_silu(c, at_linear(c, x, w1, b1)), w2, NULL); /* [B, C, H, D] */
 }
 
 /* ---- 2. compressed attention ------------------------------------------------------ */
