@@ -25,6 +25,8 @@
            archive HEAD fla | tar -x -C /tmp/fla
        /usr/bin/python3 tests/ref/gen_nsa_golden.py /tmp/fla/fla/ops/nsa/naive.py
 
+   (fla commit bc3b101 was used.)
+
 2. tests/golden/nsa_layer.h5, for tests/test_nsa_golden.c: a whole NSA layer
    written here in plain PyTorch from the paper (arXiv 2502.11089, Eq. 5-12)
    with the choices documented in ops/attention/nsa.h and models/nsa.c (the
