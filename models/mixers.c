@@ -25,7 +25,8 @@
   X(mamba)       /* models/mamba.c */              \
   X(sparse_transformer) /* models/sparse_transformer.c */ \
   X(longformer)  /* models/longformer.c */         \
-  X(bigbird)     /* models/bigbird.c */
+  X(bigbird)     /* models/bigbird.c */            \
+  X(nsa)         /* models/nsa.c */
 
 #define DECLARE(n) extern const at_mixer_impl at_mixer_##n;
 MIXERS(DECLARE)

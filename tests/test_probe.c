@@ -131,6 +131,15 @@ Test(probe, golden_dsa) {
   remove(out);
 }
 
+/* NSA: fla's naive_nsa with given block_indices (int64 in the file) and no
+ * g_cmp: the selected and window branches with their gates (HQ 16 over 1 kv
+ * head, and 32 over 2). */
+Test(probe, golden_nsa_naive) {
+  static const char *const outs[] = {"o", NULL}, *const grads[] = {"dq", "dk", "dv", "dg_slc", "dg_swa", NULL};
+  check_golden_op("nsa_naive.h5", "nsa", outs, grads);
+  check_golden_op("nsa_naive_gqa.h5", "nsa", outs, grads);
+}
+
 /* Writes q, k, v, do at the top level as float64 (optionally leaving one
  * out or giving `do` a wrong shape), with root attributes scale and
  * window_size. */

@@ -253,6 +253,46 @@ static at_status run_dsa_indexer(probe_run *r) {
   return r->ints ? AT_OK : at_ctx_status(r->c);
 }
 
+/* NSA's selected and sliding-window branches, as fla's naive_nsa without
+ * g_cmp: block_indices [B,T,H,S] (fla's layout, any numeric type; entries
+ * < 0 unused) -> the selection [B,H,T,S] of at_attn_layout_selected (one
+ * query block per position, key blocks of block_size);
+ * o = g_slc o_slc + g_swa o_swa (g_slc absent: o_slc; g_swa absent or
+ * window_size 0: no window branch). */
+static at_status run_nsa(probe_run *r) {
+  int64_t bs, w;
+  at_attn_opts so = {0}, wo = {0};
+  at_status st = probe_opt_int(r, "block_size", 64, &bs);
+  if (st == AT_OK) st = probe_opt_int(r, "window_size", 0, &w);
+  if (st == AT_OK) st = probe_opt_double(r, "scale", 0, &so.scale);
+  if (st != AT_OK) return st;
+  at_ctx *c = r->c;
+  at_tensor *q = r->x[0], *k = r->x[1], *v = r->x[2], *gs = r->x[3], *gw = r->x[4], *bi = r->x[5];
+  if (bs < 1 || w < 0) return at_error(AT_E_ARG, "block_size %lld must be >= 1, window_size %lld >= 0", (long long)bs, (long long)w);
+  if (bi->ndim != 4 || q->ndim != 4 || k->ndim != 4 || bi->shape[0] != q->shape[0] || bi->shape[1] != q->shape[1] ||
+      bi->shape[2] != k->shape[2] || k->shape[2] < 1 || q->shape[2] % k->shape[2])
+    return at_error(AT_E_SHAPE, "block_indices must be [B, T, H, S] for q [B, T, HQ, D] and k [B, T, H, D]");
+  int64_t B = bi->shape[0], T = bi->shape[1], H = bi->shape[2], S = bi->shape[3], HQ = q->shape[2];
+  at_itensor *sel = at_inew(c, AT_SHAPE(B, H, T, S));
+  if (!sel) return at_ctx_status(c);
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t t = 0; t < T; t++)
+      for (int64_t h = 0; h < H; h++)
+        for (int64_t e = 0; e < S; e++) {
+          real x = bi->data[((b * T + t) * H + h) * S + e];
+          if (x != (real)(int32_t)x) return at_error(AT_E_ARG, "block_indices hold %g, not an integer", (double)x);
+          sel->data[((b * H + h) * T + t) * S + e] = x < 0 ? -1 : (int32_t)x;
+        }
+  so.layout = at_attn_layout_selected(c, T, 1, bs, sel, HQ / H);
+  at_tensor *o = at_attention(c, q, k, v, &so);
+  if (gs) o = at_mul(c, o, AT_RESHAPE(c, gs, B, T, HQ, 1));
+  if (gw && w > 0) {
+    wo.scale = so.scale, wo.window = w;
+    o = at_add(c, o, at_mul(c, at_attention(c, q, k, v, &wo), AT_RESHAPE(c, gw, B, T, HQ, 1)));
+  }
+  return probe_result(r, o, 0);
+}
+
 /* Mamba-1's selective scan in selective_scan_ref's channel-major layout:
  * u, delta, z [B,D,L], B, C [B,N,L] are transposed to attnlab's [B,L,*]
  * (on the tape, so the gradients come back in the file's layout). */
@@ -351,6 +391,13 @@ static const probe_op probe_ops[] = {
      {{"q_idx", PROBE_NO_GRAD}, {"k_idx", PROBE_NO_GRAD}, {"w_idx", PROBE_NO_GRAD | PROBE_OPTIONAL}},
      {{NULL, NULL, 0}},
      run_dsa_indexer},
+    {"nsa", "native sparse attention's selected (given block_indices [B,T,H,S]) and sliding-window branches, "
+            "g_slc o_slc + g_swa o_swa (fla's naive_nsa without g_cmp)",
+     "block_size (default 64), window_size (keys i-W+1..i; default 0: none), scale (default D^-1/2)",
+     {{"q", 0}, {"k", 0}, {"v", 0}, {"g_slc", PROBE_OPTIONAL}, {"g_swa", PROBE_OPTIONAL},
+      {"block_indices", PROBE_NO_GRAD}},
+     {{"o", "do", 0}},
+     run_nsa},
 };
 
 /* ---- the shared driver ------------------------------------------------------ */
