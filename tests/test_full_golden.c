@@ -40,40 +40,6 @@ static at_model_cfg case_cfg(at_h5 *h, const char *grp, int n_layers) {
   return cfg;
 }
 
-/* Every parameter of `p` (named prefix + file name) is in grp/params, and
- * nothing else; copies the values in. */
-static void load_params(at_h5 *h, const char *grp, at_params *p, size_t prefix_len) {
-  char path[256];
-  snprintf(path, sizeof path, "%s/params", grp);
-  char **names;
-  int n_names;
-  cr_assert(at_h5_list(h, path, &names, &n_names) == AT_OK, "%s", at_errmsg());
-  at_h5_free_list(names, n_names);
-  /* h5 lists nested groups (layers/0/...) as one name: count the leaves */
-  int leaves = 0;
-  for (int i = 0; i < p->n; i++) {
-    at_tensor *t = p->list[i].t;
-    snprintf(path, sizeof path, "%s/params/%s", grp, p->list[i].name + prefix_len);
-    cr_assert(at_h5_exists(h, path), "%s: no %s in the file", grp, path);
-    real *v = read_exact(h, path, t->size);
-    memcpy(t->data, v, (size_t)t->size * sizeof(real));
-    free(v);
-    leaves++;
-  }
-  cr_expect(leaves == p->n && n_names >= 1, "%s: parameters", grp);
-}
-
-static void expect_grads(at_h5 *h, const char *grp, at_params *p, size_t prefix_len, double tol) {
-  char path[256], what[200];
-  for (int i = 0; i < p->n; i++) {
-    at_tensor *t = p->list[i].t;
-    snprintf(path, sizeof path, "%s/grads/%s", grp, p->list[i].name + prefix_len);
-    real *g = read_exact(h, path, t->size);
-    snprintf(what, sizeof what, "%s d%s", grp, p->list[i].name);
-    AT_EXPECT_CLOSE(t->grad, g, t->size, tol, what);
-    free(g);
-  }
-}
 
 static void check_layer(const char *grp) {
   at_set_threads(2);
@@ -87,35 +53,8 @@ static void check_layer(const char *grp) {
   void *layer = NULL;
   cr_assert(impl->create(&cfg, 0, p, "mix.", &layer) == AT_OK, "%s", at_errmsg());
   cr_assert(at_params_finalize(p) == AT_OK);
-  load_params(h, grp, p, strlen("mix."));
-  char path[256], what[200];
-  int nd;
-  int64_t xs[4];
-  snprintf(path, sizeof path, "%s/x", grp);
-  cr_assert(at_h5_shape(h, path, &nd, xs) == AT_OK && nd == 3);
-  at_ctx *c = at_ctx_new(256 << 20);
-  real *xv = read_exact(h, path, xs[0] * xs[1] * xs[2]);
-  at_tensor *x = at_from(c, xv, 3, xs);
-  x->requires_grad = 1;
-  at_params_zero_grad(p);
-  at_mixer_io io = {0};
-  at_tensor *y = impl->forward(c, layer, x, &io);
-  cr_assert(y != NULL, "%s: %s", grp, at_errmsg());
-  snprintf(path, sizeof path, "%s/y", grp);
-  real *yref = read_exact(h, path, y->size);
-  snprintf(what, sizeof what, "%s output", grp);
-  AT_EXPECT_CLOSE(y->data, yref, y->size, 1e-5, what);
-  snprintf(path, sizeof path, "%s/dy", grp);
-  real *dy = read_exact(h, path, y->size);
-  memcpy(at_grad(c, y), dy, (size_t)y->size * sizeof(real));
-  cr_assert(at_backward_from_seeded(c) == AT_OK, "%s", at_errmsg());
-  snprintf(path, sizeof path, "%s/dx", grp);
-  real *dx = read_exact(h, path, x->size);
-  snprintf(what, sizeof what, "%s dx", grp);
-  AT_EXPECT_CLOSE(x->grad, dx, x->size, 1e-5, what);
-  expect_grads(h, grp, p, strlen("mix."), 1e-5);
-  free(xv), free(yref), free(dy), free(dx);
-  at_ctx_free(c);
+  golden_load_params(h, grp, p, strlen("mix."));
+  golden_check_layer(h, grp, impl, layer, p, strlen("mix."), 1e-5);
   impl->destroy(layer);
   at_params_free(p);
   at_h5_close(h);
@@ -134,7 +73,7 @@ static void check_model(const char *grp) {
   cfg.max_seq_len = ts[1];
   at_model *m;
   cr_assert(at_model_new(&cfg, 0, &m) == AT_OK, "%s", at_errmsg());
-  load_params(h, grp, m->params, 0);
+  golden_load_params(h, grp, m->params, 0);
   at_ctx *c = at_ctx_new(256 << 20);
   at_itensor *tok = at_inew(c, 2, ts), *lab = at_inew(c, 2, ts);
   cr_assert(at_h5_read_int(h, path, 2, ts, tok->data) == AT_OK, "%s", at_errmsg());
@@ -154,7 +93,7 @@ static void check_model(const char *grp) {
   cr_expect(llabs(n_ok - ref_ok) <= 1, "%s: %lld correct vs %lld", grp, (long long)n_ok,
             (long long)ref_ok);
   cr_assert(at_backward(c, loss) == AT_OK, "%s", at_errmsg());
-  expect_grads(h, grp, m->params, 0, 2e-5);
+  golden_expect_grads(h, grp, m->params, 0, 2e-5);
   at_ctx_free(c);
   at_model_free(m);
   at_h5_close(h);

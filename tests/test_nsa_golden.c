@@ -35,7 +35,7 @@ static at_model_cfg case_cfg(at_h5 *h, const char *grp) {
 
 static void check_layer(const char *grp) {
   at_set_threads(2);
-  char path[1024], what[200];
+  char path[1024];
   snprintf(path, sizeof path, "%s/tests/golden/nsa_layer.h5", AT_SOURCE_DIR);
   at_h5 *h;
   cr_assert(at_h5_open(path, &h) == AT_OK, "%s", at_errmsg());
@@ -48,49 +48,9 @@ static void check_layer(const char *grp) {
   void *layer = NULL;
   cr_assert(impl->create(&cfg, 0, p, "mix.", &layer) == AT_OK, "%s", at_errmsg());
   cr_assert(at_params_finalize(p) == AT_OK);
-  for (int i = 0; i < p->n; i++) {
-    at_tensor *t = p->list[i].t;
-    snprintf(path, sizeof path, "%s/params/%s", grp, p->list[i].name + strlen("mix."));
-    real *v = read_exact(h, path, t->size);
-    memcpy(t->data, v, (size_t)t->size * sizeof(real));
-    free(v);
-  }
-  int nd;
-  int64_t xs[4];
-  snprintf(path, sizeof path, "%s/x", grp);
-  cr_assert(at_h5_shape(h, path, &nd, xs) == AT_OK && nd == 3);
-  cr_assert(xs[0] >= 16);
-  at_ctx *c = at_ctx_new(256 << 20);
-  real *xv = read_exact(h, path, xs[0] * xs[1] * xs[2]);
-  at_tensor *x = at_from(c, xv, 3, xs);
-  x->requires_grad = 1;
-  at_params_zero_grad(p);
-  at_mixer_io io = {0};
-  at_tensor *y = impl->forward(c, layer, x, &io);
-  cr_assert(y != NULL, "%s: %s", grp, at_errmsg());
-  snprintf(path, sizeof path, "%s/y", grp);
-  real *yref = read_exact(h, path, y->size);
-  snprintf(what, sizeof what, "%s output", grp);
-  AT_EXPECT_CLOSE(y->data, yref, y->size, 1e-5, what);
-  snprintf(path, sizeof path, "%s/dy", grp);
-  real *dy = read_exact(h, path, y->size);
-  memcpy(at_grad(c, y), dy, (size_t)y->size * sizeof(real));
-  cr_assert(at_backward_from_seeded(c) == AT_OK, "%s", at_errmsg());
-  snprintf(path, sizeof path, "%s/dx", grp);
-  real *dx = read_exact(h, path, x->size);
-  snprintf(what, sizeof what, "%s dx", grp);
-  AT_EXPECT_CLOSE(x->grad, dx, x->size, 1e-5, what);
-  for (int i = 0; i < p->n; i++) {
-    at_tensor *t = p->list[i].t;
-    snprintf(path, sizeof path, "%s/grads/%s", grp, p->list[i].name + strlen("mix."));
-    real *g = read_exact(h, path, t->size);
-    snprintf(what, sizeof what, "%s d%s", grp, p->list[i].name);
-    AT_EXPECT_CLOSE(t->grad, g, t->size, 1e-5, what);
-    free(g);
-  }
+  golden_load_params(h, grp, p, strlen("mix."));
+  golden_check_layer(h, grp, impl, layer, p, strlen("mix."), 1e-5);
   cr_expect(p->n == 11, "%s: %d parameters, the file has 11", grp, p->n);
-  free(xv), free(yref), free(dy), free(dx);
-  at_ctx_free(c);
   impl->destroy(layer);
   at_params_free(p);
   at_h5_close(h);

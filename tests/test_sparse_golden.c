@@ -49,48 +49,8 @@ static void check(const char *grp, int want_params) {
                             attr_int(h, grp, "n_kv_heads"), attr_int(h, grp, "head_dim"));
   sp_layer L = sp_layer_new(&cfg, k.layer_index, 0);
   cr_assert_eq(L.p->n, want_params, "%s: %d parameters", grp, L.p->n);
-  char path[256], what[200];
-  for (int i = 0; i < L.p->n; i++) {
-    at_tensor *t = L.p->list[i].t;
-    snprintf(path, sizeof path, "%s/params/%s", grp, L.p->list[i].name + 2); /* after "l." */
-    real *v = read_exact(h, path, t->size);
-    memcpy(t->data, v, (size_t)t->size * sizeof(real));
-    free(v);
-  }
-  int nd;
-  int64_t xs[4];
-  snprintf(path, sizeof path, "%s/x", grp);
-  cr_assert(at_h5_shape(h, path, &nd, xs) == AT_OK && nd == 3 && xs[0] >= 16);
-  at_ctx *c = at_ctx_new(256 << 20);
-  real *xv = read_exact(h, path, xs[0] * xs[1] * xs[2]);
-  at_tensor *x = at_from(c, xv, 3, xs);
-  x->requires_grad = 1;
-  at_params_zero_grad(L.p);
-  at_mixer_io io = {0};
-  at_tensor *y = L.impl->forward(c, L.state, x, &io);
-  cr_assert(y != NULL, "%s: %s", grp, at_errmsg());
-  snprintf(path, sizeof path, "%s/y", grp);
-  real *yref = read_exact(h, path, y->size);
-  snprintf(what, sizeof what, "%s output", grp);
-  AT_EXPECT_CLOSE(y->data, yref, y->size, 1e-5, what);
-  snprintf(path, sizeof path, "%s/dy", grp);
-  real *dy = read_exact(h, path, y->size);
-  memcpy(at_grad(c, y), dy, (size_t)y->size * sizeof(real));
-  cr_assert(at_backward_from_seeded(c) == AT_OK, "%s", at_errmsg());
-  snprintf(path, sizeof path, "%s/dx", grp);
-  real *dx = read_exact(h, path, x->size);
-  snprintf(what, sizeof what, "%s dx", grp);
-  AT_EXPECT_CLOSE(x->grad, dx, x->size, 1e-5, what);
-  for (int i = 0; i < L.p->n; i++) {
-    at_tensor *t = L.p->list[i].t;
-    snprintf(path, sizeof path, "%s/grads/%s", grp, L.p->list[i].name + 2);
-    real *g = read_exact(h, path, t->size);
-    snprintf(what, sizeof what, "%s d%s", grp, L.p->list[i].name);
-    AT_EXPECT_CLOSE(t->grad, g, t->size, 1e-5, what);
-    free(g);
-  }
-  free(xv), free(yref), free(dy), free(dx);
-  at_ctx_free(c);
+  golden_load_params(h, grp, L.p, 2); /* after "l." */
+  golden_check_layer(h, grp, L.impl, L.state, L.p, 2, 1e-5);
   sp_layer_free(&L);
   at_h5_close(h);
 }
