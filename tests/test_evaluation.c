@@ -428,6 +428,8 @@ static const struct {
   {"rwkv7_swiglu", "a rwkv7 model with a SwiGLU MLP: fla's RWKV-7 blocks have RWKV's channel mix"},
   {"rwkv7_full", "a rwkv7 model with softmax attention layers: fla's RWKV7Block takes v_first from every attention layer"},
   {"rwkv7_heads", "rwkv7 with n_heads x head_dim 16 != d_model: fla's RWKV7Attention has key and value width hidden_size"},
+  {"nsa", "mixer nsa: fla's NativeSparseAttention compresses blocks by mean pooling"},
+  {"longformer", "mixer longformer: flash-linear-attention has no model for it"},
 };
 
 static const char *export_yaml =
@@ -448,7 +450,9 @@ static const char *export_yaml =
     "  - {name: rwkv7, model: {layers: [rwkv7, rwkv7], mlp: rwkv_cmix, mlp_hidden: 48}}\n"
     "  - {name: rwkv7_swiglu, model: {layers: [rwkv7], mlp: swiglu}}\n"
     "  - {name: rwkv7_full, model: {layers: [rwkv7, full], position: rope}}\n"
-    "  - {name: rwkv7_heads, model: {layers: [rwkv7], attention: {rwkv7: {head_dim: 8}}}}\n";
+    "  - {name: rwkv7_heads, model: {layers: [rwkv7], attention: {rwkv7: {head_dim: 8}}}}\n"
+    "  - {name: nsa, model: {layers: [nsa], position: rope}}\n"
+    "  - {name: longformer, model: {layers: [longformer], position: rope}}\n";
 
 Test(tools, export_maps_gla_rwkv7_mamba) {
   make_dir();

@@ -21,7 +21,8 @@
  * (with RWKV's channel mix as fla's RWKV7FeedForward), and hybrids of
  * delta_net, gated_deltanet, kda, linear_attn, retnet or gla with full
  * layers (fla's "attn" layers). Everything else is refused with the reason:
- * a mixer fla has no model for (performer, dsa, s4d, ...), an option fla's
+ * a mixer fla has no model for (performer, dsa, s4d, the fixed sparse patterns,
+ * ...) or whose fla model differs (nsa: fla compresses by mean pooling), an option fla's
  * layer does not have (KDA without its sigmoid output gate, GDN's bounded
  * gate, a NoPE softmax layer: fla's Attention always applies RoPE; GLA's
  * sigmoid output gate: fla's GLA model takes the gate's activation from
@@ -714,6 +715,11 @@ static const fla_type *type_of(out *o, const at_model_cfg *cfg) {
       return NULL;
     }
     return &types[i];
+  }
+  if (!strcmp(main, "nsa")) {
+    refuse(o, "mixer nsa: fla's NativeSparseAttention compresses blocks by mean pooling (no parameters, one "
+              "block size for compression and selection); attnlab's nsa learns the paper's MLP compression");
+    return NULL;
   }
   refuse(o, "mixer %s: flash-linear-attention has no model for it (mapped: full, deltanet, gdn, kda, mamba2, "
          "linear_attn, retnet, mla, gla, mamba, rwkv7)", main);
