@@ -42,10 +42,6 @@ static const at_mixer_opt bb_options[] = {
 
 extern const at_mixer_impl at_mixer_bigbird;
 
-static at_status bb_check(const at_model_cfg *cfg, void *opts, const char **bad) {
-  return at_softmax_check(cfg, opts, bad);
-}
-
 typedef struct bb_layer {
   at_softmax_layer base;
   int64_t block, w, g, r;
@@ -89,7 +85,7 @@ const at_mixer_impl at_mixer_bigbird = {
   .opts = bb_options,
   .n_opts = AT_ARRAY_LEN(bb_options),
   .opts_size = sizeof(bb_opts),
-  .check = bb_check,
+  .check = at_softmax_check,
   .create = bb_create,
   .init = bb_init,
   .forward = at_softmax_forward,

@@ -27,10 +27,6 @@ static const at_mixer_opt full_options[] = {
 
 extern const at_mixer_impl at_mixer_full;
 
-static at_status full_check(const at_model_cfg *cfg, void *opts, const char **bad) {
-  return at_softmax_check(cfg, opts, bad);
-}
-
 static at_status full_create(const at_model_cfg *cfg, int layer_index, at_params *p,
                              const char *prefix, void **out) {
   (void)layer_index;
@@ -53,7 +49,7 @@ const at_mixer_impl at_mixer_full = {
   .opts = full_options,
   .n_opts = AT_ARRAY_LEN(full_options),
   .opts_size = sizeof(full_opts),
-  .check = full_check,
+  .check = at_softmax_check,
   .create = full_create,
   .init = full_init,
   .forward = at_softmax_forward,

@@ -53,10 +53,6 @@ static const at_mixer_opt lf_options[] = {
 
 extern const at_mixer_impl at_mixer_longformer;
 
-static at_status lf_check(const at_model_cfg *cfg, void *opts, const char **bad) {
-  return at_softmax_check(cfg, opts, bad);
-}
-
 typedef struct lf_layer {
   at_softmax_layer base;
   int64_t window, n_global;
@@ -149,7 +145,7 @@ const at_mixer_impl at_mixer_longformer = {
   .opts = lf_options,
   .n_opts = AT_ARRAY_LEN(lf_options),
   .opts_size = sizeof(lf_opts),
-  .check = lf_check,
+  .check = at_softmax_check,
   .create = lf_create,
   .init = lf_init,
   .forward = at_softmax_forward,

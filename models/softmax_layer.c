@@ -5,7 +5,8 @@
 #include "models/softmax_layer.h"
 #include "ops/ops.h"
 
-at_status at_softmax_check(const at_model_cfg *cfg, const at_mixer_common *o, const char **bad) {
+at_status at_softmax_check(const at_model_cfg *cfg, void *opts, const char **bad) {
+  const at_mixer_common *o = opts;
   if (o->position == AT_POS_ROPE && o->head_dim % 2) {
     *bad = "head_dim";
     return at_error(AT_E_CONFIG, "RoPE needs an even head_dim, got %lld%s", (long long)o->head_dim,

@@ -50,8 +50,9 @@ struct at_softmax_layer {
   int naive;
 };
 
-/* The RoPE head-dim check of a mixer's options (for its check). */
-at_status at_softmax_check(const at_model_cfg *cfg, const at_mixer_common *o, const char **bad);
+/* The RoPE head-dim check of options that start with at_mixer_common: a
+ * mixer's check as it is, or called from one. */
+at_status at_softmax_check(const at_model_cfg *cfg, void *opts, const char **bad);
 /* Sets the sizes and declares wq, wk, wv, wo under prefix. */
 at_status at_softmax_declare(at_softmax_layer *L, const at_mixer_impl *impl, const at_model_cfg *cfg,
                              at_params *p, const char *prefix);

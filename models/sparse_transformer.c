@@ -57,7 +57,7 @@ static at_status st_check(const at_model_cfg *cfg, void *opts, const char **bad)
     return at_error(AT_E_CONFIG, "summary %lld exceeds the block length stride %lld", (long long)o->summary,
                     (long long)o->stride);
   }
-  return at_softmax_check(cfg, &o->common, bad);
+  return at_softmax_check(cfg, opts, bad);
 }
 
 typedef struct st_layer {

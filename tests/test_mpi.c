@@ -53,6 +53,13 @@ static const char *slurp_path(const char *d, const char *name) {
   return buf;
 }
 
+/* Removes the test's directory (runs, logs, checkpoints). */
+static void teardown(void) {
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (dir[0] && system(cmd) != 0) cr_log_warn("could not remove %s", dir);
+}
+
 static void need_mpi(void) {
   if (!at_dist_available()) cr_skip_test("built without MPI");
   if (system("command -v mpirun >/dev/null 2>&1") != 0) cr_skip_test("mpirun not found");
@@ -121,7 +128,7 @@ static void expect_same_results(const char *serial, const char *spread) {
   at_results_free(b);
 }
 
-Test(mpi, spread_runs_merge_to_the_serial_results, .init = setup) {
+Test(mpi, spread_runs_merge_to_the_serial_results, .init = setup, .fini = teardown) {
   need_mpi();
   const char *f = experiment(30, 0);
   cr_assert_eq(run("", f, "serial", ""), 0);
@@ -171,7 +178,7 @@ static void sleep_ms(long ms) {
   nanosleep(&ts, NULL);
 }
 
-Test(mpi, a_killed_rank_is_reported_and_resume_finishes, .init = setup, .timeout = 600) {
+Test(mpi, a_killed_rank_is_reported_and_resume_finishes, .init = setup, .fini = teardown, .timeout = 600) {
   need_mpi();
   const char *f = experiment(400, 20);
   cr_assert_eq(run("", f, "serial", ""), 0);
@@ -211,7 +218,7 @@ static double rel(double a, double b) { return fabs(a - b) / fmax(fabs(a), 1e-30
 
 /* Slices sum to the batch's gradient: the first loss (same parameters) to
  * rounding, the curve close (float sums in another order). */
-Test(mpi, micro_batches_sum_to_the_whole_batch, .init = setup) {
+Test(mpi, micro_batches_sum_to_the_whole_batch, .init = setup, .fini = teardown) {
   const char *f = experiment(30, 0);
   cr_assert_eq(run("", f, "whole", ""), 0);
   cr_assert_eq(run("", f, "sliced", "--set train.micro_batches=4"), 0);
@@ -234,7 +241,7 @@ Test(mpi, micro_batches_sum_to_the_whole_batch, .init = setup) {
 
 /* Data-parallel over 2 ranks (1 and 2 slices each) equals one process with
  * the same slices, bit for bit. */
-Test(mpi, data_parallel_equals_one_process_with_its_slices, .init = setup) {
+Test(mpi, data_parallel_equals_one_process_with_its_slices, .init = setup, .fini = teardown) {
   need_mpi();
   const char *f = experiment(30, 0);
   cr_assert_eq(run("", f, "serial2", "--set train.micro_batches=2"), 0);
@@ -245,7 +252,7 @@ Test(mpi, data_parallel_equals_one_process_with_its_slices, .init = setup) {
   expect_same_results("serial4", "dp4");
 }
 
-Test(mpi, data_parallel_refuses_a_batch_that_does_not_split, .init = setup) {
+Test(mpi, data_parallel_refuses_a_batch_that_does_not_split, .init = setup, .fini = teardown) {
   need_mpi();
   const char *f = experiment(10, 0);
   cr_expect_eq(run(MPIRUN, f, "odd", "--data-parallel --set train.batch_size=9"), 1);
