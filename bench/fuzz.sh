@@ -109,7 +109,7 @@ for h in "${harnesses[@]}"; do
   [ -n "$execs" ] || execs=$(echo "$line" | grep -oE '^#[0-9]+' | tr -d '#' || true) # fork mode
   cov=$(echo "$line" | grep -o 'cov: [0-9]*' | awk '{print $2}' || true)
   ft=$(echo "$line" | grep -o 'ft: [0-9]*' | awk '{print $2}' || true)
-  cpu=$(awk '{printf "%.0f", $1 + $2}' "$b/logs/$h.time" 2>/dev/null || echo "?")
+  cpu=$(tail -1 "$b/logs/$h.time" 2>/dev/null | awk '{printf "%.0f", $1 + $2}' || echo "?")
   printf '%-11s %12s %8s %8s %9s %8s  %s\n' "$h" "${execs:-?}" "${cov:-?}" "${ft:-?}" "$cpu" \
     "$(ls "$b/corpus/$h" | wc -l)" "$(ls "$b/artifacts/$h" | wc -l)"
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$h" "${execs:-0}" "${cov:-0}" "${ft:-0}" "$cpu" \

@@ -146,7 +146,11 @@ static inline tvec tv_max(tvec a, tvec b) {
   (w) % 16, (1 + (w)) % 16, (2 + (w)) % 16, (3 + (w)) % 16, (4 + (w)) % 16, (5 + (w)) % 16,  \
       (6 + (w)) % 16, (7 + (w)) % 16, (8 + (w)) % 16, (9 + (w)) % 16, (10 + (w)) % 16,      \
       (11 + (w)) % 16, (12 + (w)) % 16, (13 + (w)) % 16, (14 + (w)) % 16, (15 + (w)) % 16
+#ifdef __clang__ /* clang has no __builtin_shuffle; its shufflevector takes the lanes as constants */
+#define TV_ROT(v, R, w) __builtin_shufflevector((v), (v), R(w))
+#else
 #define TV_ROT(v, R, w) __builtin_shuffle((v), (tmask){R(w)})
+#endif
 
 /* Lanes summed (or maxed) pairwise in log2(TVL) steps: a fixed order. */
 #if TV_LANES == 16

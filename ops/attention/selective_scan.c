@@ -39,7 +39,9 @@
  */
 /* The short reductions over the state (n) vectorise only with the dynamic
  * cost model at -O2 (GCC 12 rejects them under -O2's very-cheap model). */
+#ifndef __clang__
 #pragma GCC optimize("vect-cost-model=dynamic")
+#endif
 
 #include <math.h>
 #include <omp.h>
