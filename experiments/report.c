@@ -1,5 +1,6 @@
-/* experiments/report.c: the comparison table (table.md) and the curves
- * (curves.png via gnuplot) of an experiment's results.
+/* experiments/report.c: the comparison table (table.md, table.csv) of an
+ * experiment's results, and the view of it the plots are drawn from
+ * (experiments/plots.c).
  *
  * Runs that differ only in "best-over" sweep keys (by default every sweep
  * key but the seed: a learning-rate grid) are one table entry: the point
@@ -13,7 +14,8 @@
  * (each seed) with its final metrics, those of its test sets included.
  * With `metric: auto` each column is ranked by its task's metric (text in
  * bits per byte, token tasks by accuracy). The table ends with each row's
- * parameters and the median training tokens/s of its runs.
+ * parameters, the median training tokens/s of its runs, its cache bytes per
+ * token and its state bytes.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -22,14 +24,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "experiments/results.h"
-#include "experiments/runner.h"
+#include "experiments/report_view.h"
 
 static int higher_is_better(const char *metric) { return strcmp(metric, "eval_loss") != 0; }
 
 /* The metric a run is ranked by: report.metric, where `auto` means the loss
  * (bits per byte) of byte-level text and the accuracy of token tasks. */
-static const char *run_metric(const char *metric, const at_run_cfg *rc) {
+const char *at_report_run_metric(const char *metric, const at_run_cfg *rc) {
   if (strcmp(metric, "auto")) return metric;
   return at_task_byte_level(&rc->data) ? "eval_loss" : "eval_accuracy";
 }
@@ -81,12 +82,7 @@ static void best_point_of(const at_experiment *e, const at_run_cfg *rc, char *bu
   }
 }
 
-typedef struct cell {
-  int best;        /* a run of the best point (into e->runs), -1: none finished */
-  double value;    /* its metric: the mean over seeds */
-  double std;      /* the sample standard deviation over seeds (NAN: one seed) */
-  int n;           /* seeds */
-} cell;
+typedef at_report_cell cell;
 
 /* "97.6%", "97.6 ± 0.4%", "2.273 bpb", "2.273 ± 0.011 bpb", "0.1234". */
 static void fmt_metric(const char *metric, int text, double v, double sd, char *buf, size_t n) {
@@ -111,23 +107,32 @@ static void point_mean(const point_stats *p, double *mean, double *sd) {
   *sd = p->n > 1 ? sqrt(fmax(0, (p->sumsq - p->n * *mean * *mean) / (p->n - 1))) : NAN;
 }
 
-/* The mean (and sample standard deviation over seeds) of the final metric
- * on test set `set` of the runs of a cell's best point. */
-static void set_point_mean(const at_experiment *e, const at_results *res, const int *row_of, const int *col_of,
-                           const cell *cl, const char *set, const char *metric, double *mean, double *sd) {
+void at_report_cell_mean(const at_report_view *v, const at_report_cell *cl, at_run_value get, const void *arg,
+                         double *mean, double *sd) {
+  const at_experiment *e = v->e;
   *mean = *sd = NAN;
   if (cl->best < 0) return;
   char bp[256], bq[256];
   best_point_of(e, &e->runs[cl->best], bp, sizeof bp);
   point_stats p = {cl->best, 0, 0, 0};
   for (int i = 0; i < e->n_runs; i++) {
-    if (row_of[i] != row_of[cl->best] || col_of[i] != col_of[cl->best]) continue;
+    if (v->row_of[i] != v->row_of[cl->best] || v->col_of[i] != v->col_of[cl->best]) continue;
     best_point_of(e, &e->runs[i], bq, sizeof bq);
-    double v = strcmp(bp, bq) ? NAN : evalset_metric(at_results_find(res, e->runs[i].run_id), set, metric);
-    if (isfinite(v)) p.n++, p.sum += v, p.sumsq += v * v;
+    const at_results_run *rr = strcmp(bp, bq) ? NULL : at_results_find(v->res, e->runs[i].run_id);
+    double x = rr && !strcmp(rr->status, "ok") ? get(rr, arg) : NAN;
+    if (isfinite(x)) p.n++, p.sum += x, p.sumsq += x * x;
   }
   if (p.n) point_mean(&p, mean, sd);
   if (e->seed_key < 0) *sd = NAN;
+}
+
+typedef struct set_metric {
+  const char *set, *metric;
+} set_metric;
+
+static double evalset_value(const at_results_run *rr, const void *arg) {
+  const set_metric *sm = arg;
+  return evalset_metric(rr, sm->set, sm->metric);
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -135,24 +140,24 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-/* Row r's parameters (of its first finished run; 0: none) and the median
- * training tokens/s of its finished runs (NAN: none). */
-static void row_summary(const at_experiment *e, const at_results *res, const int *row_of, int r,
-                        int64_t *params, double *tps) {
-  double *v = malloc((size_t)e->n_runs * sizeof *v);
+const at_results_run *at_report_row_run(const at_report_view *v, int r, double *median_tps) {
+  const at_experiment *e = v->e;
+  const at_results_run *first = NULL;
+  double *t = malloc((size_t)e->n_runs * sizeof *t);
   int n = 0;
-  *params = 0, *tps = NAN;
-  for (int i = 0; v && i < e->n_runs; i++) {
-    const at_results_run *rr = row_of[i] == r ? at_results_find(res, e->runs[i].run_id) : NULL;
+  *median_tps = NAN;
+  for (int i = 0; t && i < e->n_runs; i++) {
+    const at_results_run *rr = v->row_of[i] == r ? at_results_find(v->res, e->runs[i].run_id) : NULL;
     if (!rr || strcmp(rr->status, "ok")) continue;
-    if (!n) *params = rr->params;
-    v[n++] = rr->tokens_per_second;
+    if (!n) first = rr;
+    t[n++] = rr->tokens_per_second;
   }
   if (n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    *tps = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    *median_tps = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
   }
-  free(v);
+  free(t);
+  return first;
 }
 
 /* Every run with its sweep values and final figures (table.csv). */
@@ -186,122 +191,6 @@ static at_status write_csv(const at_experiment *e, const at_results *res, const 
   return AT_OK;
 }
 
-
-/* ---- curves ------------------------------------------------------------------ */
-
-/* `s` inside a gnuplot single-quoted string: quotes doubled, control
- * characters (a newline would end the command) as spaces. Names come from
- * experiment files and results: they must not become gnuplot commands. */
-static const char *gp_quote(const char *s, char *buf, size_t n) {
-  size_t j = 0;
-  for (; *s && j + 3 < n; s++) {
-    unsigned char ch = (unsigned char)*s;
-    if (ch == '\'') buf[j++] = '\'', buf[j++] = '\'';
-    else buf[j++] = ch < 0x20 || ch == 0x7f ? ' ' : (char)ch;
-  }
-  buf[j] = '\0';
-  return buf;
-}
-
-/* `s` as one shell word ('...' with every ' written '\''). */
-static void sh_quote(const char *s, char *buf, size_t n) {
-  size_t j = 0;
-  if (n < 3) return;
-  buf[j++] = '\'';
-  for (; *s && j + 6 < n; s++) {
-    if (*s == '\'') memcpy(buf + j, "'\\''", 4), j += 4;
-    else buf[j++] = *s;
-  }
-  buf[j++] = '\'';
-  buf[j] = '\0';
-}
-
-/* Writes <out>/plot/<id>.train.dat (step, smoothed training loss) and
- * <id>.eval.dat (step, eval loss, eval accuracy) for the best run of every
- * cell, a gnuplot script with one column of panels per table column (eval
- * metric on top, training loss below, one line per row), and runs gnuplot
- * to make curves.png. Without gnuplot the data and script are kept. */
-static at_status plot(const at_experiment *e, const at_results *res, const char *out_dir, FILE *log,
-                      char (*rows)[64], int nr, char (*cols)[256], int nc, const cell *cells,
-                      const char *metric) {
-  char dir[1200], gp[1300], png[1200];
-  snprintf(dir, sizeof dir, "%s/plot", out_dir);
-  mkdir(dir, 0755);
-  snprintf(gp, sizeof gp, "%s/curves.gp", dir);
-  snprintf(png, sizeof png, "%s/curves.png", out_dir);
-  FILE *g = fopen(gp, "w");
-  if (!g) return at_error(AT_E_IO, "%s: cannot write", gp);
-  char q[3000], q2[600];
-  fprintf(g, "# gnuplot script written by ./train; run: gnuplot %s\n", gp_quote(gp, q, sizeof q));
-  fprintf(g, "set terminal pngcairo size %d,700 font ',9' noenhanced\nset output '%s'\n", 420 * (nc > 0 ? nc : 1) + 80,
-          gp_quote(png, q, sizeof q));
-  fprintf(g, "set multiplot layout 2,%d title '%s'\nset key bottom right font ',8'\nset grid\n", nc > 0 ? nc : 1,
-          gp_quote(e->name, q, sizeof q));
-  for (int panel = 0; panel < 2; panel++)
-    for (int c = 0; c < nc; c++) {
-      const char *m = metric;
-      for (int r = 0; r < nr; r++)
-        if (cells[r * nc + c].best >= 0) m = run_metric(metric, &e->runs[cells[r * nc + c].best]);
-      int acc = strcmp(m, "eval_loss") != 0;
-      fprintf(g, "set title '%s'\nset xlabel 'step'\n",
-              gp_quote(panel == 0 ? (cols[c][0] ? cols[c] : (acc ? "evaluation accuracy" : "evaluation loss"))
-                                  : "training loss (EMA 0.98)", q, sizeof q));
-      if (panel == 0 && acc) fprintf(g, "set ylabel 'accuracy'\nset yrange [0:1]\nunset logscale y\n");
-      else fprintf(g, "set ylabel 'loss'\nset autoscale y\nset logscale y\n");
-      int first = 1;
-      for (int r = 0; r < nr; r++) {
-        const cell *cl = &cells[r * nc + c];
-        if (cl->best < 0) continue;
-        const at_run_cfg *rc = &e->runs[cl->best];
-        const at_results_run *rr = at_results_find(res, rc->run_id);
-        if (!rr) continue;
-        char dat[1500];
-        snprintf(dat, sizeof dat, "%s/%s.%s.dat", dir, rc->run_id, panel ? "train" : "eval");
-        FILE *d = fopen(dat, "w");
-        if (!d) continue;
-        if (panel) {
-          double ema = NAN;
-          for (int64_t i = 0; i < rr->n_train; i++) {
-            double v = rr->train_loss[i];
-            if (!isfinite(v)) continue;
-            ema = isfinite(ema) ? 0.98 * ema + 0.02 * v : v;
-            fprintf(d, "%lld %.6g\n", (long long)rr->train_step[i], ema);
-          }
-        } else {
-          for (int64_t i = 0; i < rr->n_eval; i++)
-            fprintf(d, "%lld %.6g %.6g\n", (long long)rr->eval_step[i], rr->eval_loss[i], rr->eval_accuracy[i]);
-        }
-        fclose(d);
-        fprintf(g, "%s '%s' using 1:%d with lines lw 2 title '%s'", first ? "plot" : ", \\\n    ",
-                gp_quote(dat, q, sizeof q), panel ? 2 : (acc ? 3 : 2), gp_quote(rows[r], q2, sizeof q2));
-        first = 0;
-        for (int k = 0; !panel && k < rr->n_evalsets; k++) { /* test sets: dashed */
-          const at_results_evalset *es = &rr->evalsets[k];
-          char sdat[1600];
-          snprintf(sdat, sizeof sdat, "%s/%s.eval.%s.dat", dir, rc->run_id, es->name);
-          FILE *sd = fopen(sdat, "w");
-          if (!sd) continue;
-          for (int64_t i = 0; i < es->n; i++)
-            fprintf(sd, "%lld %.6g %.6g\n", (long long)es->step[i], es->loss[i], es->accuracy[i]);
-          fclose(sd);
-          fprintf(g, ", \\\n    '%s' using 1:%d with lines lw 2 dt 2 title '%s %s'", sdat, acc ? 3 : 2, rows[r], es->name);
-        }
-      }
-      if (first) fprintf(g, "plot NaN notitle");
-      fprintf(g, "\n");
-    }
-  fprintf(g, "unset multiplot\n");
-  fclose(g);
-  char cmd[sizeof q + 32];
-  sh_quote(gp, q, sizeof q);
-  snprintf(cmd, sizeof cmd, "gnuplot %s 2>/dev/null", q);
-  int rc = system("command -v gnuplot >/dev/null 2>&1") == 0 ? system(cmd) : -1;
-  if (log) {
-    if (rc == 0) fprintf(log, "wrote %s\n", png);
-    else fprintf(log, "gnuplot %s: the curves' data and script are in %s\n", rc == -1 ? "not found" : "failed", dir);
-  }
-  return AT_OK;
-}
 
 at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE *log) {
   char path[1200];
@@ -338,7 +227,7 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
   int np = 0;
   for (int i = 0; i < e->n_runs; i++) {
     const at_results_run *rr = at_results_find(res, e->runs[i].run_id);
-    double v = rr && !strcmp(rr->status, "ok") ? metric_of(rr, run_metric(metric, &e->runs[i])) : NAN;
+    double v = rr && !strcmp(rr->status, "ok") ? metric_of(rr, at_report_run_metric(metric, &e->runs[i])) : NAN;
     if (!isfinite(v)) continue;
     char bp[256], bq[256];
     best_point_of(e, &e->runs[i], bp, sizeof bp);
@@ -355,11 +244,12 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
     double mean, sd;
     point_mean(&points[p], &mean, &sd);
     cell *cl = &cells[row_of[points[p].first] * nc + col_of[points[p].first]];
-    int hib = higher_is_better(run_metric(metric, &e->runs[points[p].first]));
+    int hib = higher_is_better(at_report_run_metric(metric, &e->runs[points[p].first]));
     if (cl->best < 0 || (hib ? mean > cl->value : mean < cl->value))
       *cl = (cell){points[p].first, mean, e->seed_key >= 0 ? sd : NAN, points[p].n};
   }
 
+  at_report_view view = {e, res, metric, rows, nr, cols, nc, cells, row_of, col_of};
   char tpath[1200];
   snprintf(tpath, sizeof tpath, "%s/table.md", out_dir);
   char tmp[1300];
@@ -410,26 +300,28 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
     const char *cn = cols[dcols[q][0]][0] ? cols[dcols[q][0]] : dcols[q][1] < 0 ? metric : "";
     fprintf(f, " %s%s%s |", cn, cn[0] && dcols[q][1] >= 0 ? " " : "", dcols[q][1] >= 0 ? sets[dcols[q][1]] : "");
   }
-  fprintf(f, " params | tokens/s |\n|---|");
+  fprintf(f, " params | tokens/s | cache B/token | state B |\n|---|");
   for (int q = 0; q < ndc; q++) fprintf(f, "---|");
-  fprintf(f, "---|---|\n");
+  fprintf(f, "---|---|---|---|\n");
   for (int r = 0; r < nr; r++) {
     fprintf(f, "| %s |", rows[r]);
     for (int q = 0; q < ndc; q++) {
       const cell *cl = &cells[r * nc + dcols[q][0]];
       char v[64], bp[256] = "";
       double mean = cl->value, sd = cl->std;
-      const char *m = cl->best >= 0 ? run_metric(metric, &e->runs[cl->best]) : metric;
-      if (dcols[q][1] >= 0) set_point_mean(e, res, row_of, col_of, cl, sets[dcols[q][1]], m, &mean, &sd);
+      const char *m = cl->best >= 0 ? at_report_run_metric(metric, &e->runs[cl->best]) : metric;
+      set_metric sm = {dcols[q][1] >= 0 ? sets[dcols[q][1]] : NULL, m};
+      if (sm.set) at_report_cell_mean(&view, cl, evalset_value, &sm, &mean, &sd);
       fmt_metric(m, cl->best >= 0 ? at_task_byte_level(&e->runs[cl->best].data) : text, mean, sd, v, sizeof v);
       if (cl->best >= 0 && dcols[q][1] < 0) best_point_of(e, &e->runs[cl->best], bp, sizeof bp);
       fprintf(f, " %s%s%s%s |", v, bp[0] ? " (" : "", bp, bp[0] ? ")" : "");
     }
-    int64_t params;
     double tps;
-    row_summary(e, res, row_of, r, &params, &tps);
-    if (params) fprintf(f, " %lld | %.0f |\n", (long long)params, tps);
-    else fprintf(f, " — | — |\n");
+    const at_results_run *rr = at_report_row_run(&view, r, &tps);
+    const at_results_extra *cb = rr ? at_results_get(rr, "cache_bytes_per_token") : NULL,
+                           *sb = rr ? at_results_get(rr, "state_bytes") : NULL;
+    if (rr) fprintf(f, " %lld | %.0f | %.0f | %.0f |\n", (long long)rr->params, tps, cb ? cb->num : NAN, sb ? sb->num : NAN);
+    else fprintf(f, " — | — | — | — |\n");
   }
   free(dcols);
   /* every run */
@@ -470,7 +362,7 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
     }
     fprintf(log, "\nwrote %s and %s\n", tpath, path);
   }
-  if ((st = write_csv(e, res, out_dir)) == AT_OK) st = plot(e, res, out_dir, log, rows, nr, cols, nc, cells, metric);
+  if ((st = write_csv(e, res, out_dir)) == AT_OK) st = at_report_plots(&view, out_dir, log);
 done:
   free(rows), free(cols), free(cells), free(row_of), free(col_of), free(points);
   at_results_free(res);
