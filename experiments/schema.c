@@ -11,6 +11,7 @@
  *                key]; the other sweep keys become the table's columns
  *   data         task [mqar]: mqar | palindrome | stack | selective_copy | niah | text
  *                vocab_size, seq_len, train_examples, test_examples  (every task)
+ *                label: the name of a sweep.data entry's column [its first value]
  *                mqar: num_kv_pairs, power_a, random_non_queries,
  *                      query_layout (zoology | contiguous)
  *                palindrome: palindrome_len      stack: num_stacks, num_symbols
@@ -119,6 +120,7 @@ static const char *const metric_names[] = {"eval_accuracy", "eval_loss", "auto",
 
 static const field data_fields[] = {
   FX("task", F_TASK),
+  FS("label", at_task_cfg, label, 0),
   FI("vocab_size", at_task_cfg, vocab_size, 2, INT32_MAX, 0),
   FI("seq_len", at_task_cfg, seq_len, 1, (int64_t)1 << 24, 0),
   FI("train_examples", at_task_cfg, train_examples, 1, BIG, 0),

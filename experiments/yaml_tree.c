@@ -565,7 +565,12 @@ void at_sb_label(at_sbuf *b, const at_ynode *n) {
       at_sb_label(b, n->v[j]);
     }
     break;
-  case AT_YN_MAP: /* a whole section swept: named by its first value ({task: mqar, ...} -> mqar) */
+  case AT_YN_MAP: /* a whole section swept: named by its `label`, else its first value ({task: mqar, ...} -> mqar) */
+    for (int j = 0; j < n->n; j++)
+      if (!strcmp(n->k[j], "label") && n->v[j]->kind == AT_YN_SCALAR) {
+        at_sb_label(b, n->v[j]);
+        return;
+      }
     if (n->n) at_sb_label(b, n->v[0]);
     break;
   }

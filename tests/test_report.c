@@ -3,7 +3,7 @@
  * the per-seed values, and the plots' data files carry the same numbers
  * (accuracy against length from the training length and a test set, the
  * needle heat map's depth buckets, training tokens of each evaluation, the
- * cost bars' median tokens/s). */
+ * cost bars' median tokens/s); data.label names a sweep column. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -27,7 +27,7 @@ static const char *yaml =
     "sweep:\n"
     "  data:\n"
     "    - {seq_len: 32, task: mqar, vocab_size: 128, num_kv_pairs: 4,\n"
-    "       eval: [{name: 2x, seq_len: 64, num_kv_pairs: 8}]}\n"
+    "       eval: [{name: 2x, seq_len: 64, num_kv_pairs: 8}], label: mqar32}\n"
     "    - {seq_len: 24, task: niah, vocab_size: 64, num_depth_buckets: 3}\n"
     "    - {seq_len: 40, task: niah, vocab_size: 64, num_depth_buckets: 3}\n"
     "  seed: [0, 1, 2]\n"
@@ -88,7 +88,7 @@ Test(report, seeds_are_mean_and_std_and_the_plots_carry_the_same_numbers, .timeo
   /* table: kda on mqar (its column and the 2x set) as mean ± std over the seeds */
   double acc[3], set[3], mean, sd;
   for (int s = 0; s < 3; s++) {
-    snprintf(id, sizeof id, "kda__data=32__seed=%d", s);
+    snprintf(id, sizeof id, "kda__data=mqar32__seed=%d", s);
     const at_results_run *rr = run_of(r, id);
     const at_results_evalset *es = at_results_get_evalset(rr, "2x");
     cr_assert(es && es->n);
@@ -100,6 +100,7 @@ Test(report, seeds_are_mean_and_std_and_the_plots_carry_the_same_numbers, .timeo
   snprintf(want, sizeof want, "| kda | %.1f ± %.1f%% |", 100 * mean, 100 * sd);
   cr_expect(strstr(table, want), "%s not in\n%s", want, table);
   cr_expect(strstr(table, "mean ± standard deviation over 3 seeds"), "%s", table);
+  cr_expect(strstr(table, "| run | mqar32 | mqar32 2x | 24 | 40 |"), "data.label names a column: %s", table);
   cr_expect(strstr(table, "| params | tokens/s | cache B/token | state B |"), "%s", table);
   free(table);
 
@@ -138,11 +139,11 @@ Test(report, seeds_are_mean_and_std_and_the_plots_carry_the_same_numbers, .timeo
   free(needle);
 
   /* the eval curve's fourth column: training tokens = step x batch x T */
-  snprintf(path, sizeof path, "%s/plot/kda__data=32__seed=0.eval.dat", dir);
+  snprintf(path, sizeof path, "%s/plot/kda__data=mqar32__seed=0.eval.dat", dir);
   long long step;
   double loss, ac, tokens;
   cr_assert(sscanf(slurp(path), "%lld %lf %lf %lf", &step, &loss, &ac, &tokens) == 4);
-  const at_results_run *first = run_of(r, "kda__data=32__seed=0");
+  const at_results_run *first = run_of(r, "kda__data=mqar32__seed=0");
   cr_expect(first->eval_step[0] == step && fabs(tokens - (double)step * 4 * 32) < 1e-6, "%lld %g", step, tokens);
 
   /* cost.dat: the kda row's median tokens/s over its 9 runs, its cache and state */
