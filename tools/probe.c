@@ -598,19 +598,25 @@ static at_status pattern_arg(pattern_job *j, at_mixer_kind k, const char *arg) {
   return AT_OK;
 }
 
-/* Pixels [T, HQ (T + 2) - 2] of the layer's mask (malloc'ed). */
-static unsigned char *pattern_pixels(const at_attn_layout *L, int64_t T, int64_t HQ, int64_t *w) {
+/* Pixels [T, HQ (T + 2) - 2] of the layer's mask (malloc'ed); *visible: the
+ * visible (query, key) pairs of all heads. */
+static unsigned char *pattern_pixels(const at_attn_layout *L, int64_t T, int64_t HQ, int64_t *w, int64_t *visible) {
   *w = HQ * (T + 2) - 2;
+  *visible = 0;
   unsigned char *pix = malloc((size_t)(*w * T));
   if (!pix) return NULL;
   memset(pix, 128, (size_t)(*w * T));
   for (int64_t h = 0; h < HQ; h++)
     for (int64_t i = 0; i < T; i++)
-      for (int64_t j = 0; j < T; j++) pix[i * *w + h * (T + 2) + j] = at_attn_layout_visible(L, 0, h, i, j) ? 0 : 255;
+      for (int64_t j = 0; j < T; j++) {
+        int vis = at_attn_layout_visible(L, 0, h, i, j);
+        pix[i * *w + h * (T + 2) + j] = vis ? 0 : 255;
+        *visible += vis;
+      }
   return pix;
 }
 
-static at_status pattern_build(pattern_job *j, int64_t T, const char *out) {
+static at_status pattern_build(pattern_job *j, int64_t T, const char *out, int64_t *visible) {
   at_mixer_kind bad, k = j->cfg.layers[0];
   const char *key;
   const at_mixer_impl *impl = at_mixer_impl_of(k);
@@ -631,7 +637,7 @@ static at_status pattern_build(pattern_job *j, int64_t T, const char *out) {
     impl->init(layer, &j->cfg, j->seed);
     at_attn_layout *L = at_softmax_mixer_layout(c, impl, layer, T);
     int64_t w = 0;
-    unsigned char *pix = L ? pattern_pixels(L, T, j->cfg.n_heads, &w) : NULL;
+    unsigned char *pix = L ? pattern_pixels(L, T, j->cfg.n_heads, &w, visible) : NULL;
     if (!L) st = at_ctx_status(c);
     else if (!pix) st = at_error(AT_E_NOMEM, "out of memory");
     else st = at_png_write_gray(out, pix, w, T);
@@ -663,12 +669,14 @@ static int pattern_main(int argc, char **argv, FILE *out, FILE *err) {
   if (st == AT_OK && j.cfg.n_heads * (int64_t)T * T > ((int64_t)1 << 26))
     st = at_error(AT_E_ARG, "%lld heads of %lld x %lld pixels are too many", (long long)j.cfg.n_heads, T, T);
   if (st == AT_OK) j.cfg.d_model = 16 * j.cfg.n_heads;
-  if (st == AT_OK) st = pattern_build(&j, T, argv[4]);
+  int64_t visible = 0;
+  if (st == AT_OK) st = pattern_build(&j, T, argv[4], &visible);
   if (st != AT_OK) {
     fprintf(err, "probe --pattern: %s\n", at_errmsg());
     return 2;
   }
-  fprintf(out, "%s: %s mask of %lld positions, %lld heads\n", argv[4], argv[2], T, (long long)j.cfg.n_heads);
+  fprintf(out, "%s: %s mask of %lld positions, %lld heads; keys per query %.1f (causal: %.1f)\n", argv[4], argv[2], T,
+          (long long)j.cfg.n_heads, (double)visible / (double)(j.cfg.n_heads * T), 0.5 * (double)(T + 1));
   return 0;
 }
 
