@@ -1,27 +1,30 @@
 /* models/nsa.c: Native Sparse Attention layer (DeepSeek, arXiv 2502.11089),
  * the mixer `nsa`: three attention branches per query mixed by gates.
  *
- *   q = x Wq^T [B,T,HQ,hd], k = x Wk^T, v = x Wv^T [B,T,H,hd]   (GQA: G = HQ / H)
- *   q, k = RoPE(q), RoPE(k)                 (position: rope; before every branch)
- *   k~, v~ = phi_k(k), phi_v(v)             compressed blocks of l with stride d (ops/attention/nsa.h:
+ *   q = x Wq^T [B,T,HQ,hd]; per branch c in {cmp, slc, swa}: k_c = x Wk_c^T, v_c = x Wv_c^T [B,T,H,hd]
+ *                                           (GQA: G = HQ / H; kv: shared gives the three one Wk, Wv)
+ *   q, k_c = RoPE(q), RoPE(k_c)             (position: rope; before every branch)
+ *   k~, v~ = phi_k(k_cmp), phi_v(v_cmp)     compressed blocks of l with stride d (ops/attention/nsa.h:
  *                                           X_i = k[i d .. i d + l - 1] + E, k~_i = W2 silu(W1 vec X_i))
  *   o_cmp = softmax(q k~^T / sqrt(hd)) v~   over the blocks ending at or before t (0 if none)
  *   I_t   = top-n selection blocks of l' by the compressed probabilities mapped by overlap and
  *           summed over the G heads of a group (shared by the group; current, first and local
  *           blocks forced; no gradient)
- *   o_slc = attention over the tokens of the blocks I_t (causal)   (fused, at_attn_layout_selected)
- *   o_swa = attention over keys t-w+1 .. t                         (fused, window w; w = 0: no branch)
+ *   o_slc = attention over k_slc, v_slc of the blocks I_t (causal) (fused, at_attn_layout_selected)
+ *   o_swa = attention over k_swa, v_swa at t-w+1 .. t               (fused, window w; w = 0: no branch)
  *   [g_cmp, g_slc, g_swa] = sigmoid(x Wg^T) [B,T,HQ,3]
  *   y = (g_cmp o_cmp + g_slc o_slc + g_swa o_swa) Wo^T
  *
- * The three branches share q, k, v (as flash-linear-attention's NSA does;
- * the paper gives each branch its own keys and values).
+ * The branches share q; `kv: branches` (the paper's "independent keys and
+ * values for three branches", against shortcuts from the local branch) gives
+ * each its own keys and values, `kv: shared` one set for all three (as
+ * flash-linear-attention's NSA).
  *
- * Decoding: caches of keys and values [B, max_len, H, hd], and of the
- * compressed keys and values (block i in slot i, computed when its last
- * token arrives). A step attends to the complete compressed blocks, selects
- * as the forward does, and reads the selected blocks and the window from
- * the key/value cache.
+ * Decoding: caches of each branch's keys and values [B, max_len, H, hd]
+ * (one set when shared), and of the compressed keys and values (block i in
+ * slot i, computed when its last token arrives). A step attends to the
+ * complete compressed blocks, selects as the forward does, and reads the
+ * selected blocks and the window from their branches' caches.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -35,7 +38,11 @@
 typedef struct nsa_opts {
   at_mixer_common common;
   int64_t cmp_block, cmp_stride, sel_block, n_select, n_local, window, cmp_hidden;
+  int kv;
 } nsa_opts;
+
+enum { KV_BRANCHES, KV_SHARED };
+static const char *const kv_names[] = {"branches", "shared", NULL};
 
 static const at_mixer_opt nsa_options[] = {
   AT_OPT_POSITION(nsa_opts),
@@ -51,6 +58,8 @@ static const at_mixer_opt nsa_options[] = {
            "sliding-window branch: query t sees keys t-w+1 .. t; 0 = no window branch"),
   AT_OPT_I("cmp_hidden", nsa_opts, cmp_hidden, 0, 1 << 16, 0,
            "hidden width of the compression MLPs; 0 = 2 head_dim"),
+  AT_OPT_E("kv", nsa_opts, kv, kv_names, NULL, KV_BRANCHES,
+           "branches: each branch its own key and value projections (the paper); shared: one set (fla)"),
 };
 
 extern const at_mixer_impl at_mixer_nsa;
@@ -70,14 +79,36 @@ static at_status nsa_check(const at_model_cfg *cfg, void *opts, const char **bad
   return AT_OK;
 }
 
+enum { CMP, SLC, SWA };
+
 typedef struct nsa_layer {
-  at_tensor *wq, *wk, *wv, *wo, *wg;
+  at_tensor *wq, *wo, *wg;
+  at_tensor *wk[3], *wv[3]; /* per branch (CMP, SLC, SWA); shared: the same tensors; no window: SWA NULL */
+  int shared;
   at_tensor *k_pe, *k_w1, *k_w2, *v_pe, *v_w1, *v_w2;
   int64_t hq, h, hd, window, hidden;
   at_nsa_blocks blk;
   at_position position;
   double rope_theta;
 } nsa_layer;
+
+/* The key and value projections: wk, wv (shared), else wk_cmp, wv_cmp,
+ * wk_slc, wv_slc and, with a window, wk_swa, wv_swa. */
+static int nsa_create_kv(nsa_layer *L, at_params *p, const char *prefix, int64_t d) {
+  static const char *const kn[3] = {"wk_cmp", "wk_slc", "wk_swa"}, *const vn[3] = {"wv_cmp", "wv_slc", "wv_swa"};
+  int64_t n = L->h * L->hd;
+  for (int b = 0; b < 3; b++) {
+    if (b == SWA && L->window == 0) continue;
+    if (L->shared && b > CMP) {
+      L->wk[b] = L->wk[CMP], L->wv[b] = L->wv[CMP];
+      continue;
+    }
+    if (!(L->wk[b] = at_layer_weight(p, prefix, L->shared ? "wk" : kn[b], n, d)) ||
+        !(L->wv[b] = at_layer_weight(p, prefix, L->shared ? "wv" : vn[b], n, d)))
+      return 0;
+  }
+  return 1;
+}
 
 static at_status nsa_create(const at_model_cfg *cfg, int layer_index, at_params *p, const char *prefix,
                             void **out) {
@@ -94,6 +125,7 @@ static at_status nsa_create(const at_model_cfg *cfg, int layer_index, at_params 
                            .sel_block = o->sel_block, .n_select = o->n_select, .n_local = o->n_local};
   L->position = at_layer_position(cfg, &at_mixer_nsa);
   L->rope_theta = cfg->rope_theta;
+  L->shared = o->kv == KV_SHARED;
   if (L->h < 1 || L->hq % L->h != 0)
     return at_error(AT_E_ARG, "n_heads %lld is not a multiple of n_kv_heads %lld", (long long)L->hq,
                     (long long)L->h);
@@ -102,9 +134,7 @@ static at_status nsa_create(const at_model_cfg *cfg, int layer_index, at_params 
   if (L->blk.cmp_stride < 1 || L->blk.cmp_stride > L->blk.cmp_block || L->blk.sel_block < 1 || L->blk.n_select < 1)
     return at_error(AT_E_ARG, "nsa: need 1 <= cmp_stride <= cmp_block, sel_block >= 1, n_select >= 1");
   int64_t d = cfg->d_model, l = L->blk.cmp_block, hd = L->hd, F = L->hidden;
-  if (!(L->wq = at_layer_weight(p, prefix, "wq", L->hq * hd, d)) ||
-      !(L->wk = at_layer_weight(p, prefix, "wk", L->h * hd, d)) ||
-      !(L->wv = at_layer_weight(p, prefix, "wv", L->h * hd, d)) ||
+  if (!(L->wq = at_layer_weight(p, prefix, "wq", L->hq * hd, d)) || !nsa_create_kv(L, p, prefix, d) ||
       !(L->wg = at_layer_weight(p, prefix, "wg", 3 * L->hq, d)) ||
       !(L->wo = at_layer_weight(p, prefix, "wo", d, L->hq * hd)) ||
       !(L->k_pe = at_layer_param(p, prefix, "k_pe", AT_SHAPE(l, hd), 0)) ||
@@ -122,24 +152,40 @@ static at_status nsa_create(const at_model_cfg *cfg, int layer_index, at_params 
 static void nsa_init(void *layer, const at_model_cfg *cfg, uint64_t seed) {
   nsa_layer *L = layer;
   double std = cfg->init_std;
-  at_tensor *proj[] = {L->wq, L->wk, L->wv, L->wg, L->k_pe, L->v_pe};
+  at_tensor *proj[] = {L->wq, L->wg, L->k_pe, L->v_pe};
   for (int i = 0; i < AT_ARRAY_LEN(proj); i++) at_layer_init_normal(proj[i], seed, std);
+  for (int b = 0; b < (L->shared ? 1 : 3); b++)
+    if (L->wk[b]) at_layer_init_normal(L->wk[b], seed, std), at_layer_init_normal(L->wv[b], seed, std);
   at_tensor *mlp[] = {L->k_w1, L->k_w2, L->v_w1, L->v_w2};
   for (int i = 0; i < AT_ARRAY_LEN(mlp); i++) at_layer_init_normal(mlp[i], seed, 1 / sqrt((double)mlp[i]->shape[1]));
   at_layer_init_out(L->wo, cfg, seed);
 }
 
-/* q [B,T,HQ,hd], k, v [B,T,H,hd] of x at positions pos0 .. pos0+T-1. */
-static void nsa_qkv(at_ctx *c, const nsa_layer *L, at_tensor *x, int64_t pos0, at_tensor **q, at_tensor **k,
-                    at_tensor **v) {
+/* Keys and values of a branch's projections. */
+typedef struct nsa_kv {
+  at_tensor *k[3], *v[3];
+} nsa_kv;
+
+/* q [B,T,HQ,hd] and each branch's k, v [B,T,H,hd] of x at positions pos0
+ * .. pos0+T-1 (computed once when shared); 0 if out of memory. */
+static int nsa_qkv(at_ctx *c, const nsa_layer *L, at_tensor *x, int64_t pos0, at_tensor **q, nsa_kv *kv) {
   int64_t B = x->shape[0], T = x->shape[1];
   *q = AT_RESHAPE(c, at_linear(c, x, L->wq, NULL), B, T, L->hq, L->hd);
-  *k = AT_RESHAPE(c, at_linear(c, x, L->wk, NULL), B, T, L->h, L->hd);
-  *v = AT_RESHAPE(c, at_linear(c, x, L->wv, NULL), B, T, L->h, L->hd);
-  if (L->position == AT_POS_ROPE) {
-    *q = at_rope(c, *q, L->hd, L->rope_theta, pos0);
-    *k = at_rope(c, *k, L->hd, L->rope_theta, pos0);
+  if (L->position == AT_POS_ROPE) *q = at_rope(c, *q, L->hd, L->rope_theta, pos0);
+  int ok = *q != NULL;
+  for (int b = 0; b < 3; b++) {
+    kv->k[b] = kv->v[b] = NULL;
+    if (!L->wk[b]) continue;
+    if (L->shared && b > CMP) {
+      kv->k[b] = kv->k[CMP], kv->v[b] = kv->v[CMP];
+      continue;
+    }
+    kv->k[b] = AT_RESHAPE(c, at_linear(c, x, L->wk[b], NULL), B, T, L->h, L->hd);
+    kv->v[b] = AT_RESHAPE(c, at_linear(c, x, L->wv[b], NULL), B, T, L->h, L->hd);
+    if (L->position == AT_POS_ROPE) kv->k[b] = at_rope(c, kv->k[b], L->hd, L->rope_theta, pos0);
+    ok &= kv->k[b] && kv->v[b];
   }
+  return ok;
 }
 
 /* (sum_c g_c o_c) Wo^T with g = sigmoid(x Wg^T) [B,T,HQ,3]; NULL branches
@@ -154,15 +200,18 @@ static at_tensor *nsa_mix(at_ctx *c, const nsa_layer *L, at_tensor *x, at_tensor
   return at_linear(c, AT_RESHAPE(c, y, B, T, L->hq * L->hd), L->wo, NULL);
 }
 
-/* The selected and window branches over keys k, v (the forward's, or a
- * decoding cache of len positions when decode) given the selection. */
-static void nsa_sparse_branches(at_ctx *c, const nsa_layer *L, at_tensor *q, at_tensor *k, at_tensor *v,
+/* The selected and window branches over their keys and values (the
+ * forward's, or decoding caches of len positions when decode) given the
+ * selection. */
+static void nsa_sparse_branches(at_ctx *c, const nsa_layer *L, at_tensor *q, const nsa_kv *kv,
                                 const at_itensor *sel, int64_t len, int decode, at_tensor **o_slc,
                                 at_tensor **o_swa) {
   at_attn_layout *lay = at_attn_layout_selected(c, len, 1, L->blk.sel_block, sel, L->hq / L->h);
   at_attn_opts so = {.layout = lay}, wo = {.window = L->window};
+  at_tensor *k = kv->k[SLC], *v = kv->v[SLC];
   *o_slc = !lay ? NULL : decode ? at_attention_decode(c, q, k, v, len, &so) : at_attention(c, q, k, v, &so);
   *o_swa = NULL;
+  k = kv->k[SWA], v = kv->v[SWA];
   if (L->window > 0) *o_swa = decode ? at_attention_decode(c, q, k, v, len, &wo) : at_attention(c, q, k, v, &wo);
 }
 
@@ -183,30 +232,52 @@ static at_tensor *nsa_cmp_branch(at_ctx *c, const nsa_layer *L, at_tensor *q, at
   return o;
 }
 
+/* ---- decoding caches ---------------------------------------------------------------
+ * t[0], t[1]: the compressed branch's keys and values [B, max_len, H, hd],
+ * position p in slot p (every branch's when shared); t[2], t[3]: compressed
+ * keys and values, block i in slot i; t[4], t[5]: the selected branch's keys
+ * and values, t[6], t[7] the window's (not shared). */
+static int kv_slot(const nsa_layer *L, int b) { return L->shared || b == CMP ? 0 : b == SLC ? 4 : 6; }
+
+static int n_caches(const nsa_layer *L) { return L->shared ? 4 : L->window > 0 ? 8 : 6; }
+
+/* Each branch's key and value caches (whole; a step reads its first positions). */
+static nsa_kv cached_kv(const nsa_layer *L, at_mixer_state *s) {
+  nsa_kv kv = {{NULL}, {NULL}};
+  for (int b = 0; b < 3; b++)
+    if (L->wk[b]) kv.k[b] = s->t[kv_slot(L, b)], kv.v[b] = s->t[kv_slot(L, b) + 1];
+  return kv;
+}
+
+/* Rows 0 .. rows-1 of src [B, rows, H, hd] into the cache dst [B, S, H, hd]. */
+static void cache_rows(const nsa_layer *L, at_tensor *dst, const at_tensor *src, int64_t rows) {
+  int64_t row = L->h * L->hd, S = dst->shape[1];
+  for (int64_t b = 0; b < src->shape[0] && rows > 0; b++)
+    memcpy(dst->data + b * S * row, src->data + b * rows * row, (size_t)(rows * row) * sizeof(real));
+}
+
 /* The training form at positions 0 .. T-1; with s (prefill) the caches
- * receive k, v and the compressed blocks. */
+ * receive the keys, values and compressed blocks. */
 static at_tensor *nsa_apply(at_ctx *c, const nsa_layer *L, at_tensor *x, at_mixer_state *s) {
   if (!x) return NULL;
   int64_t T = x->shape[1], C = at_nsa_n_cmp(&L->blk, T);
-  at_tensor *q, *k, *v, *kc = NULL, *vc = NULL, *o[3];
-  nsa_qkv(c, L, x, 0, &q, &k, &v);
-  if (!q || !k || !v) return NULL;
+  at_tensor *q, *kc = NULL, *vc = NULL, *o[3];
+  nsa_kv kv;
+  if (!nsa_qkv(c, L, x, 0, &q, &kv)) return NULL;
   if (C > 0) {
-    kc = at_nsa_compress(c, k, L->k_pe, L->k_w1, L->k_w2, &L->blk);
-    vc = at_nsa_compress(c, v, L->v_pe, L->v_w1, L->v_w2, &L->blk);
+    kc = at_nsa_compress(c, kv.k[CMP], L->k_pe, L->k_w1, L->k_w2, &L->blk);
+    vc = at_nsa_compress(c, kv.v[CMP], L->v_pe, L->v_w1, L->v_w2, &L->blk);
     if (!kc || !vc) return NULL;
   }
   at_itensor *sel;
   o[0] = nsa_cmp_branch(c, L, q, kc, vc, 0, &sel);
   if (!sel || (C > 0 && !o[0])) return NULL;
-  nsa_sparse_branches(c, L, q, k, v, sel, T, 0, &o[1], &o[2]);
+  nsa_sparse_branches(c, L, q, &kv, sel, T, 0, &o[1], &o[2]);
   if (!o[1] || (L->window > 0 && !o[2])) return NULL;
   if (s) {
-    at_tensor *src[] = {k, v, kc, vc};
-    int64_t rows[] = {T, T, C, C}, S = s->max_len, row = L->h * L->hd;
-    for (int t = 0; t < 4; t++)
-      for (int64_t b = 0; b < x->shape[0] && rows[t] > 0; b++)
-        memcpy(s->t[t]->data + b * S * row, src[t]->data + b * rows[t] * row, (size_t)(rows[t] * row) * sizeof(real));
+    for (int b = 0; b < 3; b++)
+      if (kv.k[b]) cache_rows(L, s->t[kv_slot(L, b)], kv.k[b], T), cache_rows(L, s->t[kv_slot(L, b) + 1], kv.v[b], T);
+    if (C > 0) cache_rows(L, s->t[2], kc, C), cache_rows(L, s->t[3], vc, C);
   }
   return nsa_mix(c, L, x, o);
 }
@@ -216,13 +287,9 @@ static at_tensor *nsa_forward(at_ctx *c, void *layer, at_tensor *x, at_mixer_io 
   return nsa_apply(c, layer, x, NULL);
 }
 
-/* ---- decoding ---------------------------------------------------------------------
- * t[0], t[1]: keys and values [B, max_len, H, hd], position p in slot p;
- * t[2], t[3]: compressed keys and values, block i in slot i. */
-
 static at_status nsa_state_new(const void *layer, at_mixer_state *s) {
   const nsa_layer *L = layer;
-  for (int t = 0; t < 4; t++)
+  for (int t = 0; t < n_caches(L); t++)
     if (!at_mixer_state_add(s, AT_SHAPE(s->batch, s->max_len, L->h, L->hd)))
       return at_error_prefix(AT_E_NOMEM, "nsa: caches");
   return AT_OK;
@@ -258,18 +325,19 @@ static at_tensor *nsa_step(at_ctx *c, void *layer, at_tensor *x, at_mixer_state 
   nsa_layer *L = layer;
   if (!at_mixer_decode_fits(c, &at_mixer_nsa, x, L->wq->shape[1], s, io, 1)) return NULL;
   int64_t pos = io->pos0, C = at_nsa_n_cmp(&L->blk, pos + 1);
-  at_tensor *q, *k, *v, *o[3];
-  nsa_qkv(c, L, x, pos, &q, &k, &v);
-  if (!q || !k || !v) return NULL;
-  cache_row(L, s->t[0], pos, k, 0);
-  cache_row(L, s->t[1], pos, v, 0);
+  at_tensor *q, *o[3];
+  nsa_kv kv;
+  if (!nsa_qkv(c, L, x, pos, &q, &kv)) return NULL;
+  for (int b = 0; b < 3; b++)
+    if (kv.k[b]) cache_row(L, s->t[kv_slot(L, b)], pos, kv.k[b], 0), cache_row(L, s->t[kv_slot(L, b) + 1], pos, kv.v[b], 0);
   if (!compress_new_block(c, L, s, pos)) return NULL;
   at_tensor *kc = C > 0 ? at_slice(c, s->t[2], 1, 0, C) : NULL, *vc = C > 0 ? at_slice(c, s->t[3], 1, 0, C) : NULL;
   if (C > 0 && (!kc || !vc)) return NULL;
   at_itensor *sel;
   o[0] = nsa_cmp_branch(c, L, q, kc, vc, pos, &sel);
   if (!sel || (C > 0 && !o[0])) return NULL;
-  nsa_sparse_branches(c, L, q, s->t[0], s->t[1], sel, pos + 1, 1, &o[1], &o[2]);
+  nsa_kv past = cached_kv(L, s);
+  nsa_sparse_branches(c, L, q, &past, sel, pos + 1, 1, &o[1], &o[2]);
   if (!o[1] || (L->window > 0 && !o[2])) return NULL;
   return nsa_mix(c, L, x, o);
 }
@@ -277,7 +345,7 @@ static at_tensor *nsa_step(at_ctx *c, void *layer, at_tensor *x, at_mixer_state 
 /* Keys and values, and the compressed cache's slot per token. */
 static int64_t nsa_cache_per_token(const void *layer) {
   const nsa_layer *L = layer;
-  return 4 * L->h * L->hd;
+  return n_caches(L) * L->h * L->hd;
 }
 
 const at_mixer_impl at_mixer_nsa = {

@@ -34,7 +34,7 @@
    float64 from float32-representable weights and input, stored as float32.
    Groups layer_<name>: attributes d_model, n_heads, n_kv_heads, head_dim,
    position, cmp_block, cmp_stride, sel_block, n_select, n_local, window,
-   cmp_hidden, min_gap (the smallest relative score gap at a selection
+   cmp_hidden, kv (shared | branches), min_gap (the smallest relative score gap at a selection
    boundary: the float layer ranks the same blocks); datasets params/<name>,
    x, dy, y, dx, grads/<name>, selection [B,H,T,n] (int32).
 """
@@ -161,16 +161,22 @@ def softmax_masked(s, visible):
     return torch.nan_to_num(p, nan=0.0)
 
 
-class NSA(torch.nn.Module):
-    NAMES = ("wq", "wk", "wv", "wg", "wo", "k_pe", "k_w1", "k_w2", "v_pe", "v_w1", "v_w2")
+BRANCHES = ("cmp", "slc", "swa")
 
-    def __init__(self, d, hq, h, hd, position, l, stride, ls, n, n_local, window, hidden):
+
+class NSA(torch.nn.Module):
+    """kv "branches": each branch its own key and value projections (wk_cmp, wv_cmp, ...; the
+    paper's independent keys and values), kv "shared": one wk, wv for all three (fla)."""
+
+    def __init__(self, d, hq, h, hd, position, l, stride, ls, n, n_local, window, hidden, kv):
         super().__init__()
-        self.hq, self.h, self.hd, self.position = hq, h, hd, position
+        self.hq, self.h, self.hd, self.position, self.kv = hq, h, hd, position, kv
         self.l, self.stride, self.ls, self.n, self.n_local, self.window = l, stride, ls, n, n_local, window
-        shapes = dict(wq=(hq * hd, d), wk=(h * hd, d), wv=(h * hd, d), wg=(3 * hq, d), wo=(d, hq * hd),
-                      k_pe=(l, hd), k_w1=(hidden, l * hd), k_w2=(hd, hidden),
+        kv_names = ["wk", "wv"] if kv == "shared" else [f"w{t}_{b}" for b in BRANCHES for t in "kv"]
+        shapes = dict(wq=(hq * hd, d), **{name: (h * hd, d) for name in kv_names}, wg=(3 * hq, d),
+                      wo=(d, hq * hd), k_pe=(l, hd), k_w1=(hidden, l * hd), k_w2=(hd, hidden),
                       v_pe=(l, hd), v_w1=(hidden, l * hd), v_w2=(hd, hidden))
+        self.NAMES = tuple(shapes)  # the order the weights are drawn in
         for name in self.NAMES:
             setattr(self, name, torch.nn.Parameter(torch.empty(shapes[name], dtype=torch.float64)))
 
@@ -218,12 +224,15 @@ class NSA(torch.nn.Module):
         B, T, _ = x.shape
         G, D = self.hq // self.h, self.hd
         q = (x @ self.wq.T).view(B, T, self.hq, D)
-        k = (x @ self.wk.T).view(B, T, self.h, D)
-        v = (x @ self.wv.T).view(B, T, self.h, D)
+        kv = {}
+        for b in BRANCHES:
+            sfx = "" if self.kv == "shared" else "_" + b
+            k = (x @ getattr(self, "wk" + sfx).T).view(B, T, self.h, D)
+            kv[b] = (rope(k) if self.position == "rope" else k, (x @ getattr(self, "wv" + sfx).T).view(B, T, self.h, D))
         if self.position == "rope":
-            q, k = rope(q), rope(k)
-        kc = self.compress(k, self.k_pe, self.k_w1, self.k_w2)
-        vc = self.compress(v, self.v_pe, self.v_w1, self.v_w2)
+            q = rope(q)
+        kc = self.compress(kv["cmp"][0], self.k_pe, self.k_w1, self.k_w2)
+        vc = self.compress(kv["cmp"][1], self.v_pe, self.v_w1, self.v_w2)
         C = kc.shape[1]
         qh = q.transpose(1, 2)  # [B,HQ,T,D]
         rep = lambda z: z.transpose(1, 2).repeat_interleave(G, dim=1)  # noqa: E731 [B,HQ,*,D]
@@ -235,9 +244,11 @@ class NSA(torch.nn.Module):
         blk = torch.from_numpy(sel).long()  # [B,H,T,n]
         vis = ((torch.arange(T) // self.ls)[None, None, None, :, None] == blk[:, :, :, None, :]).any(-1)  # [B,H,T,T]
         vis = vis & (u_ <= t_)
-        s = qh @ rep(k).transpose(-1, -2) / math.sqrt(D)
-        o_slc = softmax_masked(s, vis.repeat_interleave(G, dim=1)) @ rep(v)
-        o_swa = softmax_masked(s, (u_ <= t_) & (u_ > t_ - self.window)) @ rep(v)
+        (ks, vs), (kw, vw) = kv["slc"], kv["swa"]
+        s = qh @ rep(ks).transpose(-1, -2) / math.sqrt(D)
+        o_slc = softmax_masked(s, vis.repeat_interleave(G, dim=1)) @ rep(vs)
+        s = qh @ rep(kw).transpose(-1, -2) / math.sqrt(D)
+        o_swa = softmax_masked(s, (u_ <= t_) & (u_ > t_ - self.window)) @ rep(vw)
         g = torch.sigmoid(x @ self.wg.T).view(B, T, self.hq, 3).transpose(1, 2)  # [B,HQ,T,3]
         o = g[..., 0:1] * o_cmp + g[..., 1:2] * o_slc + g[..., 2:3] * o_swa
         return o.transpose(1, 2).reshape(B, T, self.hq * D) @ self.wo.T, sel, gap
@@ -248,9 +259,9 @@ def fill(p, std, gen):
         p.copy_((torch.randn(p.shape, generator=gen, dtype=torch.float64) * std).float().double())
 
 
-def layer_case(f, name, seed, B, T, d, hq, h, hd, position, l, stride, ls, n, n_local, window, hidden):
+def layer_case(f, name, seed, B, T, d, hq, h, hd, position, l, stride, ls, n, n_local, window, hidden, kv):
     gen = torch.Generator().manual_seed(seed)
-    m = NSA(d, hq, h, hd, position, l, stride, ls, n, n_local, window, hidden)
+    m = NSA(d, hq, h, hd, position, l, stride, ls, n, n_local, window, hidden, kv)
     for w in m.NAMES:
         p = getattr(m, w)
         fill(p, 1 / math.sqrt(p.shape[1]) if "_w" in w else 0.3, gen)
@@ -263,6 +274,7 @@ def layer_case(f, name, seed, B, T, d, hq, h, hd, position, l, stride, ls, n, n_
     a["d_model"], a["n_heads"], a["n_kv_heads"], a["head_dim"], a["position"] = d, hq, h, hd, np.bytes_(position)
     a["cmp_block"], a["cmp_stride"], a["sel_block"], a["n_select"] = l, stride, ls, n
     a["n_local"], a["window"], a["cmp_hidden"], a["min_gap"] = n_local, window, hidden, gap
+    a["kv"] = np.bytes_(kv)
     f32 = lambda z: z.detach().float().numpy()  # noqa: E731
     for w in m.NAMES:
         grp[f"params/{w}"] = f32(getattr(m, w))
@@ -280,9 +292,11 @@ def main():
     naive_case(naive, None, "nsa_naive_gqa.h5", 2, 3, 29, 32, 2, 4, 4, 4, 6)
     with h5py.File(os.path.join(GOLDEN, "nsa_layer.h5"), "w") as f:
         # GQA, RoPE, ragged T, ranked blocks beyond the forced ones
-        layer_case(f, "rope_gqa", 1, 16, 61, 32, 4, 2, 8, "rope", 8, 4, 8, 4, 2, 16, 16)
+        layer_case(f, "rope_gqa", 1, 16, 61, 32, 4, 2, 8, "rope", 8, 4, 8, 4, 2, 16, 16, "shared")
         # MQA, NoPE, selection blocks unlike the compression blocks
-        layer_case(f, "nope_mqa", 2, 16, 50, 32, 4, 1, 8, "nope", 4, 2, 8, 3, 1, 8, 12)
+        layer_case(f, "nope_mqa", 2, 16, 50, 32, 4, 1, 8, "nope", 4, 2, 8, 3, 1, 8, 12, "shared")
+        # the paper's independent keys and values per branch, GQA, RoPE
+        layer_case(f, "branches_rope_gqa", 3, 16, 57, 32, 4, 2, 8, "rope", 8, 4, 8, 4, 2, 16, 16, "branches")
 
 
 if __name__ == "__main__":
