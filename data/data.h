@@ -29,7 +29,6 @@ typedef enum at_split { AT_SPLIT_TRAIN = 0, AT_SPLIT_TEST = 1 } at_split;
 
 typedef struct at_task_cfg {
   at_task_kind kind;
-  char label[64];          /* a sweep column's name ("" = the sweep entry's first value); no effect on the data */
   uint64_t seed;
   int64_t vocab_size;      /* ids are in [0, vocab_size); text: 256, or a token file's */
   int64_t seq_len;         /* T, the model's input length */

@@ -748,7 +748,7 @@ at_status at_experiment_describe(const at_experiment *e, FILE *out) {
     mc.vocab_size = rc->data.vocab_size;
     mc.max_seq_len = rc->data.seq_len;
     at_model *m = NULL;
-    at_status st = at_model_new(&mc, rc->seed, &m);
+    at_status st = at_model_new_uninit(&mc, &m);
     if (st != AT_OK) return at_error_prefix(st, "run %s", rc->name);
     char cache[32], state[32];
     fmt_bytes(4.0 * (double)at_model_cache_per_token(m), cache, sizeof cache);

@@ -80,7 +80,7 @@ _Static_assert(sizeof(at_position) == sizeof(int) && sizeof(at_mlp_kind) == size
                sizeof(at_trainable) == sizeof(int) && sizeof(at_task_kind) == sizeof(int),
                "enum fields are written as int");
 
-enum { F_INT, F_REAL, F_BOOL, F_STR, F_ENUM, F_TASK, F_LAYERS, F_ATTENTION, F_STAGES, F_NAMES, F_EVAL };
+enum { F_INT, F_REAL, F_BOOL, F_STR, F_ENUM, F_TASK, F_LAYERS, F_ATTENTION, F_STAGES, F_NAMES, F_EVAL, F_LABEL };
 
 typedef struct field {
   const char *key;
@@ -120,7 +120,7 @@ static const char *const metric_names[] = {"eval_accuracy", "eval_loss", "auto",
 
 static const field data_fields[] = {
   FX("task", F_TASK),
-  FS("label", at_task_cfg, label, 0),
+  FX("label", F_LABEL), /* names a sweep.data entry (at_sb_label); not stored, not emitted */
   FI("vocab_size", at_task_cfg, vocab_size, 2, INT32_MAX, 0),
   FI("seq_len", at_task_cfg, seq_len, 1, (int64_t)1 << 24, 0),
   FI("train_examples", at_task_cfg, train_examples, 1, BIG, 0),
@@ -662,6 +662,9 @@ static at_status set_value(const section *sec, const field *f, const at_ynode *v
   case F_EVAL:
     s = check_eval_list(v, what);
     break;
+  case F_LABEL:
+    if (v->kind != AT_YN_SCALAR || at_yt_is_null(v)) return at_cfg_expected(v, what, "a name");
+    break;
   case F_NAMES: /* a list of names, checked by the caller */
     if (v->kind != AT_YN_SEQ) return at_cfg_expected(v, what, "a list of names");
     for (int i = 0; i < v->n; i++)
@@ -1017,7 +1020,7 @@ void at_cfg_emit_data_flow(at_sbuf *b, const at_task_cfg *d) {
   at_sb_printf(b, "{");
   for (int i = 0, n = 0; i < AT_ARRAY_LEN(data_fields); i++) {
     const field *f = &data_fields[i];
-    if (f->type == F_EVAL || f->type == F_TASK || !applies(f, (int)d->kind)) continue;
+    if (f->type == F_EVAL || f->type == F_LABEL || f->type == F_TASK || !applies(f, (int)d->kind)) continue;
     at_sb_printf(b, "%s%s: ", n++ ? ", " : "", f->key);
     emit_value(b, f, d);
   }
@@ -1028,7 +1031,7 @@ void at_cfg_emit_sections(at_sbuf *b, const at_run_cfg *r, const at_ynode *root)
   at_sb_printf(b, "data:\n");
   for (int i = 0; i < AT_ARRAY_LEN(data_fields); i++) {
     const field *f = &data_fields[i];
-    if (!applies(f, (int)r->data.kind) || f->type == F_EVAL) continue;
+    if (!applies(f, (int)r->data.kind) || f->type == F_EVAL || f->type == F_LABEL) continue;
     at_sb_printf(b, "  %s: ", f->key);
     emit_value(b, f, &r->data);
     at_sb_printf(b, "\n");

@@ -78,6 +78,12 @@ static void init(at_model *m, uint64_t seed) {
 }
 
 at_status at_model_new(const at_model_cfg *cfg, uint64_t seed, at_model **out) {
+  at_status st = at_model_new_uninit(cfg, out);
+  if (st == AT_OK) init(*out, seed);
+  return st;
+}
+
+at_status at_model_new_uninit(const at_model_cfg *cfg, at_model **out) {
   *out = NULL;
   if (cfg->n_layers < 1 || cfg->n_layers > AT_MAX_LAYERS)
     return at_error(AT_E_ARG, "n_layers %lld outside 1..%d", (long long)cfg->n_layers, AT_MAX_LAYERS);
@@ -95,7 +101,6 @@ at_status at_model_new(const at_model_cfg *cfg, uint64_t seed, at_model **out) {
     at_model_free(m);
     return st;
   }
-  init(m, seed);
   *out = m;
   return AT_OK;
 }

@@ -35,6 +35,9 @@ typedef struct at_model {
 /* Builds and initialises a model (parameter values depend only on the seed
  * and the parameter names). */
 at_status at_model_new(const at_model_cfg *cfg, uint64_t seed, at_model **out);
+/* The same model with its parameters allocated but not initialised: its
+ * shapes, counts and memory figures without the cost of drawing them. */
+at_status at_model_new_uninit(const at_model_cfg *cfg, at_model **out);
 void at_model_free(at_model *m);
 int64_t at_model_num_params(const at_model *m);
 
