@@ -21,7 +21,8 @@
  * summed over i in a fixed order.
  *
  * Work is split over (batch, query head); each item owns its rows of o and
- * dq. With GQA/MQA (G = HQ/H > 1 query heads per kv head) each item writes
+ * dq (layouts of one-row query blocks shared by a kv head's query heads, as
+ * NSA's selection, run those heads together: "grouped rows" below). With GQA/MQA (G = HQ/H > 1 query heads per kv head) each item writes
  * its dK/dV contribution to its own buffer and the G buffers are then summed
  * in head order (FA2 §3.1), so no two threads touch the same memory and the
  * result does not depend on the thread count. The tile products are the
@@ -194,11 +195,10 @@ typedef struct attn_scratch { /* one thread's */
   tvec *l;                      /* bq rows of lane sums */
 } attn_scratch;
 
-static size_t tile_elems(const at_attn_layout *L) { return (size_t)(L->bq * tv_round(L->bk)); }
-
-/* nt threads' scratch (dp, dr, ls only for the backward); 0 if out of memory. */
-static int scratch_new(at_ctx *c, const at_attn_layout *L, int nt, int backward, attn_scratch *sc) {
-  size_t te = tile_elems(L), bq = (size_t)L->bq, nk = (size_t)tv_round(L->bk);
+/* nt threads' scratch for tiles of `rows` rows (dp, dr, ls only for the
+ * backward); 0 if out of memory. */
+static int scratch_new(at_ctx *c, const at_attn_layout *L, int64_t rows, int nt, int backward, attn_scratch *sc) {
+  size_t bq = (size_t)rows, nk = (size_t)tv_round(L->bk), te = bq * nk;
   real *s = at_scratch(c, (size_t)nt * te * sizeof(real));
   real *dp = backward ? at_scratch(c, (size_t)nt * te * sizeof(real)) : NULL;
   unsigned char *vis = at_scratch(c, (size_t)nt * nk);
@@ -273,6 +273,65 @@ static int64_t fwd_head(const attn_dims *d, const at_attn_layout *L, int64_t b, 
   return tiles;
 }
 
+/* ---- grouped rows: one position, the G query heads of a kv head --------------
+ * A layout of one-row query blocks (bq = 1: NSA's per-token selection) whose
+ * G = HQ/H query heads of a kv head share their key blocks runs those G
+ * heads at one position as the rows of one tile (the NSA paper's GQA-group
+ * kernel, §3.3): their q rows h G .. h G + G - 1 are adjacent in [B,T,HQ,D]
+ * (row stride D), so each key tile is loaded once per group, and one
+ * G-row product replaces G one-row products. The work item is (b, h); it
+ * owns its kv head's dK / dV rows, so the backward needs no per-head
+ * buffers. Tiles are counted per query head, as in the ungrouped path. */
+static int grouped(const attn_dims *d, const at_attn_layout *L) {
+  return L->bq == 1 && d->G > 1 && (L->heads == 1 || L->head_group % d->G == 0);
+}
+
+/* The G x ncp scores of position i's group (first head hq0) against one key
+ * tile, scaled and masked (every row has the same visible keys). */
+static void group_scores(const attn_dims *d, const at_attn_layout *L, int64_t b, int64_t hq0,
+                         const real *qrows, const real *ktp, int64_t i, int64_t j0, int64_t nc,
+                         int kind, real *s, unsigned char *vis) {
+  int64_t ncp = tv_round(nc), cut = kind == AT_TILE_CAUSAL ? AT_MIN(nc, i - j0 + 1) : nc;
+  tile_mm(d->G, ncp, d->D, d->scale, qrows, d->D, 1, ktp, d->bkp, 0, s, ncp);
+  if (kind == AT_TILE_MASKED) {
+    at_attn_layout_row(L, b, hq0, i, j0, nc, vis);
+    memset(vis + nc, 0, (size_t)(ncp - nc));
+  }
+  for (int64_t x = 0; x < d->G; x++) {
+    if (kind == AT_TILE_MASKED) row_mask(s + x * ncp, ncp, vis);
+    else if (cut < ncp) row_cut(s + x * ncp, ncp, cut);
+  }
+}
+
+/* The forward of kv head (b, h)'s G query heads, position by position. */
+static int64_t fwd_group(const attn_dims *d, const at_attn_layout *L, int64_t b, int64_t h,
+                         const real *q, const real *kt, const real *v, real *o, real *lse,
+                         attn_scratch *sc) {
+  int64_t T = d->T, G = d->G, hq0 = h * G, Dv = d->Dv, tiles = 0;
+  const real *qb = q + b * T * RQ(d) + hq0 * d->D, *vb = v + b * T * RV(d) + h * Dv;
+  real *ob = o + b * T * RO(d) + hq0 * Dv;
+  for (int64_t i = 0; i < T; i++) {
+    int64_t e0, e1;
+    real *orows = ob + i * RO(d);
+    for (int64_t x = 0; x < G; x++) sc->m[x] = -INFINITY, sc->l[x] = (tvec){0};
+    memset(orows, 0, (size_t)(G * Dv) * sizeof(real));
+    tile_list(L, b, hq0, i, &e0, &e1);
+    for (int64_t e = e0; e < e1; e++, tiles++) {
+      int64_t j0 = L->col[e] * L->bk, nc = AT_MIN(L->bk, T - j0), ncp = tv_round(nc);
+      group_scores(d, L, b, hq0, qb + i * RQ(d), panel(d, kt, d->D, b, h, L->col[e]), i, j0, nc,
+                   L->kind[e], sc->s, sc->vis);
+      online_softmax(G, ncp, sc->s, sc, orows, Dv, Dv);
+      tile_mm(G, Dv, nc, 1, sc->s, ncp, 1, vb + j0 * RV(d), RV(d), 1, orows, Dv);
+    }
+    for (int64_t x = 0; x < G; x++) {
+      double lx = tv_hsum(sc->l[x]);
+      if (lx > 0) row_scale(orows + x * Dv, Dv, (real)(1.0 / lx));
+      if (lse) lse[(b * d->HQ + hq0 + x) * T + i] = lx > 0 ? (real)(sc->m[x] + log(lx)) : -INFINITY;
+    }
+  }
+  return tiles * G;
+}
+
 /* ---- backward ------------------------------------------------------------ */
 
 typedef struct attn_saved {
@@ -340,6 +399,41 @@ static int64_t bwd_head(const attn_dims *d, const at_attn_layout *L, int64_t b, 
   return tiles;
 }
 
+/* The gradients of kv head (b, h)'s G query heads (grouped rows); g.dq is
+ * the group's first dq row, g.dk / g.dv the kv head's rows. */
+static int64_t bwd_group(const attn_dims *d, const at_attn_layout *L, int64_t b, int64_t h,
+                         const real *q, const real *k, const real *kt, const real *vt,
+                         const real *o, const real *dout, const real *lse, bwd_out g,
+                         attn_scratch *sc) {
+  int64_t T = d->T, G = d->G, hq0 = h * G, D = d->D, Dv = d->Dv, tiles = 0;
+  const real *qb = q + b * T * RQ(d) + hq0 * D, *kb = k + b * T * RK(d) + h * D;
+  const real *ob = o + b * T * RO(d) + hq0 * Dv, *dob = dout + b * T * RO(d) + hq0 * Dv;
+  for (int64_t i = 0; i < T; i++) {
+    int64_t e0, e1;
+    const real *qrows = qb + i * RQ(d), *dorows = dob + i * RO(d);
+    for (int64_t x = 0; x < G; x++) {
+      double acc = 0;
+      for (int64_t e = 0; e < Dv; e++) acc += (double)dorows[x * Dv + e] * ob[i * RO(d) + x * Dv + e];
+      real Lx = lse[(b * d->HQ + hq0 + x) * T + i];
+      sc->dr[x] = (real)acc, sc->ls[x] = isfinite(Lx) ? Lx : 0;
+    }
+    tile_list(L, b, hq0, i, &e0, &e1);
+    for (int64_t e = e0; e < e1; e++, tiles++) {
+      int64_t j0 = L->col[e] * L->bk, nc = AT_MIN(L->bk, T - j0), ncp = tv_round(nc);
+      real *p = sc->s, *dp = sc->dp;
+      group_scores(d, L, b, hq0, qrows, panel(d, kt, D, b, h, L->col[e]), i, j0, nc, L->kind[e], p, sc->vis);
+      for (int64_t x = 0; x < G; x++) row_exp(p + x * ncp, ncp, sc->ls[x]);
+      if (g.dv) tile_mm(nc, Dv, G, 1, p, 1, ncp, dorows, Dv, 1, g.dv + j0 * g.rdv, g.rdv);
+      if (!g.dq && !g.dk) continue;
+      tile_mm(G, ncp, Dv, 1, dorows, Dv, 1, panel(d, vt, Dv, b, h, L->col[e]), d->bkp, 0, dp, ncp);
+      tile_ds(G, ncp, p, dp, sc->dr);
+      if (g.dq) tile_mm(G, D, nc, d->scale, dp, ncp, 1, kb + j0 * RK(d), RK(d), 1, g.dq + i * RQ(d), D);
+      if (g.dk) tile_mm(nc, D, G, d->scale, dp, 1, ncp, qrows, D, 1, g.dk + j0 * g.rdk, g.rdk);
+    }
+  }
+  return tiles * G;
+}
+
 /* dst[b,t,h,:] += sum over g of part[b, h*G+g, t, :], in g order. */
 static void sum_groups(const attn_dims *d, int64_t dim, const real *part, real *dst) {
   int64_t rows = d->B * d->T * d->H;
@@ -364,27 +458,28 @@ static void attention_backward(at_ctx *c, at_node *nd) {
   set_panels(&d, L);
   real *dq = at_grad(c, q), *dk = at_grad(c, k), *dv = at_grad(c, v);
   if (!dq && !dk && !dv) return;
-  /* GQA/MQA: per-query-head buffers for dK and dV, summed afterwards */
-  int part = d.G > 1;
+  /* GQA/MQA: per-query-head buffers for dK and dV, summed afterwards
+   * (grouped rows: each item owns its kv head's rows) */
+  int grp = grouped(&d, L), part = d.G > 1 && !grp;
   size_t nq = (size_t)(d.B * d.HQ * d.T), nkt = (size_t)(d.B * d.H * d.nkb * d.bkp);
   real *kp = part && dk ? at_scratch_zero(c, nq * (size_t)d.D * sizeof(real)) : NULL;
   real *vp = part && dv ? at_scratch_zero(c, nq * (size_t)d.Dv * sizeof(real)) : NULL;
   real *kt = at_scratch(c, nkt * (size_t)d.D * sizeof(real));
   real *vt = dq || dk ? at_scratch(c, nkt * (size_t)d.Dv * sizeof(real)) : NULL;
-  int nt = (int)AT_MIN((int64_t)at_threads(), d.B * d.HQ);
+  int64_t work = grp ? d.B * d.H : d.B * d.HQ, tiles = 0;
+  int nt = (int)AT_MIN((int64_t)at_threads(), work);
   attn_scratch *sc = at_scratch(c, (size_t)nt * sizeof *sc);
   if (!kt || ((dq || dk) && !vt) || (part && dk && !kp) || (part && dv && !vp) || !sc ||
-      !scratch_new(c, L, nt, 1, sc))
+      !scratch_new(c, L, grp ? d.G : L->bq, nt, 1, sc))
     return; /* status set */
   pack_panels(&d, k->data, d.D, kt);
   if (vt) pack_panels(&d, v->data, d.Dv, vt);
-  int64_t work = d.B * d.HQ, tiles = 0;
 #pragma omp parallel num_threads(nt) reduction(+ : tiles)
   {
     attn_scratch *s = sc + omp_get_thread_num();
 #pragma omp for schedule(dynamic, 1)
     for (int64_t w = 0; w < work; w++) {
-      int64_t b = w / d.HQ, hq = w % d.HQ, h = hq / d.G;
+      int64_t b = w / (grp ? d.H : d.HQ), hq = grp ? w % d.H * d.G : w % d.HQ, h = hq / d.G;
       bwd_out g = {dq ? dq + b * d.T * RQ(&d) + hq * d.D : NULL, NULL, NULL, d.D, d.Dv};
       if (part) {
         if (kp) g.dk = kp + (size_t)w * d.T * d.D;
@@ -393,8 +488,8 @@ static void attention_backward(at_ctx *c, at_node *nd) {
         if (dk) g.dk = dk + b * d.T * RK(&d) + h * d.D, g.rdk = RK(&d);
         if (dv) g.dv = dv + b * d.T * RV(&d) + h * d.Dv, g.rdv = RV(&d);
       }
-      tiles += bwd_head(&d, L, b, hq, q->data, k->data, kt, vt, out->data, out->grad, sv->lse,
-                        g, s);
+      if (grp) tiles += bwd_group(&d, L, b, h, q->data, k->data, kt, vt, out->data, out->grad, sv->lse, g, s);
+      else tiles += bwd_head(&d, L, b, hq, q->data, k->data, kt, vt, out->data, out->grad, sv->lse, g, s);
     }
   }
   if (kp) sum_groups(&d, d.D, kp, dk);
@@ -415,17 +510,19 @@ at_tensor *at_attention(at_ctx *c, at_tensor *q, at_tensor *k, at_tensor *v,
   int grad = at_needs_grad(c, 3, ins);
   real *lse = grad ? at_scratch(c, (size_t)(d.B * d.HQ * d.T) * sizeof(real)) : NULL;
   real *kt = at_scratch(c, (size_t)(d.B * d.H * d.nkb * d.bkp * d.D) * sizeof(real));
-  int nt = (int)AT_MIN((int64_t)at_threads(), d.B * d.HQ);
+  int grp = grouped(&d, L);
+  int64_t work = grp ? d.B * d.H : d.B * d.HQ, tiles = 0;
+  int nt = (int)AT_MIN((int64_t)at_threads(), work);
   attn_scratch *sc = at_scratch(c, (size_t)nt * sizeof *sc);
-  if (!out || (grad && !lse) || !kt || !sc || !scratch_new(c, L, nt, 0, sc)) return NULL;
+  if (!out || (grad && !lse) || !kt || !sc || !scratch_new(c, L, grp ? d.G : L->bq, nt, 0, sc)) return NULL;
   pack_panels(&d, k->data, d.D, kt);
-  int64_t work = d.B * d.HQ, tiles = 0;
 #pragma omp parallel num_threads(nt) reduction(+ : tiles)
   {
     attn_scratch *s = sc + omp_get_thread_num();
 #pragma omp for schedule(dynamic, 1)
     for (int64_t w = 0; w < work; w++)
-      tiles += fwd_head(&d, L, w / d.HQ, w % d.HQ, q->data, kt, v->data, out->data, lse, s);
+      tiles += grp ? fwd_group(&d, L, w / d.H, w % d.H, q->data, kt, v->data, out->data, lse, s)
+                   : fwd_head(&d, L, w / d.HQ, w % d.HQ, q->data, kt, v->data, out->data, lse, s);
   }
   at_attn_stats *stats = o ? o->stats : NULL;
   if (stats) stats->forward_tiles += tiles;
