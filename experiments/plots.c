@@ -166,6 +166,8 @@ static void curve_panel(const plot_ctx *p, FILE *g, int c, int kind) {
   if (acc) fprintf(g, "set ylabel 'accuracy'\nset yrange [0:1]\nunset logscale y\n");
   else fprintf(g, "set ylabel 'loss'\nset autoscale y\nset logscale y\n");
   int first = 1, ycol = kind == 1 ? 2 : acc ? 3 : 2, xcol = kind == 2 ? 4 : 1;
+  /* evaluations with points: a run evaluated once is a point, not an empty line */
+  const char *style = kind == 1 ? "lines" : "linespoints pt 7 ps 0.7";
   for (int r = 0; r < v->nr; r++) {
     const at_report_cell *cl = &v->cells[r * v->nc + c];
     const at_results_run *rr = cl->best >= 0 ? at_results_find(v->res, v->e->runs[cl->best].run_id) : NULL;
@@ -173,12 +175,12 @@ static void curve_panel(const plot_ctx *p, FILE *g, int c, int kind) {
     const char *id = v->e->runs[cl->best].run_id;
     char dat[1500];
     snprintf(dat, sizeof dat, "%s/%s.%s.dat", p->dir, id, kind == 1 ? "train" : "eval");
-    fprintf(g, "%s '%s' using %d:%d with lines lw 2 title '%s'", first ? "plot" : ", \\\n    ", gp_quote(dat, q, sizeof q),
-            xcol, ycol, gp_quote(v->rows[r], q2, sizeof q2));
+    fprintf(g, "%s '%s' using %d:%d with %s lw 2 title '%s'", first ? "plot" : ", \\\n    ", gp_quote(dat, q, sizeof q),
+            xcol, ycol, style, gp_quote(v->rows[r], q2, sizeof q2));
     first = 0;
     for (int k = 0; kind != 1 && k < rr->n_evalsets; k++) { /* test sets: dashed */
       snprintf(dat, sizeof dat, "%s/%s.eval.%s.dat", p->dir, id, rr->evalsets[k].name);
-      fprintf(g, ", \\\n    '%s' using %d:%d with lines lw 2 dt 2 title '%s %s'", gp_quote(dat, q, sizeof q), xcol, ycol,
+      fprintf(g, ", \\\n    '%s' using %d:%d with %s lw 2 dt 2 title '%s %s'", gp_quote(dat, q, sizeof q), xcol, ycol, style,
               gp_quote(v->rows[r], q2, sizeof q2), rr->evalsets[k].name);
     }
   }
