@@ -8,18 +8,26 @@
  *   build/bench/bench_layers [--mixers kda,gdn,full] [--d-model 256] [--heads 2]
  *                            [--head-dim 128] [--tokens 16384] [--tmin 256]
  *                            [--tmax 16384] [--full-tmax 16384] [--chunk 64]
- *                            [--threads N] [--no-op]
+ *                            [--threads N] [--no-op] [--opt MIXER.KEY=NUMBER]...
  *
  * Defaults: d_model 256, 2 heads of 128 (the Kimi Linear head size; gdn
  * with its expand_v 2, mamba2 with expand 2, d_state 16 and heads of
  * head_dim), chunk 64, 16384 tokens per step, every option of each mixer at
- * its default (short conv 4, gates). Mixers: any of full, deltanet, gdn,
- * kda, mamba2. Columns:
+ * its default (short conv 4, gates). Mixers: any registered one but mla and
+ * dsa (bench_dsa); the op column only for full, deltanet, gdn, kda, mamba2,
+ * the others print "-" (sparse_transformer, longformer, bigbird: the layer's
+ * own pattern options, e.g. --opt stride=128; nsa per branch: bench_nsa).
+ * Columns:
  *   layer fwd / fwd+bwd tok/s   B T / time of one layer's forward (+ backward)
  *   op fwd+bwd tok/s            the same for the mixer's core op alone on
  *                               inputs of the layer's shapes (delta-rule op or
  *                               simple_gla; at_attention for full)
  *   op share                    op fwd+bwd time / layer fwd+bwd time
+ *   keys/query                  the keys per query the fused attention
+ *                               computes: visited tiles x tile area / T, per
+ *                               head (softmax mixers with a fixed pattern; the
+ *                               attention's cost is proportional to it; dense
+ *                               causal is about T / 2)
  *   arena MB                    the step arena's high-water mark (layer fwd+bwd)
  * Each point repeats until it has run for at least 0.5 s (at least twice)
  * and reports the best time.
@@ -32,6 +40,8 @@
 #include "core/rng.h"
 #include "core/threads.h"
 #include "models/linear_mixers.h"
+#include "models/softmax_layer.h"
+#include "ops/attention/layout.h"
 #include "ops/attention/attention.h"
 
 #define MIXER(n) at_mixer_from_name(#n)
@@ -57,13 +67,14 @@ static void backward_from(at_ctx *c, at_tensor *y) {
 typedef struct timing {
   double fwd, fwd_bwd; /* best seconds per call */
   double arena_mb;
+  double keys; /* keys computed per query and head (tile-rounded); -1: no fixed pattern */
 } timing;
 
 /* Times f(c, user) (a forward) alone and with its backward. */
 typedef at_tensor *(*fwd_fn)(at_ctx *c, void *user);
 
 static timing time_fn(fwd_fn f, void *user, at_params *p) {
-  timing t = {1e30, 1e30, 0};
+  timing t = {1e30, 1e30, 0, -1};
   at_ctx *c = at_ctx_new(0);
   if (!c) die("context");
   for (int bwd = 0; bwd < 2; bwd++) {
@@ -101,6 +112,17 @@ static at_tensor *layer_fwd(at_ctx *c, void *user) {
   return r->impl->forward(c, r->layer, r->x, &io);
 }
 
+/* Keys per query and head the layer's fixed pattern makes the kernel compute, or -1. */
+static double layer_keys(const at_mixer_impl *impl, const void *layer, int64_t HQ, int64_t T) {
+  if (impl->forward != at_softmax_forward) return -1;
+  at_ctx *c = at_ctx_new(0);
+  if (!c) die("context");
+  at_attn_layout *L = at_softmax_mixer_layout(c, impl, layer, T);
+  double keys = L ? (double)at_attn_layout_tiles(L, 1, HQ) * (double)(L->bq * L->bk) / (double)(HQ * T) : -1;
+  at_ctx_free(c);
+  return keys;
+}
+
 static timing time_layer(const bench_cfg *bc, at_mixer_kind kind, int64_t B, int64_t T) {
   at_model_cfg mc = bc->mc;
   mc.n_layers = 1;
@@ -118,6 +140,7 @@ static timing time_layer(const bench_cfg *bc, at_mixer_kind kind, int64_t B, int
   at_fill_normal(r.x->data, r.x->size, 2, 1, 0, 1);
   r.x->requires_grad = 1;
   timing t = time_fn(layer_fwd, &r, p);
+  t.keys = layer_keys(r.impl, r.layer, mc.n_heads, T);
   r.impl->destroy(r.layer);
   at_params_free(p);
   at_arena_free(xa);
@@ -145,6 +168,11 @@ static at_tensor *op_fwd(at_ctx *c, void *user) {
                   : r->kind == MIXER(gdn) ? AT_LIN_GATED_DELTA_RULE
                   : r->kind == MIXER(deltanet) ? AT_LIN_DELTA_RULE : AT_LIN_SIMPLE_GLA;
   return at_lin_attn(c, k, r->in[0], r->in[1], r->in[2], r->in[3], r->in[4], NULL, NULL, &o);
+}
+
+/* The mixers whose core op time_op runs. */
+static int has_op(at_mixer_kind k) {
+  return k == MIXER(full) || k == MIXER(deltanet) || k == MIXER(gdn) || k == MIXER(kda) || k == MIXER(mamba2);
 }
 
 static void l2norm_rows(real *x, int64_t rows, int64_t d) {
@@ -193,6 +221,25 @@ static timing time_op(const bench_cfg *bc, at_mixer_kind kind, int64_t B, int64_
   return t;
 }
 
+/* --opt MIXER.KEY=VALUE: one numeric option of one mixer. */
+static int set_opt(at_model_cfg *mc, const char *arg) {
+  char name[64];
+  const char *dot = strchr(arg, '.'), *eq = strchr(arg, '=');
+  int kind = -1;
+  if (dot && eq && dot < eq && (size_t)(dot - arg) < sizeof name) {
+    snprintf(name, sizeof name, "%.*s", (int)(dot - arg), arg);
+    kind = at_mixer_from_name(name);
+  }
+  char key[64];
+  if (kind >= 0 && (size_t)(eq - dot - 1) < sizeof key) {
+    snprintf(key, sizeof key, "%.*s", (int)(eq - dot - 1), dot + 1);
+    if (at_mixer_opt_set(mc, (at_mixer_kind)kind, key, atof(eq + 1)) == AT_OK) return 1;
+  }
+  fprintf(stderr, "bench_layers: --opt %s: want MIXER.KEY=NUMBER for an option of a mixer (%s)\n", arg,
+          at_errmsg());
+  return 0;
+}
+
 int main(int argc, char **argv) {
   bench_cfg bc;
   at_model_cfg_defaults(&bc.mc);
@@ -203,7 +250,8 @@ int main(int argc, char **argv) {
   bc.chunk = 64;
   int64_t head_dim = 128, tmin = 256, tmax = 16384, full_tmax = 16384;
   int threads = 0, with_op = 1;
-  const char *mixers = "kda,gdn,full";
+  const char *mixers = "kda,gdn,full", *opts[16];
+  int n_opts = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--no-op")) { with_op = 0; continue; }
@@ -218,6 +266,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--full-tmax")) full_tmax = atoll(val);
     else if (!strcmp(a, "--chunk")) bc.chunk = atoll(val);
     else if (!strcmp(a, "--threads")) threads = atoi(val);
+    else if (!strcmp(a, "--opt")) n_opts < 16 ? (void)(opts[n_opts++] = val) : (void)0;
     else { fprintf(stderr, "bench_layers: unknown option %s\n", a); return 2; }
     i++;
   }
@@ -230,13 +279,15 @@ int main(int argc, char **argv) {
     at_mixer_opt_set(&bc.mc, k, "head_dim", (double)head_dim);
     at_mixer_opt_set(&bc.mc, k, "chunk_size", (double)bc.chunk); /* where the mixer has one */
   }
+  for (int i = 0; i < n_opts; i++)
+    if (!set_opt(&bc.mc, opts[i])) return 2;
   at_set_threads(threads);
   printf("# bench_layers: d_model=%lld heads=%lld head_dim=%lld tokens/step=%lld chunk=%lld "
          "threads=%d (%s, BLIS %s)\n",
          (long long)bc.mc.d_model, (long long)bc.mc.n_heads, (long long)head_dim,
          (long long)bc.tokens, (long long)bc.chunk, at_threads(), AT_REAL_NAME, at_blis_arch());
-  printf("%-9s %6s %5s %14s %14s %14s %9s %9s\n", "mixer", "T", "B", "layer fwd", "layer fwd+bwd",
-         "op fwd+bwd", "op share", "arena MB");
+  printf("%-18s %6s %5s %14s %14s %14s %9s %9s %10s\n", "mixer", "T", "B", "layer fwd", "layer fwd+bwd",
+         "op fwd+bwd", "op share", "arena MB", "keys/query");
   char list[256];
   snprintf(list, sizeof list, "%s", mixers);
   for (char *name = strtok(list, ","); name; name = strtok(NULL, ",")) {
@@ -250,15 +301,16 @@ int main(int argc, char **argv) {
       int64_t B = AT_MAX(1, bc.tokens / T);
       double n = (double)(B * T);
       timing lt = time_layer(&bc, (at_mixer_kind)kind, B, T);
-      if (with_op) {
+      printf("%-18s %6lld %5lld %14.0f %14.0f", name, (long long)T, (long long)B, n / lt.fwd, n / lt.fwd_bwd);
+      if (with_op && has_op((at_mixer_kind)kind)) {
         timing ot = time_op(&bc, (at_mixer_kind)kind, B, T);
-        printf("%-9s %6lld %5lld %14.0f %14.0f %14.0f %8.0f%% %9.0f\n", name, (long long)T,
-               (long long)B, n / lt.fwd, n / lt.fwd_bwd, n / ot.fwd_bwd,
-               100 * ot.fwd_bwd / lt.fwd_bwd, lt.arena_mb);
+        printf(" %14.0f %8.0f%%", n / ot.fwd_bwd, 100 * ot.fwd_bwd / lt.fwd_bwd);
       } else {
-        printf("%-9s %6lld %5lld %14.0f %14.0f %14s %9s %9.0f\n", name, (long long)T, (long long)B,
-               n / lt.fwd, n / lt.fwd_bwd, "-", "-", lt.arena_mb);
+        printf(" %14s %9s", "-", "-");
       }
+      printf(" %9.0f", lt.arena_mb);
+      if (lt.keys >= 0) printf(" %10.0f\n", lt.keys);
+      else printf(" %10s\n", "-");
       fflush(stdout);
     }
   }

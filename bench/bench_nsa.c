@@ -1,0 +1,189 @@
+/* bench/bench_nsa.c: Native Sparse Attention's three branches against full
+ * causal attention as the sequence grows (issue 12's bench).
+ *
+ *   bench_nsa [--batch B] [--heads HQ] [--kv-heads H] [--dim D] [--cmp-block l]
+ *             [--cmp-stride d] [--sel-block l'] [--n-select n] [--window w]
+ *             [--tmin T] [--tmax T] [--reps N] [--threads N]
+ *
+ * Defaults: B = 1, HQ = 8 query heads over H = 2 KV heads (GQA groups of 4),
+ * D = 64, and the paper's block sizes (l 32, d 16, l' 64, n 16, w 512; its
+ * §3.3 / research note sparse_path §2.4), T = 1024 .. 16384 doubling, best
+ * of N = 3 after one warm-up (N = 1 from T = 8192 on), all processors.
+ *
+ * Per T, milliseconds of forward + backward (every input requires gradients):
+ *   cmp      compressing keys and values (the MLP of at_nsa_compress, hidden
+ *            2 D) and the compressed attention, O(T^2 / d)
+ *   select   ranking the selection blocks from the compressed probabilities
+ *            (integer: no backward)
+ *   slc      attention over the n selected blocks of l' keys, O(T n l')
+ *   swa      sliding-window attention over w keys, O(T w)
+ *   nsa      the sum of the four (the gates and projections are the same
+ *            as a full layer's up to the gate's 3 HQ outputs, left out)
+ *   full     fused full causal attention on the same q, k, v, O(T^2)
+ * `nsa/full` below 1 is where NSA's step beats full attention. A benchmark
+ * measures; nothing here asserts a time.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "core/threads.h"
+#include "ops/attention/full.h"
+#include "ops/attention/layout.h"
+#include "ops/attention/nsa.h"
+
+typedef struct sizes {
+  int64_t B, T, HQ, H, D, window;
+  at_nsa_blocks blk;
+} sizes;
+
+enum { M_CMP, M_SELECT, M_SLC, M_SWA, M_FULL, M_COUNT };
+static const char *const m_names[M_COUNT] = {"cmp_ms", "select_ms", "slc_ms", "swa_ms", "full_ms"};
+
+static int64_t arg_int(int argc, char **argv, const char *name, int64_t dflt) {
+  for (int i = 1; i + 1 < argc; i++)
+    if (strcmp(argv[i], name) == 0) return strtoll(argv[i + 1], NULL, 10);
+  return dflt;
+}
+
+static at_tensor *randn(at_ctx *c, uint64_t seed, int ndim, const int64_t *shape, double std) {
+  at_tensor *t = at_new(c, ndim, shape);
+  if (!t) return NULL;
+  at_fill_normal(t->data, t->size, seed, 1, 0, std);
+  t->requires_grad = 1;
+  return t;
+}
+#define RANDN(c, seed, std, ...) randn((c), (seed), AT_SHAPE(__VA_ARGS__), (std))
+
+/* Seeds d(out) = 1 and runs the tape backwards. */
+static int backward_ones(at_ctx *c, at_tensor *out) {
+  real *g = at_grad(c, out);
+  if (!g) return 0;
+  for (int64_t i = 0; i < out->size; i++) g[i] = 1;
+  return at_backward_from_seeded(c) == AT_OK;
+}
+
+/* The compressed branch: compression of k and v, attention over the blocks. */
+static at_tensor *cmp_branch(at_ctx *c, const sizes *z, at_tensor *q, at_tensor *k, at_tensor *v,
+                             at_tensor **p) {
+  int64_t l = z->blk.cmp_block, F = 2 * z->D;
+  double s1 = 1 / sqrt((double)(l * z->D)), s2 = 1 / sqrt((double)F);
+  at_tensor *pe = RANDN(c, 7, 0.02, l, z->D), *w1 = RANDN(c, 8, s1, F, l * z->D), *w2 = RANDN(c, 9, s2, z->D, F);
+  at_tensor *kc = at_nsa_compress(c, k, pe, w1, w2, &z->blk);
+  at_tensor *vc = at_nsa_compress(c, v, pe, w1, w2, &z->blk);
+  return kc && vc ? at_nsa_cmp_attention(c, q, kc, vc, &z->blk, 0, 0, p) : NULL;
+}
+
+/* One timed run of measurement m; seconds, or -1 on failure. */
+static double run_once(const sizes *z, int m) {
+  at_ctx *c = at_ctx_new((size_t)256 << 20);
+  if (!c) return -1;
+  at_tensor *q = RANDN(c, 1, 1.0, z->B, z->T, z->HQ, z->D);
+  at_tensor *k = RANDN(c, 2, 1.0, z->B, z->T, z->H, z->D);
+  at_tensor *v = RANDN(c, 3, 1.0, z->B, z->T, z->H, z->D);
+  double t0 = 0, t1 = -1;
+  at_tensor *p = NULL, *o = NULL;
+  if (q && k && v) {
+    int64_t G = z->HQ / z->H;
+    at_itensor *sel = NULL;
+    if (m == M_SELECT || m == M_SLC) { /* the selection's input (untimed) */
+      cmp_branch(c, z, q, k, v, &p);
+      if (m == M_SLC) sel = at_nsa_select(c, p, z->B, z->H, G, z->T, 0, &z->blk);
+    }
+    t0 = at_now();
+    if (m == M_CMP) {
+      o = cmp_branch(c, z, q, k, v, &p);
+    } else if (m == M_SELECT) {
+      if (p && at_nsa_select(c, p, z->B, z->H, G, z->T, 0, &z->blk)) t1 = at_now();
+    } else if (m == M_SLC) {
+      at_attn_opts so = {.layout = sel ? at_attn_layout_selected(c, z->T, 1, z->blk.sel_block, sel, G) : NULL};
+      o = so.layout ? at_attention(c, q, k, v, &so) : NULL;
+    } else {
+      at_attn_opts wo = {.window = m == M_SWA ? z->window : 0};
+      o = at_attention(c, q, k, v, &wo);
+    }
+    if (o && backward_ones(c, o)) t1 = at_now();
+  }
+  if (t1 < 0) fprintf(stderr, "bench_nsa: %s failed: %s\n", m_names[m], at_errmsg());
+  at_ctx_free(c);
+  return t1 < 0 ? -1 : t1 - t0;
+}
+
+static double best_of(const sizes *z, int m, int reps) {
+  if (run_once(z, m) < 0) return -1; /* warm-up */
+  double best = 1e300;
+  for (int r = 0; r < reps; r++) {
+    double s = run_once(z, m);
+    if (s < 0) return -1;
+    if (s < best) best = s;
+  }
+  return best;
+}
+
+static void cell(double v, int width, int prec) {
+  if (v < 0) printf(" %*s", width, "-");
+  else printf(" %*.*f", width, prec, v);
+}
+
+static int parse(int argc, char **argv, sizes *z, int64_t *tmin, int64_t *tmax, int *reps) {
+  z->B = arg_int(argc, argv, "--batch", 1), z->HQ = arg_int(argc, argv, "--heads", 8);
+  z->H = arg_int(argc, argv, "--kv-heads", 2), z->D = arg_int(argc, argv, "--dim", 64);
+  z->blk = (at_nsa_blocks){.cmp_block = arg_int(argc, argv, "--cmp-block", 32),
+                           .cmp_stride = arg_int(argc, argv, "--cmp-stride", 16),
+                           .sel_block = arg_int(argc, argv, "--sel-block", 64),
+                           .n_select = arg_int(argc, argv, "--n-select", 16),
+                           .n_local = 2};
+  z->window = arg_int(argc, argv, "--window", 512);
+  *tmin = arg_int(argc, argv, "--tmin", 1024), *tmax = arg_int(argc, argv, "--tmax", 16384);
+  *reps = (int)arg_int(argc, argv, "--reps", 3);
+  at_set_threads((int)arg_int(argc, argv, "--threads", 0));
+  return z->B >= 1 && z->HQ >= 1 && z->H >= 1 && z->HQ % z->H == 0 && z->D >= 1 && z->window >= 1 &&
+         z->blk.cmp_stride >= 1 && z->blk.cmp_stride <= z->blk.cmp_block && z->blk.sel_block >= 1 &&
+         z->blk.n_select >= 1 && *tmin >= z->blk.cmp_block && *reps >= 1;
+}
+
+int main(int argc, char **argv) {
+  for (int i = 1; i < argc; i++)
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      printf("usage: bench_nsa [--batch B] [--heads HQ] [--kv-heads H] [--dim D] [--cmp-block l]\n"
+             "                 [--cmp-stride d] [--sel-block l'] [--n-select n] [--window w]\n"
+             "                 [--tmin T] [--tmax T] [--reps N] [--threads N]\n");
+      return 0;
+    }
+  sizes z;
+  int64_t tmin, tmax;
+  int reps;
+  if (!parse(argc, argv, &z, &tmin, &tmax, &reps)) {
+    fprintf(stderr, "bench_nsa: invalid sizes (need HQ %% H == 0, 1 <= d <= l <= tmin, all positive)\n");
+    return 2;
+  }
+  printf("# NSA vs full attention: B=%lld HQ=%lld H=%lld D=%lld l=%lld d=%lld l'=%lld n=%lld w=%lld "
+         "threads=%d (%s)\n",
+         (long long)z.B, (long long)z.HQ, (long long)z.H, (long long)z.D, (long long)z.blk.cmp_block,
+         (long long)z.blk.cmp_stride, (long long)z.blk.sel_block, (long long)z.blk.n_select,
+         (long long)z.window, at_threads(), AT_REAL_NAME);
+  printf("%7s", "T");
+  for (int m = 0; m < M_COUNT; m++) printf(" %9s", m_names[m]);
+  printf(" %9s %8s\n", "nsa_ms", "nsa/full");
+  int64_t crossover = -1;
+  for (int64_t T = tmin; T <= tmax; T *= 2) {
+    z.T = T;
+    double tm[M_COUNT], nsa = 0;
+    for (int m = 0; m < M_COUNT; m++) {
+      tm[m] = best_of(&z, m, T >= 8192 ? 1 : reps);
+      if (m != M_FULL) nsa = tm[m] < 0 || nsa < 0 ? -1 : nsa + tm[m];
+    }
+    printf("%7lld", (long long)T);
+    for (int m = 0; m < M_COUNT; m++) cell(tm[m] < 0 ? -1 : 1e3 * tm[m], 9, 1);
+    cell(nsa < 0 ? -1 : 1e3 * nsa, 9, 1);
+    cell(nsa >= 0 && tm[M_FULL] > 0 ? nsa / tm[M_FULL] : -1, 8, 3);
+    printf("\n");
+    fflush(stdout);
+    if (crossover < 0 && nsa >= 0 && tm[M_FULL] > 0 && nsa < tm[M_FULL]) crossover = T;
+  }
+  if (crossover > 0) printf("# NSA's step (its four parts) beats full attention from T = %lld\n", (long long)crossover);
+  else printf("# no crossover in this range\n");
+  return 0;
+}
