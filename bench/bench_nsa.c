@@ -76,10 +76,10 @@ static at_tensor *cmp_branch(at_ctx *c, const sizes *z, at_tensor *q, at_tensor 
   return kc && vc ? at_nsa_cmp_attention(c, q, kc, vc, &z->blk, 0, 0, p) : NULL;
 }
 
-/* One timed run of measurement m; seconds, or -1 on failure. */
-static double run_once(const sizes *z, int m) {
-  at_ctx *c = at_ctx_new((size_t)256 << 20);
-  if (!c) return -1;
+/* One timed run of measurement m in c (reset first: the arena's pages stay
+ * mapped from the warm-up, as in training); seconds, or -1 on failure. */
+static double run_once(at_ctx *c, const sizes *z, int m) {
+  at_ctx_reset(c);
   at_tensor *q = RANDN(c, 1, 1.0, z->B, z->T, z->HQ, z->D);
   at_tensor *k = RANDN(c, 2, 1.0, z->B, z->T, z->H, z->D);
   at_tensor *v = RANDN(c, 3, 1.0, z->B, z->T, z->H, z->D);
@@ -107,18 +107,17 @@ static double run_once(const sizes *z, int m) {
     if (o && backward_ones(c, o)) t1 = at_now();
   }
   if (t1 < 0) fprintf(stderr, "bench_nsa: %s failed: %s\n", m_names[m], at_errmsg());
-  at_ctx_free(c);
   return t1 < 0 ? -1 : t1 - t0;
 }
 
 static double best_of(const sizes *z, int m, int reps) {
-  if (run_once(z, m) < 0) return -1; /* warm-up */
-  double best = 1e300;
-  for (int r = 0; r < reps; r++) {
-    double s = run_once(z, m);
-    if (s < 0) return -1;
-    if (s < best) best = s;
+  at_ctx *c = at_ctx_new(0);
+  double best = c && run_once(c, z, m) >= 0 ? 1e300 : -1; /* warm-up */
+  for (int r = 0; r < reps && best > 0; r++) {
+    double s = run_once(c, z, m);
+    best = s < 0 ? -1 : s < best ? s : best;
   }
+  at_ctx_free(c);
   return best;
 }
 
