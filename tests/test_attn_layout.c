@@ -401,7 +401,7 @@ Test(layout, rows_that_see_nothing) {
 
 Test(layout, independent_of_thread_count) {
   int saved = at_threads();
-  const layout_case cases[] = {LC_STRIDED_HEADS, LC_LONGFORMER, LC_BIGBIRD, LC_SELECTED};
+  const layout_case cases[] = {LC_STRIDED_HEADS, LC_LONGFORMER, LC_BIGBIRD, LC_SELECTED, LC_SELECTED_ROWS};
   for (int ci = 0; ci < AT_ARRAY_LEN(cases); ci++) {
     const lshape *s = &shapes[0];
     at_ctx *c = at_ctx_new((size_t)16 << 20);

@@ -22,7 +22,8 @@
  *
  * Work is split over (batch, query head); each item owns its rows of o and
  * dq (layouts of one-row query blocks shared by a kv head's query heads, as
- * NSA's selection, run those heads together: "grouped rows" below). With GQA/MQA (G = HQ/H > 1 query heads per kv head) each item writes
+ * NSA's selection, run those heads together: "grouped rows" below). With
+ * GQA/MQA (G = HQ/H > 1 query heads per kv head) each item writes
  * its dK/dV contribution to its own buffer and the G buffers are then summed
  * in head order (FA2 §3.1), so no two threads touch the same memory and the
  * result does not depend on the thread count. The tile products are the
