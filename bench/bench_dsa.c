@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "core/rng.h"
+#include "bench/bench_util.h"
 #include "core/threads.h"
 #include "ops/attention/dsa.h"
 
@@ -43,12 +44,6 @@
 #endif
 #endif
 
-static int64_t arg_int(int argc, char **argv, const char *name, int64_t dflt) {
-  for (int i = 1; i + 1 < argc; i++)
-    if (strcmp(argv[i], name) == 0) return strtoll(argv[i + 1], NULL, 10);
-  return dflt;
-}
-
 static at_tensor *randn(at_ctx *c, uint64_t seed, int ndim, const int64_t *shape, int grad) {
   at_tensor *t = at_new(c, ndim, shape);
   if (!t) return NULL;
@@ -57,14 +52,6 @@ static at_tensor *randn(at_ctx *c, uint64_t seed, int ndim, const int64_t *shape
   return t;
 }
 #define RANDN(c, seed, grad, ...) randn((c), (seed), AT_SHAPE(__VA_ARGS__), (grad))
-
-/* Seeds d(out) = 1 and runs the tape backwards. */
-static int backward_ones(at_ctx *c, at_tensor *out) {
-  real *g = at_grad(c, out);
-  if (!g) return 0;
-  for (int64_t i = 0; i < out->size; i++) g[i] = 1;
-  return at_backward_from_seeded(c) == AT_OK;
-}
 
 typedef struct sizes {
   int64_t B, T, HQ, H, D, Dv, HI, DI, K;
@@ -91,14 +78,14 @@ static double run_once(const sizes *z, int m) {
     } else if (m == M_KL) {
       at_dsa_loss_opts o = {0, 0, 1};
       at_tensor *L = at_dsa_indexer_loss(c, qi, ki, w, q, k, sel, &o, NULL);
-      if (L && backward_ones(c, L)) t1 = at_now();
+      if (L && bench_backward_ones(c, L)) t1 = at_now();
     } else if (m == M_SPARSE) {
       at_tensor *o = at_dsa_attention(c, q, k, v, sel, 0);
-      if (o && backward_ones(c, o)) t1 = at_now();
+      if (o && bench_backward_ones(c, o)) t1 = at_now();
     } else {
 #ifdef BENCH_HAVE_FULL
       at_tensor *o = at_attention(c, q, k, v, NULL);
-      if (o && backward_ones(c, o)) t1 = at_now();
+      if (o && bench_backward_ones(c, o)) t1 = at_now();
 #endif
     }
   }
@@ -134,13 +121,13 @@ int main(int argc, char **argv) {
       return 0;
     }
   sizes z;
-  z.B = arg_int(argc, argv, "--batch", 1), z.HQ = arg_int(argc, argv, "--heads", 8);
-  z.H = arg_int(argc, argv, "--kv-heads", 1), z.D = arg_int(argc, argv, "--dim", 64);
-  z.Dv = arg_int(argc, argv, "--vdim", z.D), z.HI = arg_int(argc, argv, "--idx-heads", 4);
-  z.DI = arg_int(argc, argv, "--idx-dim", 32), z.K = arg_int(argc, argv, "--topk", 256);
-  int64_t tmin = arg_int(argc, argv, "--tmin", 1024), tmax = arg_int(argc, argv, "--tmax", 16384);
-  int reps = (int)arg_int(argc, argv, "--reps", 3);
-  at_set_threads((int)arg_int(argc, argv, "--threads", 0));
+  z.B = bench_arg_int(argc, argv, "--batch", 1), z.HQ = bench_arg_int(argc, argv, "--heads", 8);
+  z.H = bench_arg_int(argc, argv, "--kv-heads", 1), z.D = bench_arg_int(argc, argv, "--dim", 64);
+  z.Dv = bench_arg_int(argc, argv, "--vdim", z.D), z.HI = bench_arg_int(argc, argv, "--idx-heads", 4);
+  z.DI = bench_arg_int(argc, argv, "--idx-dim", 32), z.K = bench_arg_int(argc, argv, "--topk", 256);
+  int64_t tmin = bench_arg_int(argc, argv, "--tmin", 1024), tmax = bench_arg_int(argc, argv, "--tmax", 16384);
+  int reps = (int)bench_arg_int(argc, argv, "--reps", 3);
+  at_set_threads((int)bench_arg_int(argc, argv, "--threads", 0));
   if (z.B < 1 || z.HQ < 1 || z.H < 1 || z.HQ % z.H || z.D < 1 || z.Dv < 1 || z.HI < 1 ||
       z.DI < 1 || z.K < 1 || tmin < 1 || reps < 1) {
     fprintf(stderr, "bench_dsa: invalid sizes (need HQ %% H == 0, all positive)\n");

@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "core/rng.h"
+#include "bench/bench_util.h"
 #include "core/threads.h"
 #include "ops/attention/full.h"
 #include "ops/attention/layout.h"
@@ -42,12 +43,6 @@ typedef struct sizes {
 enum { M_CMP, M_SELECT, M_SLC, M_SWA, M_FULL, M_COUNT };
 static const char *const m_names[M_COUNT] = {"cmp_ms", "select_ms", "slc_ms", "swa_ms", "full_ms"};
 
-static int64_t arg_int(int argc, char **argv, const char *name, int64_t dflt) {
-  for (int i = 1; i + 1 < argc; i++)
-    if (strcmp(argv[i], name) == 0) return strtoll(argv[i + 1], NULL, 10);
-  return dflt;
-}
-
 static at_tensor *randn(at_ctx *c, uint64_t seed, int ndim, const int64_t *shape, double std) {
   at_tensor *t = at_new(c, ndim, shape);
   if (!t) return NULL;
@@ -56,14 +51,6 @@ static at_tensor *randn(at_ctx *c, uint64_t seed, int ndim, const int64_t *shape
   return t;
 }
 #define RANDN(c, seed, std, ...) randn((c), (seed), AT_SHAPE(__VA_ARGS__), (std))
-
-/* Seeds d(out) = 1 and runs the tape backwards. */
-static int backward_ones(at_ctx *c, at_tensor *out) {
-  real *g = at_grad(c, out);
-  if (!g) return 0;
-  for (int64_t i = 0; i < out->size; i++) g[i] = 1;
-  return at_backward_from_seeded(c) == AT_OK;
-}
 
 /* The compressed branch: compression of k and v, attention over the blocks. */
 static at_tensor *cmp_branch(at_ctx *c, const sizes *z, at_tensor *q, at_tensor *k, at_tensor *v,
@@ -104,7 +91,7 @@ static double run_once(at_ctx *c, const sizes *z, int m) {
       at_attn_opts wo = {.window = m == M_SWA ? z->window : 0};
       o = at_attention(c, q, k, v, &wo);
     }
-    if (o && backward_ones(c, o)) t1 = at_now();
+    if (o && bench_backward_ones(c, o)) t1 = at_now();
   }
   if (t1 < 0) fprintf(stderr, "bench_nsa: %s failed: %s\n", m_names[m], at_errmsg());
   return t1 < 0 ? -1 : t1 - t0;
@@ -127,17 +114,17 @@ static void cell(double v, int width, int prec) {
 }
 
 static int parse(int argc, char **argv, sizes *z, int64_t *tmin, int64_t *tmax, int *reps) {
-  z->B = arg_int(argc, argv, "--batch", 1), z->HQ = arg_int(argc, argv, "--heads", 8);
-  z->H = arg_int(argc, argv, "--kv-heads", 2), z->D = arg_int(argc, argv, "--dim", 64);
-  z->blk = (at_nsa_blocks){.cmp_block = arg_int(argc, argv, "--cmp-block", 32),
-                           .cmp_stride = arg_int(argc, argv, "--cmp-stride", 16),
-                           .sel_block = arg_int(argc, argv, "--sel-block", 64),
-                           .n_select = arg_int(argc, argv, "--n-select", 16),
+  z->B = bench_arg_int(argc, argv, "--batch", 1), z->HQ = bench_arg_int(argc, argv, "--heads", 8);
+  z->H = bench_arg_int(argc, argv, "--kv-heads", 2), z->D = bench_arg_int(argc, argv, "--dim", 64);
+  z->blk = (at_nsa_blocks){.cmp_block = bench_arg_int(argc, argv, "--cmp-block", 32),
+                           .cmp_stride = bench_arg_int(argc, argv, "--cmp-stride", 16),
+                           .sel_block = bench_arg_int(argc, argv, "--sel-block", 64),
+                           .n_select = bench_arg_int(argc, argv, "--n-select", 16),
                            .n_local = 2};
-  z->window = arg_int(argc, argv, "--window", 512);
-  *tmin = arg_int(argc, argv, "--tmin", 1024), *tmax = arg_int(argc, argv, "--tmax", 16384);
-  *reps = (int)arg_int(argc, argv, "--reps", 3);
-  at_set_threads((int)arg_int(argc, argv, "--threads", 0));
+  z->window = bench_arg_int(argc, argv, "--window", 512);
+  *tmin = bench_arg_int(argc, argv, "--tmin", 1024), *tmax = bench_arg_int(argc, argv, "--tmax", 16384);
+  *reps = (int)bench_arg_int(argc, argv, "--reps", 3);
+  at_set_threads((int)bench_arg_int(argc, argv, "--threads", 0));
   return z->B >= 1 && z->HQ >= 1 && z->H >= 1 && z->HQ % z->H == 0 && z->D >= 1 && z->window >= 1 &&
          z->blk.cmp_stride >= 1 && z->blk.cmp_stride <= z->blk.cmp_block && z->blk.sel_block >= 1 &&
          z->blk.n_select >= 1 && *tmin >= z->blk.cmp_block && *reps >= 1;
