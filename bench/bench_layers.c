@@ -16,7 +16,8 @@
  * its default (short conv 4, gates). Mixers: any registered one but mla and
  * dsa (bench_dsa); the op column only for full, deltanet, gdn, kda, mamba2,
  * the others print "-" (sparse_transformer, longformer, bigbird: the layer's
- * own pattern options, e.g. --opt stride=128; nsa per branch: bench_nsa).
+ * own pattern options, e.g. --opt sparse_transformer.stride=128; nsa per
+ * branch: bench_nsa).
  * Columns:
  *   layer fwd / fwd+bwd tok/s   B T / time of one layer's forward (+ backward)
  *   op fwd+bwd tok/s            the same for the mixer's core op alone on
@@ -231,12 +232,13 @@ static int set_opt(at_model_cfg *mc, const char *arg) {
     kind = at_mixer_from_name(name);
   }
   char key[64];
+  const char *why = "no such mixer";
   if (kind >= 0 && (size_t)(eq - dot - 1) < sizeof key) {
     snprintf(key, sizeof key, "%.*s", (int)(eq - dot - 1), dot + 1);
     if (at_mixer_opt_set(mc, (at_mixer_kind)kind, key, atof(eq + 1)) == AT_OK) return 1;
+    why = at_errmsg();
   }
-  fprintf(stderr, "bench_layers: --opt %s: want MIXER.KEY=NUMBER for an option of a mixer (%s)\n", arg,
-          at_errmsg());
+  fprintf(stderr, "bench_layers: --opt %s: want MIXER.KEY=NUMBER for an option of a mixer (%s)\n", arg, why);
   return 0;
 }
 
@@ -266,7 +268,11 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--full-tmax")) full_tmax = atoll(val);
     else if (!strcmp(a, "--chunk")) bc.chunk = atoll(val);
     else if (!strcmp(a, "--threads")) threads = atoi(val);
-    else if (!strcmp(a, "--opt")) n_opts < 16 ? (void)(opts[n_opts++] = val) : (void)0;
+    else if (!strcmp(a, "--opt") && n_opts < AT_ARRAY_LEN(opts)) opts[n_opts++] = val;
+    else if (!strcmp(a, "--opt")) {
+      fprintf(stderr, "bench_layers: more than %d --opt\n", AT_ARRAY_LEN(opts));
+      return 2;
+    }
     else { fprintf(stderr, "bench_layers: unknown option %s\n", a); return 2; }
     i++;
   }
