@@ -12,13 +12,15 @@
  *
  * Per T, milliseconds of forward + backward (every input requires gradients):
  *   cmp      compressing keys and values (the MLP of at_nsa_compress, hidden
- *            2 D) and the compressed attention, O(T^2 / d)
- *   select   ranking the selection blocks from the compressed probabilities
- *            (integer: no backward)
+ *            2 D), the fused compressed attention, O(T^2 / d), and the
+ *            selection it ranks in the same pass (integer: no backward)
+ *   naive    the same branch materialised: the compressed attention from
+ *            autograd ops ([T, T / d] probabilities) and at_nsa_select over
+ *            them (what the fused kernel replaced; not part of nsa)
  *   slc      attention over the n selected blocks of l' keys, O(T n l')
  *   swa      sliding-window attention over w keys, O(T w)
- *   nsa      the sum of the four (the gates and projections are the same
- *            as a full layer's up to the gate's 3 HQ outputs, left out)
+ *   nsa      cmp + slc + swa (the gates and projections are the same as a
+ *            full layer's up to the gate's 3 HQ outputs, left out)
  *   full     fused full causal attention on the same q, k, v, O(T^2)
  * `nsa/full` below 1 is where NSA's step beats full attention. A benchmark
  * measures; nothing here asserts a time.
@@ -40,8 +42,8 @@ typedef struct sizes {
   at_nsa_blocks blk;
 } sizes;
 
-enum { M_CMP, M_SELECT, M_SLC, M_SWA, M_FULL, M_COUNT };
-static const char *const m_names[M_COUNT] = {"cmp_ms", "select_ms", "slc_ms", "swa_ms", "full_ms"};
+enum { M_CMP, M_NAIVE, M_SLC, M_SWA, M_FULL, M_COUNT };
+static const char *const m_names[M_COUNT] = {"cmp_ms", "naive_ms", "slc_ms", "swa_ms", "full_ms"};
 
 static at_tensor *randn(at_ctx *c, uint64_t seed, int ndim, const int64_t *shape, double std) {
   at_tensor *t = at_new(c, ndim, shape);
@@ -52,15 +54,20 @@ static at_tensor *randn(at_ctx *c, uint64_t seed, int ndim, const int64_t *shape
 }
 #define RANDN(c, seed, std, ...) randn((c), (seed), AT_SHAPE(__VA_ARGS__), (std))
 
-/* The compressed branch: compression of k and v, attention over the blocks. */
+/* The compressed branch: compression of k and v, attention over the blocks
+ * and the selection, fused (or materialised, naive). */
 static at_tensor *cmp_branch(at_ctx *c, const sizes *z, at_tensor *q, at_tensor *k, at_tensor *v,
-                             at_tensor **p) {
+                             int naive, at_itensor **sel) {
   int64_t l = z->blk.cmp_block, F = 2 * z->D;
   double s1 = 1 / sqrt((double)(l * z->D)), s2 = 1 / sqrt((double)F);
   at_tensor *pe = RANDN(c, 7, 0.02, l, z->D), *w1 = RANDN(c, 8, s1, F, l * z->D), *w2 = RANDN(c, 9, s2, z->D, F);
   at_tensor *kc = at_nsa_compress(c, k, pe, w1, w2, &z->blk);
-  at_tensor *vc = at_nsa_compress(c, v, pe, w1, w2, &z->blk);
-  return kc && vc ? at_nsa_cmp_attention(c, q, kc, vc, &z->blk, 0, 0, p) : NULL;
+  at_tensor *vc = at_nsa_compress(c, v, pe, w1, w2, &z->blk), *p = NULL, *o;
+  if (!kc || !vc) return NULL;
+  if (!naive) return at_nsa_cmp_attention(c, q, kc, vc, &z->blk, 0, 0, sel);
+  o = at_nsa_cmp_attention_naive(c, q, kc, vc, &z->blk, 0, 0, &p);
+  *sel = p ? at_nsa_select(c, p, z->B, z->H, z->HQ / z->H, z->T, 0, &z->blk) : NULL;
+  return *sel ? o : NULL;
 }
 
 /* One timed run of measurement m in c (reset first: the arena's pages stay
@@ -71,21 +78,15 @@ static double run_once(at_ctx *c, const sizes *z, int m) {
   at_tensor *k = RANDN(c, 2, 1.0, z->B, z->T, z->H, z->D);
   at_tensor *v = RANDN(c, 3, 1.0, z->B, z->T, z->H, z->D);
   double t0 = 0, t1 = -1;
-  at_tensor *p = NULL, *o = NULL;
+  at_tensor *o = NULL;
   if (q && k && v) {
-    int64_t G = z->HQ / z->H;
     at_itensor *sel = NULL;
-    if (m == M_SELECT || m == M_SLC) { /* the selection's input (untimed) */
-      cmp_branch(c, z, q, k, v, &p);
-      if (m == M_SLC) sel = at_nsa_select(c, p, z->B, z->H, G, z->T, 0, &z->blk);
-    }
+    if (m == M_SLC) cmp_branch(c, z, q, k, v, 0, &sel); /* the selection (untimed) */
     t0 = at_now();
-    if (m == M_CMP) {
-      o = cmp_branch(c, z, q, k, v, &p);
-    } else if (m == M_SELECT) {
-      if (p && at_nsa_select(c, p, z->B, z->H, G, z->T, 0, &z->blk)) t1 = at_now();
+    if (m == M_CMP || m == M_NAIVE) {
+      o = cmp_branch(c, z, q, k, v, m == M_NAIVE, &sel);
     } else if (m == M_SLC) {
-      at_attn_opts so = {.layout = sel ? at_attn_layout_selected(c, z->T, 1, z->blk.sel_block, sel, G) : NULL};
+      at_attn_opts so = {.layout = sel ? at_attn_layout_selected(c, z->T, 1, z->blk.sel_block, sel, z->HQ / z->H) : NULL};
       o = so.layout ? at_attention(c, q, k, v, &so) : NULL;
     } else {
       at_attn_opts wo = {.window = m == M_SWA ? z->window : 0};
@@ -159,7 +160,7 @@ int main(int argc, char **argv) {
     double tm[M_COUNT], nsa = 0;
     for (int m = 0; m < M_COUNT; m++) {
       tm[m] = best_of(&z, m, T >= 8192 ? 1 : reps);
-      if (m != M_FULL) nsa = tm[m] < 0 || nsa < 0 ? -1 : nsa + tm[m];
+      if (m != M_FULL && m != M_NAIVE) nsa = tm[m] < 0 || nsa < 0 ? -1 : nsa + tm[m];
     }
     printf("%7lld", (long long)T);
     for (int m = 0; m < M_COUNT; m++) cell(tm[m] < 0 ? -1 : 1e3 * tm[m], 9, 1);
@@ -169,7 +170,7 @@ int main(int argc, char **argv) {
     fflush(stdout);
     if (crossover < 0 && nsa >= 0 && tm[M_FULL] > 0 && nsa < tm[M_FULL]) crossover = T;
   }
-  if (crossover > 0) printf("# NSA's step (its four parts) beats full attention from T = %lld\n", (long long)crossover);
+  if (crossover > 0) printf("# NSA's step (its three branches) beats full attention from T = %lld\n", (long long)crossover);
   else printf("# no crossover in this range\n");
   return 0;
 }

@@ -219,17 +219,9 @@ static void nsa_sparse_branches(at_ctx *c, const nsa_layer *L, at_tensor *q, con
  * the selection it implies (rows 0 .. pos0 + Tq - 1). */
 static at_tensor *nsa_cmp_branch(at_ctx *c, const nsa_layer *L, at_tensor *q, at_tensor *kc, at_tensor *vc,
                                  int64_t pos0, at_itensor **sel) {
-  int64_t B = q->shape[0], Tq = q->shape[1], G = L->hq / L->h;
-  at_tensor *p = NULL, *o = NULL;
-  if (kc) {
-    o = at_nsa_cmp_attention(c, q, kc, vc, &L->blk, pos0, 0, &p);
-    if (!o || !p) {
-      *sel = NULL;
-      return NULL;
-    }
-  }
-  *sel = at_nsa_select(c, p, B, L->h, G, Tq, pos0, &L->blk);
-  return o;
+  if (kc) return at_nsa_cmp_attention(c, q, kc, vc, &L->blk, pos0, 0, sel);
+  *sel = at_nsa_select(c, NULL, q->shape[0], L->h, L->hq / L->h, q->shape[1], pos0, &L->blk);
+  return NULL;
 }
 
 /* ---- decoding caches ---------------------------------------------------------------

@@ -6,6 +6,7 @@
  * causal attention (the selected branch alone, and the window branch with
  * window >= T). */
 #include "testing.h"
+#include "core/threads.h"
 #include "nsa_ref.h"
 #include "ops/attention/attention.h"
 #include "ops/ops.h"
@@ -17,7 +18,7 @@ static at_tensor *random_p(at_ctx *c, int64_t B, int64_t T, int64_t HQ, int64_t 
   if (C == 0) return NULL;
   at_tensor *q = AT_RANDN(c, seed, 1.5, B, T, HQ, D), *kc = AT_RANDN(c, seed + 1, 1.5, B, C, H, D),
             *vc = AT_RANDN(c, seed + 2, 1, B, C, H, D), *p;
-  at_tensor *y = at_nsa_cmp_attention(c, q, kc, vc, o, 0, 0, &p);
+  at_tensor *y = at_nsa_cmp_attention_naive(c, q, kc, vc, o, 0, 0, &p);
   cr_assert(y && p, "%s", at_errmsg());
   return p;
 }
@@ -63,13 +64,13 @@ Test(nsa_select, step_rows_equal_forward_rows) {
   at_nsa_blocks o = {.cmp_block = 4, .cmp_stride = 2, .sel_block = 4, .n_select = 3, .n_local = 1};
   int64_t C = at_nsa_n_cmp(&o, T);
   at_tensor *q = AT_RANDN(c, 1, 1.5, B, T, HQ, D), *kc = AT_RANDN(c, 2, 1.5, B, C, H, D), *p;
-  cr_assert(at_nsa_cmp_attention(c, q, kc, kc, &o, 0, 0, &p));
+  cr_assert(at_nsa_cmp_attention_naive(c, q, kc, kc, &o, 0, 0, &p));
   at_itensor *all = at_nsa_select(c, p, B, H, HQ / H, T, 0, &o);
   for (int64_t t = 0; t < T; t++) {
     int64_t Ct = at_nsa_n_cmp(&o, t + 1);
     at_tensor *pt = NULL;
     if (Ct > 0)
-      cr_assert(at_nsa_cmp_attention(c, at_slice(c, q, 1, t, 1), at_slice(c, kc, 1, 0, Ct), at_slice(c, kc, 1, 0, Ct),
+      cr_assert(at_nsa_cmp_attention_naive(c, at_slice(c, q, 1, t, 1), at_slice(c, kc, 1, 0, Ct), at_slice(c, kc, 1, 0, Ct),
                                      &o, t, 0, &pt));
     at_itensor *one = at_nsa_select(c, pt, B, H, HQ / H, 1, t, &o);
     cr_assert(one && one->shape[2] == t + 1);
@@ -145,4 +146,93 @@ Test(nsa_selected, all_blocks_equal_full_attention) {
   AT_EXPECT_CLOSE(y->data, full->data, y->size, 1e-5, "selected, all blocks");
   AT_EXPECT_CLOSE(w->data, full->data, w->size, 1e-5, "window >= T");
   at_ctx_free(c);
+}
+
+/* ---- the fused compressed attention against the naive one ---------------------- */
+
+typedef struct cmp_out {
+  real *r[4]; /* o, dq, dkc, dvc */
+  int64_t n[4];
+  at_itensor sel;
+} cmp_out;
+
+/* Forward (with the selection: fused from the kernel, naive from p) and
+ * backward seeded with a fixed dO, at `threads` threads; copies out. */
+static cmp_out cmp_run(int naive, int threads, int64_t B, int64_t Tq, int64_t HQ, int64_t H, int64_t D,
+                       int64_t Dv, int64_t pos0, const at_nsa_blocks *o) {
+  int saved = at_threads();
+  at_set_threads(threads);
+  at_ctx *c = at_ctx_new(0);
+  int64_t C = at_nsa_n_cmp(o, pos0 + Tq);
+  at_tensor *x[] = {AT_RANDN(c, Tq + 1, 1.5, B, Tq, HQ, D), AT_RANDN(c, Tq + 2, 1.5, B, C, H, D),
+                    AT_RANDN(c, Tq + 3, 1, B, C, H, Dv)}, *p = NULL, *y;
+  at_itensor *sel = NULL;
+  if (naive) {
+    y = at_nsa_cmp_attention_naive(c, x[0], x[1], x[2], o, pos0, 0, &p);
+    sel = p ? at_nsa_select(c, p, B, H, HQ / H, Tq, pos0, o) : NULL;
+  } else {
+    y = at_nsa_cmp_attention(c, x[0], x[1], x[2], o, pos0, 0, &sel);
+  }
+  cr_assert(y && sel, "%s", at_errmsg());
+  at_fill_normal(at_grad(c, y), y->size, Tq + 4, 1, 0, 1);
+  cr_assert(at_backward_from_seeded(c) == AT_OK, "%s", at_errmsg());
+  cmp_out r = {.sel = *sel};
+  for (int i = 0; i < 4; i++) {
+    const real *d = i ? x[i - 1]->grad : y->data;
+    r.n[i] = i ? x[i - 1]->size : y->size;
+    r.r[i] = malloc((size_t)r.n[i] * sizeof(real));
+    memcpy(r.r[i], d, (size_t)r.n[i] * sizeof(real));
+  }
+  r.sel.data = malloc((size_t)sel->size * sizeof(int32_t));
+  memcpy(r.sel.data, sel->data, (size_t)sel->size * sizeof(int32_t));
+  at_ctx_free(c);
+  at_set_threads(saved);
+  return r;
+}
+
+static void cmp_free(cmp_out *r) {
+  for (int i = 0; i < 4; i++) free(r->r[i]);
+  free(r->sel.data);
+}
+
+/* {B, Tq, HQ, H, D, Dv, pos0, l, d, l', n, n_local}: the training shapes
+ * (B 16, ragged T, several query blocks of 32), GQA 2 and 4, MHA, Dv != D,
+ * a decoding offset; the first rows of each see no complete block; d does
+ * not divide l' in the third. */
+static const int64_t cmp_cases[][12] = {
+  {16, 203, 4, 2, 16, 16, 0, 8, 4, 16, 4, 2}, {16, 77, 8, 2, 8, 12, 0, 16, 8, 32, 3, 1},
+  {3, 150, 2, 2, 8, 8, 0, 6, 3, 5, 5, 1},     {2, 5, 4, 1, 4, 4, 37, 4, 2, 8, 3, 2},
+};
+
+Test(nsa_cmp_attention, fused_equals_naive_at_training_shapes) {
+  for (int k = 0; k < AT_ARRAY_LEN(cmp_cases); k++) {
+    const int64_t *z = cmp_cases[k];
+    at_nsa_blocks o = {.cmp_block = z[7], .cmp_stride = z[8], .sel_block = z[9], .n_select = z[10], .n_local = z[11]};
+    cmp_out f = cmp_run(0, 2, z[0], z[1], z[2], z[3], z[4], z[5], z[6], &o);
+    cmp_out n = cmp_run(1, 2, z[0], z[1], z[2], z[3], z[4], z[5], z[6], &o);
+    const char *names[] = {"o", "dq", "dkc", "dvc"};
+    for (int i = 0; i < 4; i++) {
+      char what[96];
+      snprintf(what, sizeof what, "case %d: %s", k, names[i]);
+      AT_EXPECT_CLOSE(f.r[i], n.r[i], f.n[i], 2e-5, what);
+    }
+    int64_t ns = z[0] * z[3] * (z[6] + z[1]) * o.n_select, bad = -1;
+    for (int64_t e = 0; e < ns && bad < 0; e++)
+      if (f.sel.data[e] != n.sel.data[e]) bad = e;
+    cr_expect(bad < 0, "case %d: the fused selection differs at %lld", k, (long long)bad);
+    cmp_free(&f), cmp_free(&n);
+  }
+}
+
+/* One thread per (b, kv head), its dKc / dVc rows its own: 1 and 2 threads
+ * give the same bits. */
+Test(nsa_cmp_attention, fused_independent_of_thread_count) {
+  const int64_t *z = cmp_cases[0];
+  at_nsa_blocks o = {.cmp_block = z[7], .cmp_stride = z[8], .sel_block = z[9], .n_select = z[10], .n_local = z[11]};
+  cmp_out a = cmp_run(0, 1, z[0], z[1], z[2], z[3], z[4], z[5], z[6], &o);
+  cmp_out b = cmp_run(0, 2, z[0], z[1], z[2], z[3], z[4], z[5], z[6], &o);
+  for (int i = 0; i < 4; i++)
+    cr_expect(memcmp(a.r[i], b.r[i], (size_t)a.n[i] * sizeof(real)) == 0, "result %d depends on the thread count", i);
+  cr_expect(memcmp(a.sel.data, b.sel.data, (size_t)(z[0] * z[3] * z[1] * o.n_select) * sizeof(int32_t)) == 0);
+  cmp_free(&a), cmp_free(&b);
 }

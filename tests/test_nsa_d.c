@@ -1,7 +1,8 @@
 /* ops/attention/nsa.c in double: gradchecks of each NSA branch (the
- * compression MLP, the compressed attention with GQA and a decoding offset,
- * the selected branch over a fixed selection, the window branch), the
- * compression against plain loops, and the refusals. The whole layer
+ * compression MLP, the compressed attention, fused and naive, with GQA and
+ * a decoding offset, the selected branch over a fixed selection, the window
+ * branch), the compression and the compressed attention against plain
+ * loops, and the refusals. The whole layer
  * (gates included) is gradchecked by the registry suite tests/mixed/mixers. */
 #include "testing.h"
 #include "nsa_ref.h"
@@ -64,8 +65,14 @@ static at_tensor *cmp_fn(at_ctx *c, at_tensor **in, void *u) {
   return at_nsa_cmp_attention(c, in[0], in[1], in[2], &blk, s->pos0, 0, NULL);
 }
 
-/* GQA (2 query heads per kv head), Dv != D, rows without a complete block
- * (o = 0), and a decoding offset (queries at positions 3 .. 7). */
+static at_tensor *cmp_naive_fn(at_ctx *c, at_tensor **in, void *u) {
+  cmp_user *s = u;
+  return at_nsa_cmp_attention_naive(c, in[0], in[1], in[2], &blk, s->pos0, 0, NULL);
+}
+
+/* The fused and the naive form: GQA (2 query heads per kv head), Dv != D,
+ * rows without a complete block (o = 0), and a decoding offset (queries at
+ * positions 3 .. 7). */
 Test(nsa_cmp_attention, gradcheck_gqa_offset) {
   at_ctx *c = at_ctx_new(0);
   const int64_t pos0s[] = {0, 3};
@@ -75,6 +82,7 @@ Test(nsa_cmp_attention, gradcheck_gqa_offset) {
     at_tensor *in[] = {AT_RANDN(c, 10 + i, 1, B, Tq, HQ, D), AT_RANDN(c, 20 + i, 1, B, C, H, D),
                        AT_RANDN(c, 30 + i, 1, B, C, H, Dv)};
     AT_GRADCHECK(c, cmp_fn, in, 3, &u, i ? "cmp attention, offset" : "cmp attention");
+    AT_GRADCHECK(c, cmp_naive_fn, in, 3, &u, i ? "naive cmp attention, offset" : "naive cmp attention");
   }
   at_ctx_free(c);
 }
@@ -84,8 +92,9 @@ Test(nsa_cmp_attention, equals_loops) {
   at_ctx *c = at_ctx_new(0);
   int64_t B = 2, T = 11, HQ = 4, H = 2, D = 3, C = at_nsa_n_cmp(&blk, T), G = HQ / H;
   at_tensor *q = AT_RANDN(c, 1, 1, B, T, HQ, D), *kc = AT_RANDN(c, 2, 1, B, C, H, D), *vc = AT_RANDN(c, 3, 1, B, C, H, D), *p;
-  at_tensor *y = at_nsa_cmp_attention(c, q, kc, vc, &blk, 0, 0, &p);
-  cr_assert(y && p);
+  at_tensor *y = at_nsa_cmp_attention_naive(c, q, kc, vc, &blk, 0, 0, &p);
+  at_tensor *yf = at_nsa_cmp_attention(c, q, kc, vc, &blk, 0, 0, NULL);
+  cr_assert(y && p && yf);
   double worst = 0;
   for (int64_t b = 0; b < B; b++)
     for (int64_t t = 0; t < T; t++)
@@ -109,9 +118,10 @@ Test(nsa_cmp_attention, equals_loops) {
           for (int64_t i = 0; i < C; i++)
             if (z > 0 && s[i] > -INFINITY) a += exp(s[i] - mx) / z * vc->data[((b * C + i) * H + h) * D + e];
           worst = fmax(worst, fabs(a - y->data[((b * T + t) * HQ + hq) * D + e]));
+          worst = fmax(worst, fabs(a - yf->data[((b * T + t) * HQ + hq) * D + e]));
         }
       }
-  cr_expect(worst < 1e-12, "compressed attention differs from loops by %g", worst);
+  cr_expect(worst < 1e-12, "compressed attention (naive or fused) differs from loops by %g", worst);
   at_ctx_free(c);
 }
 
@@ -130,7 +140,7 @@ Test(nsa_branches, gradcheck_selected_and_window) {
   at_ctx *c = at_ctx_new(0);
   int64_t B = 2, T = 13, HQ = 4, H = 2, D = 4, C = at_nsa_n_cmp(&blk, T), G = HQ / H;
   at_tensor *p;
-  cr_assert(at_nsa_cmp_attention(c, AT_RANDN(c, 1, 1.5, B, T, HQ, D), AT_RANDN(c, 2, 1.5, B, C, H, D),
+  cr_assert(at_nsa_cmp_attention_naive(c, AT_RANDN(c, 1, 1.5, B, T, HQ, D), AT_RANDN(c, 2, 1.5, B, C, H, D),
                                  AT_RANDN(c, 3, 1, B, C, H, D), &blk, 0, 0, &p));
   at_itensor *sel = at_nsa_select(c, p, B, H, G, T, 0, &blk);
   att_user us = {{.layout = at_attn_layout_selected(c, T, 1, blk.sel_block, sel, G)}}, uw = {{.window = 4}};

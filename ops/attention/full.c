@@ -348,16 +348,6 @@ typedef struct bwd_out {
   int64_t rdk, rdv;
 } bwd_out;
 
-/* dS = P o (dP - Dr) in place in dp, row by row. */
-static void tile_ds(int64_t nr, int64_t ncp, const real *p, real *dp, const real *dr) {
-  for (int64_t x = 0; x < nr; x++) {
-    const real *pr = p + x * ncp;
-    real *g = dp + x * ncp, D = dr[x];
-#pragma omp simd
-    for (int64_t y = 0; y < ncp; y++) g[y] = pr[y] * (g[y] - D);
-  }
-}
-
 /* Gradients of head (b, hq). Returns the number of tiles visited. */
 static int64_t bwd_head(const attn_dims *d, const at_attn_layout *L, int64_t b, int64_t hq,
                         const real *q, const real *k, const real *kt, const real *vt,

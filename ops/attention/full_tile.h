@@ -1,5 +1,6 @@
 /* ops/attention/full_tile.h: the register-blocked products and row
- * operations of the fused attention's tiles (full.c only).
+ * operations of the fused attention's tiles (full.c, and nsa.c's compressed
+ * attention).
  *
  * Every product of a tile has the form
  *   C[r, 0..n) (+)= alpha * sum_p A(r, p) * B[p, 0..n)      r < m, p < k
@@ -247,6 +248,16 @@ static inline void row_cut(real *s, int64_t n, int64_t lim) {
 static inline void row_mask(real *s, int64_t n, const unsigned char *vis) {
 #pragma omp simd
   for (int64_t j = 0; j < n; j++) s[j] = vis[j] ? s[j] : -INFINITY;
+}
+
+/* dS = P o (dP - Dr) in place in dp, row by row. */
+static inline void tile_ds(int64_t nr, int64_t ncp, const real *p, real *dp, const real *dr) {
+  for (int64_t x = 0; x < nr; x++) {
+    const real *pr = p + x * ncp;
+    real *g = dp + x * ncp, D = dr[x];
+#pragma omp simd
+    for (int64_t y = 0; y < ncp; y++) g[y] = pr[y] * (g[y] - D);
+  }
 }
 
 #endif

@@ -23,10 +23,12 @@
  *      p_t = softmax_i(scale q_t . k~_i),  o_t = sum_i p_t[i] v~_i
  *
  *    per query head hq over kv head hq / G (G = HQ / H); a row with no
- *    complete block gives o = 0 (at_nsa_cmp_attention, from autograd ops:
- *    C ~ T / d is small, so the [T, C] scores are materialised).
+ *    complete block gives o = 0 (at_nsa_cmp_attention, fused: a row's
+ *    C ~ T / d scores fit a scratch row, so its softmax is exact in one
+ *    pass, and the selection is ranked in the same pass).
  *
- * 3. Selection (Eq. 9-12), no gradient (at_nsa_select): selection block j
+ * 3. Selection (Eq. 9-12), no gradient (at_nsa_select from p; fused into
+ *    at_nsa_cmp_attention): selection block j
  *    covers tokens j l' .. (j+1) l' - 1. Its importance for query t is the
  *    compressed probability mass mapped by geometric overlap and summed over
  *    the G query heads of the kv group (Eq. 10: a group shares its blocks),
@@ -63,11 +65,18 @@ at_tensor *at_nsa_compress(at_ctx *c, at_tensor *k, at_tensor *pe, at_tensor *w1
                            const at_nsa_blocks *o);
 
 /* q [B, Tq, HQ, D] at positions pos0 .. pos0 + Tq - 1, kc [B, C, H, D],
- * vc [B, C, H, Dv] (C >= 1) -> o [B, Tq, HQ, Dv]; *p (may be NULL) receives
- * the probabilities [B, H, G Tq, C] (row g Tq + t: query head h G + g at
- * position pos0 + t). scale 0 means D^-1/2. */
+ * vc [B, C, H, Dv] (C >= 1) -> o [B, Tq, HQ, Dv], fused (no [Tq, C] tensor;
+ * work and memory per (b, kv head) as nsa.c describes); *sel (may be NULL)
+ * receives the selection [B, H, pos0 + Tq, n] the probabilities imply (as
+ * at_nsa_select; no gradient). scale 0 means D^-1/2. */
 at_tensor *at_nsa_cmp_attention(at_ctx *c, at_tensor *q, at_tensor *kc, at_tensor *vc,
-                                const at_nsa_blocks *o, int64_t pos0, double scale, at_tensor **p);
+                                const at_nsa_blocks *o, int64_t pos0, double scale, at_itensor **sel);
+
+/* The same from autograd ops (the reference of the fused form); *p (may be
+ * NULL) receives the probabilities [B, H, G Tq, C] (row g Tq + t: query
+ * head h G + g at position pos0 + t). */
+at_tensor *at_nsa_cmp_attention_naive(at_ctx *c, at_tensor *q, at_tensor *kc, at_tensor *vc,
+                                      const at_nsa_blocks *o, int64_t pos0, double scale, at_tensor **p);
 
 /* The selection [B, H, pos0 + Tq, n] for the queries of p (as returned by
  * at_nsa_cmp_attention for B, H, G, Tq; p NULL: no block complete yet, every
