@@ -5,6 +5,7 @@
 #include "core/h5io.h"
 #include "core/threads.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
@@ -23,7 +24,7 @@ struct at_h5 {
   hid_t fid;
   int writable;
   char path[1024];
-  char tmp[1040];
+  char tmp[1060];
 };
 
 static void quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
@@ -134,6 +135,27 @@ static at_status sync_dir(const char *path) {
   close(fd);
   if (r != 0 && errno != EINVAL) return at_error(AT_E_IO, "%s: cannot sync its directory (%s)", path, strerror(errno));
   return AT_OK;
+}
+
+/* Removes "<path>.tmp.<pid>" files left by writers that died (no process
+ * <pid> exists): a killed writer's temporary file is not left forever. */
+static void remove_stale_tmps(const char *path) {
+  char dbuf[1024], bbuf[1024], name[1100], full[2200];
+  snprintf(dbuf, sizeof dbuf, "%s", path), snprintf(bbuf, sizeof bbuf, "%s", path);
+  const char *dir = dirname(dbuf);
+  int nb = snprintf(name, sizeof name, "%s.tmp.", basename(bbuf));
+  DIR *d = opendir(dir);
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    char *end;
+    if (strncmp(e->d_name, name, (size_t)nb) != 0) continue;
+    long pid = strtol(e->d_name + nb, &end, 10);
+    if (*end || pid <= 0 || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+    snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+    unlink(full);
+  }
+  closedir(d);
 }
 
 /* ---- what is checked before HDF5 parses a file ------------------------------------- */
@@ -258,7 +280,8 @@ at_status at_h5_create(const char *path, at_h5 **out) {
   at_h5 *h = calloc(1, sizeof *h);
   if (!h) return at_error(AT_E_NOMEM, "out of memory");
   snprintf(h->path, sizeof h->path, "%s", path);
-  snprintf(h->tmp, sizeof h->tmp, "%s.tmp", path);
+  snprintf(h->tmp, sizeof h->tmp, "%s.tmp.%ld", path, (long)getpid()); /* one per writer: see h5io.h */
+  remove_stale_tmps(path);
   hid_t fcpl = H5Pcreate(H5P_FILE_CREATE), fapl = H5Pcreate(H5P_FILE_ACCESS);
   H5Pset_userblock(fcpl, AT_H5_SEAL_BYTES);
   H5Pset_fclose_degree(fapl, H5F_CLOSE_SEMI); /* closing with an object open is an error, not a deferral */

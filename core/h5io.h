@@ -4,10 +4,13 @@
  * Every failure returns a status with a message naming the file and the
  * object; HDF5's own error printing is silenced.
  *
- * Writing. Files opened with at_h5_create go to "<path>.tmp". at_h5_commit
- * closes the file, seals it (below), fsyncs it, renames it over <path> and
- * fsyncs the directory, checking every step: a crash or a full disk leaves
- * the previous <path> as it was.
+ * Writing. Files opened with at_h5_create go to "<path>.tmp.<pid>" (one
+ * temporary file per process, so that processes writing the same path at
+ * once, as MPI ranks building one token cache, never write into each
+ * other's file: the last complete one wins). at_h5_commit closes the file,
+ * seals it (below), fsyncs it, renames it over <path> and fsyncs the
+ * directory, checking every step: a crash or a full disk leaves the
+ * previous <path> as it was.
  *
  * The seal. Files attnlab writes start with a 512-byte HDF5 user block
  * (which HDF5 and h5py skip) holding the text

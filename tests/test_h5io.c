@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/h5io.h"
@@ -75,7 +76,7 @@ Test(h5io, uncommitted_file_leaves_nothing) {
   at_h5_close(h);
   cr_expect(access(path, F_OK) != 0);
   char tmp[300];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
   cr_expect(access(tmp, F_OK) != 0);
 }
 
@@ -267,4 +268,42 @@ Test(h5io, declared_sizes_types_and_strings_are_checked) {
   remove(path);
   /* the hostile variants (compressed, declared but unstored, 2^40 elements, rank 5, float16, compound,
    * string arrays) are files of tests/fuzz_regressions, made by tests/ref/gen_hostile_hdf5.py */
+}
+
+/* Two processes writing the same path at once (MPI ranks building one token
+ * cache) each commit a whole file: afterwards the path holds one of the two,
+ * intact. With one shared "<path>.tmp" the writers truncated and wrote into
+ * each other's file and the result was refused as damaged. */
+static void write_many(const char *path, uint8_t fill, int times) {
+  static uint8_t data[1 << 20];
+  memset(data, fill, sizeof data);
+  for (int i = 0; i < times; i++) {
+    at_h5 *h;
+    if (at_h5_create(path, &h) != AT_OK || at_h5_write_u8(h, "x", sizeof data, data) != AT_OK ||
+        at_h5_commit(h) != AT_OK)
+      _exit(1);
+  }
+  _exit(0);
+}
+
+Test(h5io, concurrent_writers_of_one_path) {
+  char path[256];
+  tmpname(path, "race");
+  pid_t kids[2];
+  for (int k = 0; k < 2; k++)
+    if ((kids[k] = fork()) == 0) write_many(path, (uint8_t)(7 + k), 12);
+  for (int k = 0; k < 2; k++) {
+    int status;
+    cr_assert(waitpid(kids[k], &status, 0) == kids[k]);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "writer %d failed", k);
+  }
+  at_h5 *h;
+  cr_assert(at_h5_open(path, &h) == AT_OK, "the file both wrote is damaged: %s", at_errmsg());
+  static uint8_t back[1 << 20];
+  cr_assert(at_h5_read_u8(h, "x", sizeof back, back) == AT_OK, "%s", at_errmsg());
+  at_h5_close(h);
+  size_t mixed = 0;
+  for (size_t i = 0; i < sizeof back; i++) mixed += back[i] != back[0];
+  cr_expect(mixed == 0 && (back[0] == 7 || back[0] == 8), "the file mixes the writers' data");
+  remove(path);
 }

@@ -240,7 +240,7 @@ static void expect_error(int argc, const char **argv, const char *needle, const 
   cr_expect(strstr(msg, needle) != NULL, "message '%s' lacks '%s'", msg, needle);
   if (out) {
     char tmp[300];
-    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out, (long)getpid());
     cr_expect(access(out, F_OK) != 0 && access(tmp, F_OK) != 0, "an output file was left behind");
   }
 }

@@ -102,9 +102,9 @@ static void expect_same(const at_results *x, const at_results *y) {
 }
 
 Test(results, round_trip) {
-  char path[256], tmp[270];
+  char path[256], tmp[300];
   tmpname(path, "rt");
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
   at_results *r = build(), *back;
   cr_assert(at_results_write(r, path) == AT_OK, "%s", at_errmsg());
   cr_expect(access(tmp, F_OK) != 0, "a .tmp file was left behind");
