@@ -4,7 +4,9 @@
  * (fused attention over at_attn_layout_selected) against plain loops with
  * the group's shared blocks; n_select covering every block equals full
  * causal attention (the selected branch alone, and the window branch with
- * window >= T). */
+ * window >= T); the fused compressed attention against its autograd-op form
+ * at training shapes (outputs, gradients, selection) and across thread
+ * counts. */
 #include "testing.h"
 #include "core/threads.h"
 #include "nsa_ref.h"
