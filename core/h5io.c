@@ -24,7 +24,7 @@ struct at_h5 {
   hid_t fid;
   int writable;
   char path[1024];
-  char tmp[1060];
+  char tmp[1300];
 };
 
 static void quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
@@ -137,13 +137,30 @@ static at_status sync_dir(const char *path) {
   return AT_OK;
 }
 
-/* Removes "<path>.tmp.<pid>" files left by writers that died (no process
- * <pid> exists): a killed writer's temporary file is not left forever. */
+/* This machine's name as the temporary files carry it ("host" if unknown). */
+static void host_name(char *buf, size_t n) {
+  if (gethostname(buf, n) != 0 || !buf[0]) snprintf(buf, n, "host");
+  buf[n - 1] = 0;
+  for (char *p = buf; *p; p++)
+    if (*p == '/') *p = '_';
+}
+
+void at_h5_tmp_name(const char *path, char *buf, size_t n) {
+  char host[256];
+  host_name(host, sizeof host);
+  snprintf(buf, n, "%s.tmp.%s.%ld", path, host, (long)getpid());
+}
+
+/* Removes "<path>.tmp.<host>.<pid>" files of this host left by writers that
+ * died (no process <pid> exists): a killed writer's temporary file is not
+ * left forever. Another host's files are left alone (its pids are not ours
+ * to test, on a file system that several machines share). */
 static void remove_stale_tmps(const char *path) {
-  char dbuf[1024], bbuf[1024], name[1100], full[2200];
+  char dbuf[1024], bbuf[1024], host[256], name[1400], full[2200];
   snprintf(dbuf, sizeof dbuf, "%s", path), snprintf(bbuf, sizeof bbuf, "%s", path);
+  host_name(host, sizeof host);
   const char *dir = dirname(dbuf);
-  int nb = snprintf(name, sizeof name, "%s.tmp.", basename(bbuf));
+  int nb = snprintf(name, sizeof name, "%s.tmp.%s.", basename(bbuf), host);
   DIR *d = opendir(dir);
   if (!d) return;
   struct dirent *e;
@@ -280,7 +297,7 @@ at_status at_h5_create(const char *path, at_h5 **out) {
   at_h5 *h = calloc(1, sizeof *h);
   if (!h) return at_error(AT_E_NOMEM, "out of memory");
   snprintf(h->path, sizeof h->path, "%s", path);
-  snprintf(h->tmp, sizeof h->tmp, "%s.tmp.%ld", path, (long)getpid()); /* one per writer: see h5io.h */
+  at_h5_tmp_name(path, h->tmp, sizeof h->tmp); /* one per writer: see h5io.h */
   remove_stale_tmps(path);
   hid_t fcpl = H5Pcreate(H5P_FILE_CREATE), fapl = H5Pcreate(H5P_FILE_ACCESS);
   H5Pset_userblock(fcpl, AT_H5_SEAL_BYTES);

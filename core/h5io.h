@@ -4,13 +4,14 @@
  * Every failure returns a status with a message naming the file and the
  * object; HDF5's own error printing is silenced.
  *
- * Writing. Files opened with at_h5_create go to "<path>.tmp.<pid>" (one
- * temporary file per process, so that processes writing the same path at
- * once, as MPI ranks building one token cache, never write into each
- * other's file: the last complete one wins). at_h5_commit closes the file,
- * seals it (below), fsyncs it, renames it over <path> and fsyncs the
- * directory, checking every step: a crash or a full disk leaves the
- * previous <path> as it was.
+ * Writing. Files opened with at_h5_create go to "<path>.tmp.<host>.<pid>"
+ * (at_h5_tmp_name): one temporary file per process, so that processes
+ * writing the same path at once (MPI ranks building one token cache) never
+ * write into each other's file, and the last complete one wins; those of
+ * this host's writers that died are removed by the next at_h5_create.
+ * at_h5_commit closes the file, seals it (below), fsyncs it, renames it
+ * over <path> and fsyncs the directory, checking every step: a crash or a
+ * full disk leaves the previous <path> as it was.
  *
  * The seal. Files attnlab writes start with a 512-byte HDF5 user block
  * (which HDF5 and h5py skip) holding the text
@@ -49,6 +50,7 @@ typedef struct at_h5 at_h5;
 
 at_status at_h5_open(const char *path, at_h5 **out);              /* read-only */
 at_status at_h5_create(const char *path, at_h5 **out);            /* new file, via .tmp */
+void at_h5_tmp_name(const char *path, char *buf, size_t n);        /* this process's temporary file */
 at_status at_h5_commit(at_h5 *h);   /* close, seal, fsync, rename into place; frees h */
 void at_h5_close(at_h5 *h);         /* close; an uncommitted new file is deleted */
 const char *at_h5_path(const at_h5 *h);

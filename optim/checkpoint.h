@@ -14,7 +14,7 @@
  *   and every value, so a damaged file is refused instead of loaded).
  * Whether a parameter is frozen is not saved (it is the caller's setting).
  *
- * Writing goes to "<path>.tmp.<pid>", renamed over <path> only once complete, so
+ * Writing goes to "<path>.tmp.<host>.<pid>", renamed over <path> only once complete, so
  * an existing checkpoint survives a failed or interrupted save. Loading
  * checks everything (format, model signature, shapes, optimiser kind,
  * checksum, finite values) before it changes anything: on failure the

@@ -353,7 +353,7 @@ Test(checkpoint, another_optimiser_is_refused) {
 Test(checkpoint, failed_save_keeps_the_old_checkpoint) {
   char path[300], tmp[320];
   file_in_dir(path, "atomic.h5");
-  snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+  at_h5_tmp_name(path, tmp, sizeof tmp);
   save_reference(path, 0, AT_OPT_ADAMW, 1);
   cr_expect(access(tmp, F_OK) != 0, "a .tmp file was left behind");
   long n0;

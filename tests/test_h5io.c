@@ -76,7 +76,7 @@ Test(h5io, uncommitted_file_leaves_nothing) {
   at_h5_close(h);
   cr_expect(access(path, F_OK) != 0);
   char tmp[300];
-  snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+  at_h5_tmp_name(path, tmp, sizeof tmp);
   cr_expect(access(tmp, F_OK) != 0);
 }
 

@@ -10,6 +10,7 @@
 #define AT_PROBE_NO_MAIN
 #include "tools/probe.c"
 
+#include "core/h5io.h"
 #include "testing.h"
 
 static const char *source_dir(void) {
@@ -240,7 +241,7 @@ static void expect_error(int argc, const char **argv, const char *needle, const 
   cr_expect(strstr(msg, needle) != NULL, "message '%s' lacks '%s'", msg, needle);
   if (out) {
     char tmp[300];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out, (long)getpid());
+    at_h5_tmp_name(out, tmp, sizeof tmp);
     cr_expect(access(out, F_OK) != 0 && access(tmp, F_OK) != 0, "an output file was left behind");
   }
 }

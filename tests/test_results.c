@@ -104,7 +104,7 @@ static void expect_same(const at_results *x, const at_results *y) {
 Test(results, round_trip) {
   char path[256], tmp[300];
   tmpname(path, "rt");
-  snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+  at_h5_tmp_name(path, tmp, sizeof tmp);
   at_results *r = build(), *back;
   cr_assert(at_results_write(r, path) == AT_OK, "%s", at_errmsg());
   cr_expect(access(tmp, F_OK) != 0, "a .tmp file was left behind");
