@@ -15,8 +15,8 @@ static int distinct_seeds(const at_experiment *e) {
   int n = 0;
   for (int i = 0; i < e->n_runs && n < 64; i++) {
     int known = 0;
-    for (int j = 0; j < n; j++) known |= seen[j] == (uint64_t)e->runs[i].seed;
-    if (!known) seen[n++] = (uint64_t)e->runs[i].seed;
+    for (int j = 0; j < n; j++) known |= seen[j] == e->runs[i].seed;
+    if (!known) seen[n++] = e->runs[i].seed;
   }
   return n;
 }
