@@ -1,4 +1,5 @@
 /* autograd/tape.c: context, tape recording and the backward walk. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,6 +125,19 @@ at_node *at_record(at_ctx *c, const char *op, at_backward_fn backward, int n_in,
 real *at_grad(at_ctx *c, at_tensor *t) {
   if (!t || !t->requires_grad) return NULL;
   if (!t->grad) t->grad = check_alloc(c, at_arena_calloc(c->arena, (size_t)t->size * sizeof(real)));
+  return t->grad;
+}
+
+real *at_grad_into(at_ctx *c, at_tensor *t, int *fresh) {
+  *fresh = 0;
+  if (!t || !t->requires_grad) return NULL;
+  if (t->grad) return t->grad;
+  *fresh = 1;
+  t->grad = check_alloc(c, at_arena_alloc(c->arena, (size_t)t->size * sizeof(real)));
+#ifdef AT_POISON_GRADS /* sanitizer builds: an element left unwritten shows as NaN */
+  if (t->grad)
+    for (int64_t i = 0; i < t->size; i++) t->grad[i] = (real)NAN;
+#endif
   return t->grad;
 }
 

@@ -219,7 +219,7 @@ static at_tensor *delta_run(at_ctx *c, delta_layer *L, at_tensor *x, at_mixer_st
     at_tensor *gt = at_linear(c, at_linear(c, x, L->g_down, NULL), L->g_up, L->g_bias);
     o = at_mul(c, o, at_sigmoid(c, AT_RESHAPE(c, gt, B, T, H, V)));
   } else if (L->out_gate == AT_GATE_SWISH) {
-    o = at_mul(c, o, at_silu(c, AT_RESHAPE(c, at_linear(c, x, L->wg, NULL), B, T, H, V)));
+    o = at_silu_mul(c, AT_RESHAPE(c, at_linear(c, x, L->wg, NULL), B, T, H, V), o);
   }
   return at_linear(c, AT_RESHAPE(c, o, B, T, H * V), L->wo, NULL);
 }

@@ -159,7 +159,7 @@ static at_tensor *mamba2_run(at_ctx *c, mamba2_layer *L, at_tensor *x, at_mixer_
   at_tensor *y = at_lin_core_run(c, AT_LIN_SIMPLE_GLA, Cm, Bm, v, g, NULL, s ? s->t[0] : NULL, run, &opts);
   y = at_add(c, y, at_mul(c, xs, AT_RESHAPE(c, L->D, H, 1)));
   y = AT_RESHAPE(c, y, B, T, L->I);
-  if (L->out_gate == AT_GATE_SWISH) y = at_mul(c, y, at_silu(c, at_linear(c, x, L->wz, NULL)));
+  if (L->out_gate == AT_GATE_SWISH) y = at_silu_mul(c, at_linear(c, x, L->wz, NULL), y);
   else if (L->out_gate == AT_GATE_SIGMOID) y = at_mul(c, y, at_sigmoid(c, at_linear(c, x, L->wz, NULL)));
   y = at_rmsnorm(c, y, L->norm, L->norm_eps);
   return at_linear(c, y, L->wo, NULL);

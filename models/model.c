@@ -117,8 +117,8 @@ int64_t at_model_num_params(const at_model *m) { return m->params->total; }
 
 /* y = W_down (silu(W_gate x) * W_up x) */
 static at_tensor *swiglu(at_ctx *c, const at_block *b, at_tensor *x) {
-  at_tensor *g = at_silu(c, at_linear(c, x, b->w_gate, NULL));
-  return at_linear(c, at_mul(c, g, at_linear(c, x, b->w_up, NULL)), b->w_down, NULL);
+  at_tensor *g = at_linear(c, x, b->w_gate, NULL);
+  return at_linear(c, at_silu_mul(c, g, at_linear(c, x, b->w_up, NULL)), b->w_down, NULL);
 }
 
 at_tensor *at_block_mlp(at_ctx *c, at_model *m, const at_block *b, at_tensor *x, at_mixer_state *s) {

@@ -141,7 +141,7 @@ static at_tensor *retnet_run(at_ctx *c, retnet_layer *L, at_tensor *x, at_mixer_
   }
   if (L->norm == NORM_RMS) y = at_rmsnorm(c, y, L->nw, L->norm_eps);
   else y = at_add(c, at_mul(c, at_layernorm(c, y, NULL, NULL, L->norm_eps), L->nw), L->nb);
-  if (L->wg) y = at_mul(c, y, at_silu(c, AT_RESHAPE(c, at_linear(c, x, L->wg, NULL), B, T, H, V)));
+  if (L->wg) y = at_silu_mul(c, AT_RESHAPE(c, at_linear(c, x, L->wg, NULL), B, T, H, V), y);
   return at_linear(c, AT_RESHAPE(c, y, B, T, H * V), L->wo, NULL);
 }
 

@@ -56,19 +56,31 @@ static void same_forward(int op, int64_t n, const real *a, const real *b, real *
 }
 
 /* da and db may be the same buffer (a and b the same tensor), so each is
- * updated in its own pass. */
+ * updated in its own pass; fa, fb: the buffer is fresh, stored instead of
+ * added to (at_grad_into; with one buffer only da can be fresh). */
 static void same_backward(int op, int64_t n, const real *g, const real *a, const real *b,
-                          real *da, real *db) {
+                          real *da, int fa, real *db, int fb) {
   int64_t nb = (n + BLOCK - 1) / BLOCK;
 #pragma omp parallel for schedule(static) if (n >= AT_PAR_MIN)
   for (int64_t k = 0; k < nb; k++) {
     int64_t i0 = k * BLOCK, i1 = AT_MIN(n, i0 + BLOCK);
-    if (da) switch (op) {
+    if (da && fa) switch (op) {
+      case OP_ADD: case OP_SUB: memcpy(da + i0, g + i0, (size_t)(i1 - i0) * sizeof(real)); break;
+      case OP_MUL: for (int64_t i = i0; i < i1; i++) da[i] = g[i] * b[i]; break;
+      default: for (int64_t i = i0; i < i1; i++) da[i] = g[i] / b[i]; break;
+      }
+    else if (da) switch (op) {
       case OP_ADD: case OP_SUB: for (int64_t i = i0; i < i1; i++) da[i] += g[i]; break;
       case OP_MUL: for (int64_t i = i0; i < i1; i++) da[i] += g[i] * b[i]; break;
       default: for (int64_t i = i0; i < i1; i++) da[i] += g[i] / b[i]; break;
       }
-    if (db) switch (op) {
+    if (db && fb) switch (op) {
+      case OP_ADD: memcpy(db + i0, g + i0, (size_t)(i1 - i0) * sizeof(real)); break;
+      case OP_SUB: for (int64_t i = i0; i < i1; i++) db[i] = -g[i]; break;
+      case OP_MUL: for (int64_t i = i0; i < i1; i++) db[i] = g[i] * a[i]; break;
+      default: for (int64_t i = i0; i < i1; i++) db[i] = -g[i] * a[i] / (b[i] * b[i]); break;
+      }
+    else if (db) switch (op) {
       case OP_ADD: for (int64_t i = i0; i < i1; i++) db[i] += g[i]; break;
       case OP_SUB: for (int64_t i = i0; i < i1; i++) db[i] -= g[i]; break;
       case OP_MUL: for (int64_t i = i0; i < i1; i++) db[i] += g[i] * a[i]; break;
@@ -186,12 +198,34 @@ static void general_forward(int op, const bshape *s, const real *a, const real *
   }
 }
 
+/* Gradient of an operand with the output's shape (one term per element),
+ * row by row as the forward runs: the general walk's index arithmetic per
+ * element cost a KDA step 7%. */
+static void general_backward_full(int op, int wrt_b, const bshape *s, const real *g, const real *a,
+                                  const real *b, real *dx) {
+  const int64_t *o = s->out, *sa = s->sa, *sb = s->sb;
+  int64_t outer = o[0] * o[1] * o[2], n3 = o[3];
+#pragma omp parallel for schedule(static) if (outer * n3 >= AT_PAR_MIN)
+  for (int64_t r = 0; r < outer; r++) {
+    int64_t i0 = r / (o[1] * o[2]), i1 = r / o[2] % o[1], i2 = r % o[2];
+    const real *ar = a + i0 * sa[0] + i1 * sa[1] + i2 * sa[2];
+    const real *br = b + i0 * sb[0] + i1 * sb[1] + i2 * sb[2];
+    const real *gr = g + r * n3;
+    real *xr = dx + r * n3;
+    for (int64_t j = 0; j < n3; j++) xr[j] += (real)term(op, wrt_b, gr[j], ar[j * sa[3]], br[j * sb[3]]);
+  }
+}
+
 /* Gradient of one operand: for each of its elements, the sum of its terms
  * over every output position it reaches (dims where it is 1 and the output
  * is not are walked; the others are fixed). */
 static void general_backward(int op, int wrt_b, const bshape *s, const real *g, const real *a,
                              const real *b, real *dx) {
   const int64_t *o = s->out, *xs = wrt_b ? s->bs : s->as;
+  if (xs[0] == o[0] && xs[1] == o[1] && xs[2] == o[2] && xs[3] == o[3]) {
+    general_backward_full(op, wrt_b, s, g, a, b, dx);
+    return;
+  }
   int64_t ostr[4] = {o[1] * o[2] * o[3], o[2] * o[3], o[3], 1};
   int64_t n = xs[0] * xs[1] * xs[2] * xs[3];
   int64_t len[4], step[4], oa[4], ob[4];
@@ -233,11 +267,14 @@ static void binary_backward(at_ctx *c, at_node *nd) {
   int op = (int)nd->i[0], kernel = (int)nd->i[1];
   int64_t rows = nd->i[2], m = nd->i[3];
   const real *g = y->grad;
+  if (kernel == K_SAME) {
+    int fa, fb;
+    real *da = at_grad_into(c, a, &fa), *db = at_grad_into(c, b, &fb);
+    same_backward(op, y->size, g, a->data, b->data, da, fa, db, fb);
+    return;
+  }
   real *da = at_grad(c, a), *db = at_grad(c, b);
   switch (kernel) {
-  case K_SAME:
-    same_backward(op, y->size, g, a->data, b->data, da, db);
-    break;
   case K_SUFFIX_A:
   case K_SUFFIX_B: {
     int small_is_a = kernel == K_SUFFIX_A;

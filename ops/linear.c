@@ -32,20 +32,22 @@ static void matmul_backward(at_ctx *c, at_node *nd) {
   at_trans ta = (at_trans)nd->i[5], tb = (at_trans)nd->i[6];
   const real *dc = out->grad;
   int64_t lda = ta == AT_N ? d.k : d.m, ldb = tb == AT_N ? d.n : d.k;
-  real *da = at_grad(c, a), *db = at_grad(c, b);
+  int fresh; /* da is written before db is read: a and b may be one tensor */
+  real *da = at_grad_into(c, a, &fresh), beta = fresh ? 0 : 1;
   if (da) {
     if (ta == AT_N) { /* dA = dC op(B)^T, [m,n] x [n,k] */
       at_trans t = tb == AT_N ? AT_T : AT_N;
       if (d.b_shared)
-        at_gemm(AT_N, t, d.batch * d.m, d.k, d.n, 1, dc, d.n, b->data, ldb, 1, da, lda);
+        at_gemm(AT_N, t, d.batch * d.m, d.k, d.n, 1, dc, d.n, b->data, ldb, beta, da, lda);
       else
         at_gemm_batched(d.batch, AT_N, t, d.m, d.k, d.n, 1, dc, d.n, d.m * d.n, b->data, ldb,
-                        d.k * d.n, 1, da, lda, d.m * d.k);
+                        d.k * d.n, beta, da, lda, d.m * d.k);
     } else { /* a stored [k,m]: dA = op(B) dC^T, [k,n] x [n,m] */
       at_gemm_batched(d.batch, tb, AT_T, d.k, d.m, d.n, 1, b->data, ldb,
-                      d.b_shared ? 0 : d.k * d.n, dc, d.n, d.m * d.n, 1, da, lda, d.m * d.k);
+                      d.b_shared ? 0 : d.k * d.n, dc, d.n, d.m * d.n, beta, da, lda, d.m * d.k);
     }
   }
+  real *db = at_grad(c, b);
   if (db) {
     if (d.b_shared && ta == AT_N) { /* one GEMM over all rows of every batch entry */
       if (tb == AT_N)
@@ -112,8 +114,9 @@ static void linear_backward(at_ctx *c, at_node *nd) {
   at_tensor *x = nd->in[0], *w = nd->in[1], *bias = nd->in[2], *y = nd->out[0];
   int64_t in = w->shape[1], out = w->shape[0], rows = x->size / in;
   const real *dy = y->grad;
-  real *dx = at_grad(c, x), *dw = at_grad(c, w), *db = at_grad(c, bias);
-  if (dx) at_gemm(AT_N, AT_N, rows, in, out, 1, dy, out, w->data, in, 1, dx, in);
+  int fresh;
+  real *dx = at_grad_into(c, x, &fresh), *dw = at_grad(c, w), *db = at_grad(c, bias);
+  if (dx) at_gemm(AT_N, AT_N, rows, in, out, 1, dy, out, w->data, in, fresh ? 0 : 1, dx, in);
   if (dw) at_gemm(AT_T, AT_N, out, in, rows, 1, dy, out, x->data, in, 1, dw, in);
   if (db)
     for (int64_t r = 0; r < rows; r++)

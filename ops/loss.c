@@ -25,19 +25,27 @@ typedef struct ce_saved {
 /* node->i: [0] rows, [1] V, [2] ignore, [3] number of labelled rows. */
 static void ce_backward(at_ctx *c, at_node *nd) {
   at_tensor *z = nd->in[0];
-  real *dz = at_grad(c, z);
+  int fresh;
+  real *dz = at_grad_into(c, z, &fresh);
   int64_t rows = nd->i[0], v = nd->i[1], count = nd->i[3];
   int ignore = (int)nd->i[2];
-  if (!dz || count == 0) return;
+  if (!dz) return;
   const ce_saved *sv = nd->saved;
-  real scale = (real)((double)nd->out[0]->grad[0] / (double)count);
+  real scale = (real)((double)nd->out[0]->grad[0] / (double)AT_MAX(count, 1));
 #pragma omp parallel for schedule(static) if (z->size >= AT_PAR_MIN)
   for (int64_t r = 0; r < rows; r++) {
     int32_t l = sv->labels[r];
-    if (l == ignore) continue;
+    real *dr = dz + r * v;
+    if (l == ignore) {
+      if (fresh) memset(dr, 0, (size_t)v * sizeof(real));
+      continue;
+    }
     const real *zr = z->data + r * v;
-    real *dr = dz + r * v, mx = sv->mx[r], ls = sv->ls[r];
-    for (int64_t j = 0; j < v; j++) dr[j] += scale * at_expr((zr[j] - mx) - ls);
+    real mx = sv->mx[r], ls = sv->ls[r];
+    if (fresh)
+      for (int64_t j = 0; j < v; j++) dr[j] = scale * at_expr((zr[j] - mx) - ls);
+    else
+      for (int64_t j = 0; j < v; j++) dr[j] += scale * at_expr((zr[j] - mx) - ls);
     dr[l] -= scale;
   }
 }

@@ -77,7 +77,8 @@ static void rmsnorm_backward(at_ctx *c, at_node *nd) {
   at_tensor *x = nd->in[0], *w = nd->in[1];
   int64_t d = x->shape[x->ndim - 1], rows = x->size / d;
   const real *g = nd->out[0]->grad, *rstd = nd->saved, *wd = w ? w->data : NULL;
-  real *dx = at_grad(c, x), *dw = at_grad(c, w);
+  int fresh;
+  real *dx = at_grad_into(c, x, &fresh), *dw = at_grad(c, w);
   if (dx) {
 #pragma omp parallel for schedule(static) if (x->size >= AT_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
@@ -86,7 +87,10 @@ static void rmsnorm_backward(at_ctx *c, at_node *nd) {
       for (int64_t j = 0; j < d; j++) dot += (double)gr[j] * (wd ? wd[j] : 1) * xr[j];
       real k = (real)(s * s * s * dot / (double)d), rs = (real)s;
       real *dr = dx + r * d;
-      for (int64_t j = 0; j < d; j++) dr[j] += rs * gr[j] * (wd ? wd[j] : 1) - k * xr[j];
+      if (fresh)
+        for (int64_t j = 0; j < d; j++) dr[j] = rs * gr[j] * (wd ? wd[j] : 1) - k * xr[j];
+      else
+        for (int64_t j = 0; j < d; j++) dr[j] += rs * gr[j] * (wd ? wd[j] : 1) - k * xr[j];
     }
   }
   if (dw) weight_grads(c, rows, d, g, x->data, NULL, rstd, dw, NULL);

@@ -50,6 +50,7 @@ at_tensor *at_sigmoid(at_ctx *c, at_tensor *x);
 at_tensor *at_logsigmoid(at_ctx *c, at_tensor *x);
 at_tensor *at_softplus(at_ctx *c, at_tensor *x);          /* log(1 + e^x), stable */
 at_tensor *at_silu(at_ctx *c, at_tensor *x);              /* x sigmoid(x) (= swish) */
+at_tensor *at_silu_mul(at_ctx *c, at_tensor *a, at_tensor *b); /* silu(a) b, fused (SwiGLU, swish gates) */
 at_tensor *at_gelu(at_ctx *c, at_tensor *x);              /* tanh approximation */
 at_tensor *at_elu(at_ctx *c, at_tensor *x, double alpha); /* x > 0 ? x : alpha (e^x - 1) */
 at_tensor *at_relu(at_ctx *c, at_tensor *x);

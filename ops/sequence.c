@@ -29,7 +29,8 @@
 /* node->i: [0] T, [1] d_rot, [2] H (1 for [B, T, D]); saved: cos [T, h] then sin [T, h]. */
 static void rope_backward(at_ctx *c, at_node *nd) {
   at_tensor *x = nd->in[0];
-  real *dx = at_grad(c, x);
+  int fresh;
+  real *dx = at_grad_into(c, x, &fresh);
   if (!dx) return;
   int64_t t_len = nd->i[0], half = nd->i[1] / 2, d = x->shape[x->ndim - 1];
   int64_t inner = nd->i[2], rows = x->size / d;
@@ -39,6 +40,7 @@ static void rope_backward(at_ctx *c, at_node *nd) {
     int64_t t = r / inner % t_len;
     const real *gr = g + r * d, *cr = cs + t * half, *sr = sn + t * half;
     real *dr = dx + r * d;
+    if (fresh) memset(dr, 0, (size_t)d * sizeof(real)); /* a row in cache, not a pass */
     for (int64_t i = 0; i < half; i++) {
       real g1 = gr[i], g2 = gr[i + half];
       dr[i] += g1 * cr[i] + g2 * sr[i];

@@ -16,10 +16,15 @@
 /* ---- reshape ------------------------------------------------------------------ */
 
 static void reshape_backward(at_ctx *c, at_node *nd) {
-  real *dx = at_grad(c, nd->in[0]);
+  int fresh;
+  real *dx = at_grad_into(c, nd->in[0], &fresh);
   if (!dx) return;
   const real *g = nd->out[0]->grad;
   int64_t n = nd->out[0]->size;
+  if (fresh) {
+    memcpy(dx, g, (size_t)n * sizeof(real));
+    return;
+  }
 #pragma omp parallel for schedule(static) if (n >= AT_PAR_MIN)
   for (int64_t i = 0; i < n; i++) dx[i] += g[i];
 }
@@ -54,17 +59,19 @@ at_tensor *at_reshape(at_ctx *c, at_tensor *x, int ndim, const int64_t *shape) {
 /* ---- permute and transpose ------------------------------------------------------ */
 
 /* Over 4 padded dims: y[i] = x[sum_d i_d xst[d]] where xst are x's strides
- * taken in output order. With accumulate, runs the other way: dx[..] += g[i]
- * (a bijection, so rows can run in parallel). */
-static void permute_copy(const int64_t os[4], const int64_t xst[4], real *x, real *y,
-                         int backward) {
+ * taken in output order. Backward runs the other way: dx[..] += g[i], or
+ * dx[..] = g[i] when dx is fresh (a bijection, so rows can run in parallel). */
+enum { PERM_FORWARD, PERM_ADD, PERM_STORE };
+static void permute_copy(const int64_t os[4], const int64_t xst[4], real *x, real *y, int mode) {
   int64_t outer = os[0] * os[1] * os[2], n3 = os[3];
 #pragma omp parallel for schedule(static) if (outer * n3 >= AT_PAR_MIN)
   for (int64_t r = 0; r < outer; r++) {
     int64_t i0 = r / (os[1] * os[2]), i1 = r / os[2] % os[1], i2 = r % os[2];
     real *xr = x + i0 * xst[0] + i1 * xst[1] + i2 * xst[2], *yr = y + r * n3;
-    if (backward)
+    if (mode == PERM_ADD)
       for (int64_t j = 0; j < n3; j++) xr[j * xst[3]] += yr[j];
+    else if (mode == PERM_STORE)
+      for (int64_t j = 0; j < n3; j++) xr[j * xst[3]] = yr[j];
     else
       for (int64_t j = 0; j < n3; j++) yr[j] = xr[j * xst[3]];
   }
@@ -72,8 +79,9 @@ static void permute_copy(const int64_t os[4], const int64_t xst[4], real *x, rea
 
 /* node->i[0..3]: output shape padded, i[4..7]: x strides in output order. */
 static void permute_backward(at_ctx *c, at_node *nd) {
-  real *dx = at_grad(c, nd->in[0]);
-  if (dx) permute_copy(nd->i, nd->i + 4, dx, nd->out[0]->grad, 1);
+  int fresh;
+  real *dx = at_grad_into(c, nd->in[0], &fresh);
+  if (dx) permute_copy(nd->i, nd->i + 4, dx, nd->out[0]->grad, fresh ? PERM_STORE : PERM_ADD);
 }
 
 static at_tensor *permute_run(at_ctx *c, const char *name, at_tensor *x, const int *perm) {
@@ -87,7 +95,7 @@ static at_tensor *permute_run(at_ctx *c, const char *name, at_tensor *x, const i
   int64_t s = 1;
   for (int d = 3; d >= 0; d--) xstride[d] = s, s *= xs[d];
   for (int d = 0; d < 4; d++) xst[d] = d < pad ? 0 : xstride[pad + perm[d - pad]];
-  permute_copy(os, xst, x->data, y->data, 0);
+  permute_copy(os, xst, x->data, y->data, PERM_FORWARD);
   at_tensor *ins[] = {x}, *outs[] = {y};
   at_node *nd = AT_RECORD(c, name, permute_backward, ins, outs);
   if (nd)

@@ -20,13 +20,19 @@ static inline real sigm(real x) {
 
 #define UNARY_OP(name)                                                                      \
   static void name##_backward(at_ctx *c, at_node *nd) {                                    \
-    real *dx = at_grad(c, nd->in[0]);                                                      \
+    int fresh;                                                                             \
+    real *dx = at_grad_into(c, nd->in[0], &fresh);                                         \
     if (!dx) return;                                                                       \
     const real *x = nd->in[0]->data, *y = nd->out[0]->data, *g = nd->out[0]->grad;         \
     real p = (real)nd->f[0];                                                               \
     int64_t n = nd->out[0]->size;                                                          \
-    _Pragma("omp parallel for simd schedule(static) if (n >= AT_PAR_MIN)")                 \
-    for (int64_t i = 0; i < n; i++) dx[i] += g[i] * name##_d(x[i], y[i], p);               \
+    if (fresh) {                                                                           \
+      _Pragma("omp parallel for simd schedule(static) if (n >= AT_PAR_MIN)")               \
+      for (int64_t i = 0; i < n; i++) dx[i] = g[i] * name##_d(x[i], y[i], p);              \
+    } else {                                                                               \
+      _Pragma("omp parallel for simd schedule(static) if (n >= AT_PAR_MIN)")               \
+      for (int64_t i = 0; i < n; i++) dx[i] += g[i] * name##_d(x[i], y[i], p);             \
+    }                                                                                      \
   }                                                                                        \
   static at_tensor *name##_run(at_ctx *c, at_tensor *xt, double param) {                   \
     if (!xt) return NULL;                                                                  \
@@ -85,14 +91,14 @@ UNARY_OP(sigmoid)
 
 /* logsigmoid: y = log sigma(x) = min(x, 0) - log(1 + e^-|x|), f' = sigma(-x) */
 static inline real logsigmoid_f(U real x, U real p) {
-  return (x < 0 ? x : 0) - log1p(exp(-fabs(x)));
+  return (x < 0 ? x : 0) - at_log1p_unit(at_expr(-fabs(x)));
 }
 static inline real logsigmoid_d(U real x, U real y, U real p) { return sigm(-x); }
 UNARY_OP(logsigmoid)
 
 /* softplus: y = log(1 + e^x) = max(x, 0) + log(1 + e^-|x|), f' = sigma(x) */
 static inline real softplus_f(U real x, U real p) {
-  return (x > 0 ? x : 0) + log1p(exp(-fabs(x)));
+  return (x > 0 ? x : 0) + at_log1p_unit(at_expr(-fabs(x)));
 }
 static inline real softplus_d(U real x, U real y, U real p) { return sigm(x); }
 UNARY_OP(softplus)
@@ -149,3 +155,49 @@ at_tensor *at_silu(at_ctx *c, at_tensor *x) { return silu_run(c, x, 0); }
 at_tensor *at_gelu(at_ctx *c, at_tensor *x) { return gelu_run(c, x, 0); }
 at_tensor *at_elu(at_ctx *c, at_tensor *x, double alpha) { return elu_run(c, x, alpha); }
 at_tensor *at_relu(at_ctx *c, at_tensor *x) { return relu_run(c, x, 0); }
+
+/* ---- silu_mul: y = silu(a) b, SwiGLU's product and the swish output gates ------
+ *   da = g b silu'(a),  db = g silu(a)
+ * One pass each way where silu then mul take two and keep silu(a) besides.
+ * Shapes differing, or a and b one tensor: the two ops. */
+#define SM_BLOCK 4096
+
+/* One block of da (wrt_b 0) or db: stored when fresh, else added. */
+static inline void silu_mul_block(int wrt_b, int fresh, int64_t n, const real *restrict g,
+                                  const real *restrict a, const real *restrict b, real *restrict dx) {
+  if (wrt_b && fresh)
+    for (int64_t i = 0; i < n; i++) dx[i] = g[i] * (a[i] * sigm(a[i]));
+  else if (wrt_b)
+    for (int64_t i = 0; i < n; i++) dx[i] += g[i] * (a[i] * sigm(a[i]));
+  else if (fresh)
+    for (int64_t i = 0; i < n; i++) dx[i] = g[i] * b[i] * silu_d(a[i], 0, 0);
+  else
+    for (int64_t i = 0; i < n; i++) dx[i] += g[i] * b[i] * silu_d(a[i], 0, 0);
+}
+
+static void silu_mul_backward(at_ctx *c, at_node *nd) {
+  const real *a = nd->in[0]->data, *b = nd->in[1]->data, *g = nd->out[0]->grad;
+  int fa, fb;
+  real *da = at_grad_into(c, nd->in[0], &fa), *db = at_grad_into(c, nd->in[1], &fb);
+  int64_t n = nd->out[0]->size, nb = (n + SM_BLOCK - 1) / SM_BLOCK;
+#pragma omp parallel for schedule(static) if (n >= AT_PAR_MIN)
+  for (int64_t k = 0; k < nb; k++) {
+    int64_t i0 = k * SM_BLOCK, len = AT_MIN(n - i0, SM_BLOCK);
+    if (da) silu_mul_block(0, fa, len, g + i0, a + i0, b + i0, da + i0);
+    if (db) silu_mul_block(1, fb, len, g + i0, a + i0, b + i0, db + i0);
+  }
+}
+
+at_tensor *at_silu_mul(at_ctx *c, at_tensor *a, at_tensor *b) {
+  if (!a || !b) return NULL;
+  if (a == b || !at_same_shape(a, b)) return at_mul(c, at_silu(c, a), b);
+  at_tensor *y = at_new(c, a->ndim, a->shape);
+  if (!y) return NULL;
+  const real *x = a->data, *z = b->data;
+  int64_t n = a->size;
+#pragma omp parallel for simd schedule(static) if (n >= AT_PAR_MIN)
+  for (int64_t i = 0; i < n; i++) y->data[i] = x[i] * sigm(x[i]) * z[i];
+  at_tensor *ins[] = {a, b}, *outs[] = {y};
+  AT_RECORD(c, "silu_mul", silu_mul_backward, ins, outs);
+  return y;
+}

@@ -175,3 +175,21 @@ Test(ops_float, fast_exp_accuracy_and_edges) {
   cr_expect(isnan(at_expr(NAN)) && isnan(at_expr(-NAN)));
   cr_expect(at_expr(0) == 1);
 }
+
+/* log1p on [0, 1] (what softplus and log-sigmoid give it) within a few ulp of
+ * the double log1p, relative, down to subnormal u; NaN propagates. */
+Test(ops_float, fast_log1p_accuracy_and_edges) {
+  double worst = 0;
+  for (int i = 0; i <= 200000; i++) {
+    float u = (float)i / 200000;
+    double ref = log1p((double)u), rel = u ? fabs((double)at_log1p_unit(u) - ref) / ref : 0;
+    if (rel > worst) worst = rel;
+  }
+  for (float u = 1e-30f; u < 1e-3f; u *= 1.7f) {
+    double rel = fabs((double)at_log1p_unit(u) - log1p((double)u)) / log1p((double)u);
+    if (rel > worst) worst = rel;
+  }
+  cr_expect(worst < 4e-7, "worst relative error %g", worst);
+  cr_expect(at_log1p_unit(0) == 0 && fabsf(at_log1p_unit(1) - logf(2)) < 1e-7f);
+  cr_expect(isnan(at_log1p_unit(NAN)));
+}

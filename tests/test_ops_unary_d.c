@@ -159,3 +159,32 @@ Test(unary, null_input_gives_null) {
   cr_expect(at_ctx_status(c) == AT_OK, "a NULL input is not a new failure");
   at_ctx_free(c);
 }
+
+static at_tensor *silu_mul_fn(at_ctx *c, at_tensor **in, void *u) {
+  return *(int *)u ? at_silu_mul(c, in[0], in[0]) : at_silu_mul(c, in[0], in[1]);
+}
+
+static at_tensor *silu_then_mul_fn(at_ctx *c, at_tensor **in, void *u) {
+  return *(int *)u ? at_mul(c, at_silu(c, in[0]), in[0]) : at_mul(c, at_silu(c, in[0]), in[1]);
+}
+
+/* The fused silu(a) b: gradchecks (both operands, one frozen, one tensor on
+ * both sides, a broadcast b through the fallback) and the same values and
+ * gradients as silu then mul. */
+Test(unary, silu_mul_gradcheck_and_matches_silu_then_mul) {
+  at_ctx *c = at_ctx_new(0);
+  const int64_t sa[] = {3, 4, 5}, sb_bcast[] = {5};
+  for (int same = 0; same <= 1; same++)
+    for (int frozen = 0; frozen <= 1; frozen++) {
+      at_tensor *in[] = {input_for(c, U_SILU, 7 + same, 3, sa), at_test_randn(c, 9, 1, 3, sa)};
+      if (frozen) in[1]->requires_grad = 0;
+      AT_GRADCHECK(c, silu_mul_fn, in, 2, &same, same ? "silu_mul(a, a)" : "silu_mul(a, b)");
+      at_tensor *y1 = silu_mul_fn(c, in, &same), *y2 = silu_then_mul_fn(c, in, &same);
+      for (int64_t i = 0; i < y1->size; i++) cr_expect(fabs(y1->data[i] - y2->data[i]) <= 1e-15 * fabs(y2->data[i]));
+      at_ctx_reset(c);
+    }
+  int zero = 0;
+  at_tensor *in[] = {input_for(c, U_SILU, 11, 3, sa), at_test_randn(c, 12, 1, 1, sb_bcast)};
+  AT_GRADCHECK(c, silu_mul_fn, in, 2, &zero, "silu_mul broadcast b");
+  at_ctx_free(c);
+}
