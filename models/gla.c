@@ -189,7 +189,7 @@ static at_tensor *gla_run(at_ctx *c, gla_layer *L, at_tensor *x, at_mixer_state 
   o = at_rmsnorm(c, o, L->g_norm, L->norm_eps);
   if (L->out_gate != AT_GATE_NONE) {
     at_tensor *g = AT_RESHAPE(c, at_linear(c, x, L->wg, NULL), B, T, H, V);
-    o = at_mul(c, o, L->out_gate == AT_GATE_SWISH ? at_silu(c, g) : at_sigmoid(c, g));
+    o = L->out_gate == AT_GATE_SWISH ? at_silu_mul(c, g, o) : at_mul(c, o, at_sigmoid(c, g));
   }
   return at_linear(c, AT_RESHAPE(c, o, B, T, H * V), L->wo, NULL);
 }
