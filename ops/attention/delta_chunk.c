@@ -48,6 +48,10 @@
  * instead of being added and subtracted: that would leave rounding noise of
  * the size of O(1) terms in gradients that are tiny under strong decay.
  */
+#if defined(__AVX512F__) && defined(__OPTIMIZE__) && !defined(__clang__)
+/* JB pairs are one zmm: GCC's default on AVX-512 targets splits them into two ymm */
+#pragma GCC target("prefer-vector-width=512")
+#endif
 #include <math.h>
 #include <string.h>
 
