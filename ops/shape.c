@@ -21,12 +21,14 @@ static void reshape_backward(at_ctx *c, at_node *nd) {
   if (!dx) return;
   const real *g = nd->out[0]->grad;
   int64_t n = nd->out[0]->size;
-  if (fresh) {
-    memcpy(dx, g, (size_t)n * sizeof(real));
-    return;
-  }
+  const int64_t blk = 4096, nb = (n + blk - 1) / blk;
 #pragma omp parallel for schedule(static) if (n >= AT_PAR_MIN)
-  for (int64_t i = 0; i < n; i++) dx[i] += g[i];
+  for (int64_t k = 0; k < nb; k++) {
+    int64_t i0 = k * blk, i1 = AT_MIN(n, i0 + blk);
+    if (fresh) memcpy(dx + i0, g + i0, (size_t)(i1 - i0) * sizeof(real));
+    else
+      for (int64_t i = i0; i < i1; i++) dx[i] += g[i];
+  }
 }
 
 at_tensor *at_reshape(at_ctx *c, at_tensor *x, int ndim, const int64_t *shape) {
