@@ -180,14 +180,22 @@ typedef struct bshape {
   int64_t as[4], bs[4];         /* padded shapes of a and b */
 } bshape;
 
+/* Output row r (of the last padded dim): where it starts in a and in b. */
+static void row_starts(const bshape *s, int64_t r, const real *a, const real *b, const real **ar,
+                       const real **br) {
+  const int64_t *o = s->out;
+  int64_t i0 = r / (o[1] * o[2]), i1 = r / o[2] % o[1], i2 = r % o[2];
+  *ar = a + i0 * s->sa[0] + i1 * s->sa[1] + i2 * s->sa[2];
+  *br = b + i0 * s->sb[0] + i1 * s->sb[1] + i2 * s->sb[2];
+}
+
 static void general_forward(int op, const bshape *s, const real *a, const real *b, real *y) {
   const int64_t *o = s->out, *sa = s->sa, *sb = s->sb;
   int64_t outer = o[0] * o[1] * o[2], n3 = o[3];
 #pragma omp parallel for schedule(static) if (outer * n3 >= AT_PAR_MIN)
   for (int64_t r = 0; r < outer; r++) {
-    int64_t i0 = r / (o[1] * o[2]), i1 = r / o[2] % o[1], i2 = r % o[2];
-    const real *ar = a + i0 * sa[0] + i1 * sa[1] + i2 * sa[2];
-    const real *br = b + i0 * sb[0] + i1 * sb[1] + i2 * sb[2];
+    const real *ar, *br;
+    row_starts(s, r, a, b, &ar, &br);
     real *yr = y + r * n3;
     switch (op) {
     case OP_ADD: for (int64_t j = 0; j < n3; j++) yr[j] = ar[j * sa[3]] + br[j * sb[3]]; break;
@@ -207,9 +215,8 @@ static void general_backward_full(int op, int wrt_b, const bshape *s, const real
   int64_t outer = o[0] * o[1] * o[2], n3 = o[3];
 #pragma omp parallel for schedule(static) if (outer * n3 >= AT_PAR_MIN)
   for (int64_t r = 0; r < outer; r++) {
-    int64_t i0 = r / (o[1] * o[2]), i1 = r / o[2] % o[1], i2 = r % o[2];
-    const real *ar = a + i0 * sa[0] + i1 * sa[1] + i2 * sa[2];
-    const real *br = b + i0 * sb[0] + i1 * sb[1] + i2 * sb[2];
+    const real *ar, *br;
+    row_starts(s, r, a, b, &ar, &br);
     const real *gr = g + r * n3;
     real *xr = dx + r * n3;
     for (int64_t j = 0; j < n3; j++) xr[j] += (real)term(op, wrt_b, gr[j], ar[j * sa[3]], br[j * sb[3]]);
