@@ -162,17 +162,20 @@ at_tensor *at_relu(at_ctx *c, at_tensor *x) { return relu_run(c, x, 0); }
  * Shapes differing, or a and b one tensor: the two ops. */
 #define SM_BLOCK 4096
 
-/* One block of da (wrt_b 0) or db: stored when fresh, else added. */
-static inline void silu_mul_block(int wrt_b, int fresh, int64_t n, const real *restrict g,
-                                  const real *restrict a, const real *restrict b, real *restrict dx) {
-  if (wrt_b && fresh)
-    for (int64_t i = 0; i < n; i++) dx[i] = g[i] * (a[i] * sigm(a[i]));
-  else if (wrt_b)
-    for (int64_t i = 0; i < n; i++) dx[i] += g[i] * (a[i] * sigm(a[i]));
-  else if (fresh)
-    for (int64_t i = 0; i < n; i++) dx[i] = g[i] * b[i] * silu_d(a[i], 0, 0);
-  else
-    for (int64_t i = 0; i < n; i++) dx[i] += g[i] * b[i] * silu_d(a[i], 0, 0);
+/* One block: sg = sigma(a) once, then da and db from it, each stored when
+ * fresh, else added. a != b (at_silu_mul), so da and db are distinct. */
+static inline void silu_mul_block(int64_t n, const real *restrict g, const real *restrict a,
+                                  const real *restrict b, real *restrict da, int fa, real *restrict db,
+                                  int fb, real *restrict sg) {
+  for (int64_t i = 0; i < n; i++) sg[i] = sigm(a[i]);
+  if (da && fa)
+    for (int64_t i = 0; i < n; i++) da[i] = g[i] * b[i] * (sg[i] * (1 + a[i] * (1 - sg[i])));
+  else if (da)
+    for (int64_t i = 0; i < n; i++) da[i] += g[i] * b[i] * (sg[i] * (1 + a[i] * (1 - sg[i])));
+  if (db && fb)
+    for (int64_t i = 0; i < n; i++) db[i] = g[i] * (a[i] * sg[i]);
+  else if (db)
+    for (int64_t i = 0; i < n; i++) db[i] += g[i] * (a[i] * sg[i]);
 }
 
 static void silu_mul_backward(at_ctx *c, at_node *nd) {
@@ -182,9 +185,9 @@ static void silu_mul_backward(at_ctx *c, at_node *nd) {
   int64_t n = nd->out[0]->size, nb = (n + SM_BLOCK - 1) / SM_BLOCK;
 #pragma omp parallel for schedule(static) if (n >= AT_PAR_MIN)
   for (int64_t k = 0; k < nb; k++) {
+    real sg[SM_BLOCK];
     int64_t i0 = k * SM_BLOCK, len = AT_MIN(n - i0, SM_BLOCK);
-    if (da) silu_mul_block(0, fa, len, g + i0, a + i0, b + i0, da + i0);
-    if (db) silu_mul_block(1, fb, len, g + i0, a + i0, b + i0, db + i0);
+    silu_mul_block(len, g + i0, a + i0, b + i0, da ? da + i0 : NULL, fa, db ? db + i0 : NULL, fb, sg);
   }
 }
 
