@@ -100,6 +100,16 @@ void at_eval_sets_close(at_eval_sets *s) {
   memset(s, 0, sizeof *s);
 }
 
+/* Names test set `name`'s accuracy groups (the task's, e.g. niah depth
+ * buckets) when it is new: a set first logged without them keeps none. */
+static at_status evalset_groups(at_results_run *rr, const char *name, const char *config, const at_task *task, int ng) {
+  const at_results_evalset *e = at_results_get_evalset(rr, name);
+  if (ng == 0 || (e && (e->n_groups || e->n))) return AT_OK;
+  const char *names[AT_EVAL_MAX_GROUPS];
+  for (int g = 0; g < ng; g++) names[g] = at_task_group_name(task, g);
+  return at_results_set_evalset_groups(rr, name, config, ng, names);
+}
+
 at_status at_eval_sets_run(at_ctx *c, at_model *m, const at_run_cfg *rc, at_eval_sets *s, int64_t n, unsigned stage,
                            at_results_run *rr, int64_t step, char *line, size_t size) {
   size_t len = 0;
@@ -108,7 +118,9 @@ at_status at_eval_sets_run(at_ctx *c, at_model *m, const at_run_cfg *rc, at_eval
     at_eval_result er;
     int64_t ni = AT_MIN(n, at_task_size(s->task[i], AT_SPLIT_TEST));
     at_status st = at_evaluate(c, m, s->task[i], rc->evals[i].data.seq_len, ni, rc->train.batch_size, stage, &er);
-    if (st == AT_OK) st = at_results_log_evalset(rr, rc->evals[i].name, s->config[i], step, er.loss, er.accuracy);
+    if (st == AT_OK) st = evalset_groups(rr, rc->evals[i].name, s->config[i], s->task[i], er.n_groups);
+    if (st == AT_OK)
+      st = at_results_log_evalset(rr, rc->evals[i].name, s->config[i], step, er.loss, er.accuracy, er.group_accuracy);
     if (st != AT_OK) return at_error_prefix(st, "test set %s", rc->evals[i].name);
     if (len < size) {
       if (rc->evals[i].data.kind == AT_TASK_TEXT)

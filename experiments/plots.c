@@ -10,7 +10,8 @@
  *   length.png  per task evaluated at two or more lengths (sweep columns and
  *               data.eval test sets): final accuracy against sequence length
  *   needle.png  niah: final accuracy per depth bucket, a heat map of depth by
- *               length per row (or depth by row when one length was run)
+ *               length per row (niah columns at several lengths, or data.eval
+ *               sets at other lengths), else of depth by row
  *   cost.png    per row: training tokens/s, cache bytes per token (KV
  *               caches, which grow with the context) and state bytes
  */
@@ -303,62 +304,108 @@ static void plot_length(const plot_ctx *p) {
 
 /* ---- needle heat map ------------------------------------------------------------------- */
 
+/* A heat-map row's source: a niah column's test split (set NULL, at the
+ * training length) or one of its data.eval sets, at length len. */
+typedef struct needle_src {
+  int col;
+  const char *set;
+  int64_t len;
+} needle_src;
+
+typedef struct needle_arg {
+  const char *set;
+  int grp;
+} needle_arg;
+
+/* The last evaluation's accuracy of group grp, on the test split or a set. */
 static double group_accuracy(const at_results_run *rr, const void *arg) {
-  int grp = *(const int *)arg;
-  if (!rr->n_eval || grp >= rr->n_groups) return NAN;
-  return rr->eval_group_accuracy[(rr->n_eval - 1) * rr->n_groups + grp];
+  const needle_arg *a = arg;
+  if (!a->set) return rr->n_eval && a->grp < rr->n_groups ? rr->eval_group_accuracy[(rr->n_eval - 1) * rr->n_groups + a->grp] : NAN;
+  const at_results_evalset *es = at_results_get_evalset(rr, a->set);
+  return es && es->n && a->grp < es->n_groups ? es->group_accuracy[(es->n - 1) * es->n_groups + a->grp] : NAN;
 }
 
-/* The niah columns (any row's best run on niah) and whether their lengths differ. */
-static int niah_columns(const at_report_view *v, int *cols, int *lengths_differ) {
+static int n_groups_of(const at_results_run *rr, const char *set) {
+  const at_results_evalset *es = set ? at_results_get_evalset(rr, set) : NULL;
+  return set ? (es ? es->n_groups : 0) : rr->n_groups;
+}
+
+/* The niah columns (any row's best run on niah); *by_length when their
+ * lengths differ or any of them has test sets (niah at other lengths). */
+static int niah_columns(const at_report_view *v, int *cols, int *by_length) {
   int n = 0;
   int64_t first = -1;
-  *lengths_differ = 0;
+  *by_length = 0;
   for (int c = 0; c < v->nc; c++)
     for (int r = 0; r < v->nr; r++) {
       const at_report_cell *cl = &v->cells[r * v->nc + c];
       if (cl->best < 0 || v->e->runs[cl->best].data.kind != AT_TASK_NIAH) continue;
-      int64_t len = v->e->runs[cl->best].data.seq_len;
-      *lengths_differ |= first >= 0 && len != first;
-      first = first < 0 ? len : first;
+      const at_run_cfg *rc = &v->e->runs[cl->best];
+      *by_length |= (first >= 0 && rc->data.seq_len != first) || rc->n_evals > 0;
+      first = first < 0 ? rc->data.seq_len : first;
       cols[n++] = c;
       break;
     }
   return n;
 }
 
-/* One heat-map row: cell cl's depth buckets at height y (x: bucket centre,
- * half width, y, accuracy %). */
-static void needle_row(const at_report_view *v, const at_report_cell *cl, int y, FILE *d) {
+static int cmp_src(const void *a, const void *b) {
+  const needle_src *x = a, *y = b;
+  return x->len != y->len ? (x->len > y->len) - (x->len < y->len) : x->col - y->col;
+}
+
+/* Row r's heat-map rows over the niah columns, by length. */
+static int needle_sources(const at_report_view *v, const int *cols, int ncols, int r, needle_src *src) {
+  int n = 0;
+  for (int i = 0; i < ncols; i++) {
+    const at_report_cell *cl = &v->cells[r * v->nc + cols[i]];
+    if (cl->best < 0) continue;
+    const at_run_cfg *rc = &v->e->runs[cl->best];
+    src[n++] = (needle_src){cols[i], NULL, rc->data.seq_len};
+    for (int j = 0; j < rc->n_evals; j++) src[n++] = (needle_src){cols[i], rc->evals[j].name, rc->evals[j].data.seq_len};
+  }
+  qsort(src, (size_t)n, sizeof *src, cmp_src);
+  return n;
+}
+
+/* One heat-map row: cell cl's depth buckets (on its test split or test set
+ * `set`) at height y (x: bucket centre, half width, y, accuracy %). */
+static void needle_row(const at_report_view *v, const at_report_cell *cl, const char *set, int y, FILE *d) {
   const at_results_run *rr = cl->best >= 0 ? at_results_find(v->res, v->e->runs[cl->best].run_id) : NULL;
-  if (!rr) return;
-  for (int grp = 0; grp < rr->n_groups; grp++) {
+  int ng = rr ? n_groups_of(rr, set) : 0;
+  for (int grp = 0; grp < ng; grp++) {
     double mean, sd;
-    at_report_cell_mean(v, cl, group_accuracy, &grp, &mean, &sd);
-    if (isfinite(mean))
-      fprintf(d, "%.6g %.6g %d %.6g\n", 100.0 * (grp + 0.5) / rr->n_groups, 50.0 / rr->n_groups, y, 100 * mean);
+    needle_arg a = {set, grp};
+    at_report_cell_mean(v, cl, group_accuracy, &a, &mean, &sd);
+    if (isfinite(mean)) fprintf(d, "%.6g %.6g %d %.6g\n", 100.0 * (grp + 0.5) / ng, 50.0 / ng, y, 100 * mean);
   }
 }
 
 /* A panel: rows of depth buckets, labelled; `by_length`: one row per niah
- * column of table row r, else one row per table row of niah column c. */
+ * column and test set of table row r, by length, else one row per table
+ * row of niah column c. */
 static void needle_panel(const plot_ctx *p, FILE *g, const int *cols, int ncols, int by_length, int r, int c) {
   const at_report_view *v = p->v;
   char dat[1500], q[3000], lab[300];
+  needle_src *src = malloc((size_t)(ncols * (1 + AT_MAX_EVAL_SETS) + 1) * sizeof *src);
   snprintf(dat, sizeof dat, "%s/needle.%d.dat", p->dir, by_length ? r : c);
-  FILE *d = fopen(dat, "w");
-  if (!d) return;
-  int ny = by_length ? ncols : v->nr;
+  FILE *d = src ? fopen(dat, "w") : NULL;
+  if (!d) {
+    free(src);
+    return;
+  }
+  int ny = by_length ? needle_sources(v, cols, ncols, r, src) : v->nr;
   fprintf(g, "set title '%s'\nset ytics (", gp_quote(by_length ? v->rows[r] : v->cols[c], q, sizeof q));
   for (int y = 0; y < ny; y++) {
-    const at_report_cell *cl = &v->cells[(by_length ? r : y) * v->nc + (by_length ? cols[y] : c)];
-    if (by_length && cl->best >= 0) snprintf(lab, sizeof lab, "T %lld", (long long)v->e->runs[cl->best].data.seq_len);
-    else snprintf(lab, sizeof lab, "%s", by_length ? "" : v->rows[y]);
+    const at_report_cell *cl = &v->cells[(by_length ? r : y) * v->nc + (by_length ? src[y].col : c)];
+    if (by_length) snprintf(lab, sizeof lab, "T %lld", (long long)src[y].len);
+    else snprintf(lab, sizeof lab, "%s", v->rows[y]);
     fprintf(g, "%s'%s' %d", y ? ", " : "", gp_quote(lab, q, sizeof q), y);
-    needle_row(v, cl, y, d);
+    needle_row(v, cl, by_length ? src[y].set : NULL, y, d);
   }
   fclose(d);
-  fprintf(g, ")\nset yrange [-0.5:%d.5]\n", ny - 1);
+  free(src);
+  fprintf(g, ")\nset yrange [-0.5:%d.5]\n", AT_MAX(ny, 1) - 1);
   fprintf(g, "plot '%s' using 1:3:2:(0.5):4 with boxxyerror fs solid 1.0 noborder lc palette notitle\n",
           gp_quote(dat, q, sizeof q));
 }

@@ -40,20 +40,25 @@ at_status at_results_new(const char *experiment, const char *source_yaml, at_res
   return AT_OK;
 }
 
+static void free_lines(char **v, int n) {
+  for (int i = 0; i < n; i++) free(v[i]);
+  free(v);
+}
+
 static void free_run(at_results_run *run) {
   if (!run) return;
   free(run->config);
   free(run->train_step), free(run->train_loss);
   free(run->eval_step), free(run->eval_loss), free(run->eval_accuracy), free(run->eval_group_accuracy);
-  for (int i = 0; i < run->n_groups; i++) free(run->group_names[i]);
-  free(run->group_names);
+  free_lines(run->group_names, run->n_groups);
   for (int i = 0; i < run->n_extra; i++) free(run->extra[i].str);
   free(run->extra);
   for (int i = 0; i < run->n_series; i++) free(run->series[i].step), free(run->series[i].value);
   free(run->series);
   for (int i = 0; i < run->n_evalsets; i++) {
     at_results_evalset *e = &run->evalsets[i];
-    free(e->config), free(e->step), free(e->loss), free(e->accuracy);
+    free(e->config), free(e->step), free(e->loss), free(e->accuracy), free(e->group_accuracy);
+    free_lines(e->group_names, e->n_groups);
   }
   free(run->evalsets);
   free(run);
@@ -116,26 +121,32 @@ at_status at_results_move_run(at_results *dst, at_results *src, const char *id) 
   return AT_OK;
 }
 
+/* Copies n group names (no newlines) for run `id`. */
+static at_status copy_names(const char *id, int n, const char *const *names, char ***out) {
+  *out = NULL;
+  if (n < 0) return at_error(AT_E_ARG, "results: run %s: %d groups", id, n);
+  for (int i = 0; i < n; i++)
+    if (strchr(names[i], '\n'))
+      return at_error(AT_E_ARG, "results: run %s: group name '%s' contains a newline", id, names[i]);
+  if (n == 0) return AT_OK;
+  char **v = calloc((size_t)n, sizeof *v);
+  for (int i = 0; v && i < n; i++)
+    if (!(v[i] = strdup(names[i]))) {
+      free_lines(v, i);
+      v = NULL;
+    }
+  if (!v) return at_error(AT_E_NOMEM, "results: out of memory");
+  *out = v;
+  return AT_OK;
+}
+
 at_status at_results_set_groups(at_results_run *run, int n_groups, const char *const *names) {
   if (run->n_groups || run->n_eval)
     return at_error(AT_E_STATE, "results: run %s: accuracy groups must be set once, before the first evaluation",
                     run->id);
-  if (n_groups < 0) return at_error(AT_E_ARG, "results: run %s: %d groups", run->id, n_groups);
-  for (int i = 0; i < n_groups; i++)
-    if (strchr(names[i], '\n'))
-      return at_error(AT_E_ARG, "results: run %s: group name '%s' contains a newline", run->id, names[i]);
-  if (n_groups == 0) return AT_OK;
-  run->group_names = calloc((size_t)n_groups, sizeof *run->group_names);
-  if (!run->group_names) return at_error(AT_E_NOMEM, "results: out of memory");
-  for (int i = 0; i < n_groups; i++)
-    if (!(run->group_names[i] = strdup(names[i]))) {
-      for (int j = 0; j < i; j++) free(run->group_names[j]);
-      free(run->group_names);
-      run->group_names = NULL;
-      return at_error(AT_E_NOMEM, "results: out of memory");
-    }
-  run->n_groups = n_groups;
-  return AT_OK;
+  at_status st = copy_names(run->id, n_groups, names, &run->group_names);
+  if (st == AT_OK) run->n_groups = n_groups;
+  return st;
 }
 
 /* Grows *p (elements of `size` bytes) to hold `cap` elements. */
@@ -262,20 +273,38 @@ static at_results_evalset *evalset_slot(at_results_run *run, const char *name, c
   return e;
 }
 
+at_status at_results_set_evalset_groups(at_results_run *run, const char *name, const char *config, int n_groups,
+                                        const char *const *names) {
+  at_status st;
+  at_results_evalset *e = evalset_slot(run, name, config, &st);
+  if (!e) return st;
+  if (e->n_groups || e->n)
+    return at_error(AT_E_STATE, "results: run %s: test set %s: accuracy groups must be set once, before its first evaluation",
+                    run->id, name);
+  st = copy_names(run->id, n_groups, names, &e->group_names);
+  if (st == AT_OK) e->n_groups = n_groups;
+  return st;
+}
+
 at_status at_results_log_evalset(at_results_run *run, const char *name, const char *config, int64_t step,
-                                 double loss, double accuracy) {
+                                 double loss, double accuracy, const double *group_accuracy) {
   at_status st;
   at_results_evalset *e = evalset_slot(run, name, config, &st);
   if (!e) return st;
   st = check_step(run, step, e->step, e->n, name);
   if (st != AT_OK) return st;
+  if (e->n_groups > 0 && !group_accuracy)
+    return at_error(AT_E_ARG, "results: run %s: test set %s: %d group accuracies expected", run->id, name, e->n_groups);
   if (e->n == e->cap_) {
     int64_t cap = e->cap_ ? 2 * e->cap_ : 64;
     if (!grow((void **)&e->step, cap, sizeof(int64_t)) || !grow((void **)&e->loss, cap, sizeof(double)) ||
-        !grow((void **)&e->accuracy, cap, sizeof(double)))
+        !grow((void **)&e->accuracy, cap, sizeof(double)) ||
+        (e->n_groups && !grow((void **)&e->group_accuracy, cap * e->n_groups, sizeof(double))))
       return at_error(AT_E_NOMEM, "results: out of memory");
     e->cap_ = cap;
   }
+  if (e->n_groups)
+    memcpy(e->group_accuracy + e->n * e->n_groups, group_accuracy, (size_t)e->n_groups * sizeof(double));
   e->step[e->n] = step;
   e->loss[e->n] = loss;
   e->accuracy[e->n++] = accuracy;
@@ -422,6 +451,14 @@ static at_status write_run(at_h5 *f, const at_results_run *run, int index) {
     TRY(at_h5_write_double(f, ed, 1, &e->n, e->loss));
     snprintf(ed, sizeof ed, "%s/accuracy", eg);
     TRY(at_h5_write_double(f, ed, 1, &e->n, e->accuracy));
+    if (e->n_groups) {
+      int64_t shape[2] = {e->n, e->n_groups};
+      snprintf(ed, sizeof ed, "%s/group_accuracy", eg);
+      TRY(at_h5_write_double(f, ed, 2, shape, e->group_accuracy));
+      free(names);
+      if (!(names = join_lines(e->n_groups, e->group_names))) TRY(at_error(AT_E_NOMEM, "results: out of memory"));
+      TRY(at_h5_set_attr_str(f, eg, "group_names", names));
+    }
     TRY(at_h5_set_attr_str(f, eg, "config", e->config));
     TRY(at_h5_set_attr_double(f, eg, "final_loss", e->n ? e->loss[e->n - 1] : NAN));
     TRY(at_h5_set_attr_double(f, eg, "final_accuracy", e->n ? e->accuracy[e->n - 1] : NAN));
@@ -563,18 +600,49 @@ static int split_lines(const char *text, int max, char ***out) {
   return n;
 }
 
-static void free_lines(char **v, int n) {
-  for (int i = 0; i < n; i++) free(v[i]);
-  free(v);
-}
-
 #define READ_MAX_EVALSETS 8 /* data.eval holds at most AT_MAX_EVAL_SETS */
 
-/* One test set's curve (its three datasets of equal length) and config. */
+/* The lines of attribute `attr` of `g`, at most `max` of them. */
+static at_status read_lines(at_h5 *f, const char *g, const char *attr, int max, char ***lines, int *n) {
+  char *s = NULL;
+  *lines = NULL, *n = 0;
+  at_status st = at_h5_get_attr_str(f, g, attr, &s);
+  if (st != AT_OK) return st;
+  int k = split_lines(s, max, lines);
+  free(s);
+  if (k == -1) return at_error(AT_E_NOMEM, "results: out of memory");
+  if (k == -2) return at_error(AT_E_FORMAT, "%s: %s: attribute %s lists more than %d names", at_h5_path(f), g, attr, max);
+  *n = k;
+  return AT_OK;
+}
+
+/* A test set's group names and group_accuracy [n, groups] (none: *ng 0). */
+static at_status read_evalset_groups(at_h5 *f, const char *eg, int64_t n, char ***names, int *ng, double **acc) {
+  *names = NULL, *ng = 0, *acc = NULL;
+  if (!at_h5_has_attr(f, eg, "group_names")) return AT_OK;
+  at_status st = read_lines(f, eg, "group_names", READ_MAX_GROUPS, names, ng);
+  char d[340];
+  int nd;
+  int64_t shape[4];
+  snprintf(d, sizeof d, "%s/group_accuracy", eg);
+  if (st == AT_OK && *ng == 0) st = at_error(AT_E_FORMAT, "%s: %s: group_names is empty", at_h5_path(f), eg);
+  if (st == AT_OK) st = at_h5_shape(f, d, &nd, shape);
+  if (st == AT_OK && (nd != 2 || shape[0] != n || shape[1] != *ng))
+    st = at_error(AT_E_FORMAT, "%s: %s: group_accuracy is not [%lld, %d]", at_h5_path(f), eg, (long long)n, *ng);
+  if (st == AT_OK && !(*acc = malloc((size_t)AT_MAX(n * *ng, 1) * sizeof **acc)))
+    st = at_error(AT_E_NOMEM, "results: out of memory");
+  if (st == AT_OK) st = read_doubles(f, d, 2, shape, *acc);
+  return st;
+}
+
+/* One test set's curve (its three datasets of equal length, and the group
+ * accuracies of each point when it has groups) and config. */
 static at_status read_evalset(at_h5 *f, const char *g, const char *name, at_results_run *run) {
-  char eg[300], sd[320], *config = NULL;
+  char eg[300], sd[320], *config = NULL, **gnames = NULL;
   snprintf(eg, sizeof eg, "%s/eval_sets/%s", g, name);
   int64_t n = 0, n2 = 0, n3 = 0;
+  int ng = 0;
+  double *gacc = NULL;
   at_status st;
   snprintf(sd, sizeof sd, "%s/step", eg);
   if ((st = length_of(f, sd, &n)) != AT_OK) return st;
@@ -589,9 +657,13 @@ static at_status read_evalset(at_h5 *f, const char *g, const char *name, at_resu
   if (st == AT_OK && (n2 != n || n3 != n))
     st = at_error(AT_E_FORMAT, "%s: %s: test set %s: step, loss and accuracy differ in length", at_h5_path(f), g, name);
   if (st == AT_OK) st = at_h5_get_attr_str(f, eg, "config", &config);
+  if (st == AT_OK) st = read_evalset_groups(f, eg, n, &gnames, &ng, &gacc);
   if (st == AT_OK) evalset_slot(run, name, config, &st); /* an empty curve still names its set */
-  for (int64_t j = 0; st == AT_OK && j < n; j++) st = at_results_log_evalset(run, name, config, steps[j], loss[j], acc[j]);
-  free(config), free(steps), free(loss), free(acc);
+  if (st == AT_OK && ng) st = at_results_set_evalset_groups(run, name, config, ng, (const char *const *)gnames);
+  for (int64_t j = 0; st == AT_OK && j < n; j++)
+    st = at_results_log_evalset(run, name, config, steps[j], loss[j], acc[j], ng ? gacc + j * ng : NULL);
+  free(config), free(steps), free(loss), free(acc), free(gacc);
+  free_lines(gnames, ng);
   return st;
 }
 
@@ -606,20 +678,6 @@ static at_status read_evalsets(at_h5 *f, const char *g, at_results_run *run) {
   for (int i = 0; i < n && st == AT_OK; i++) st = read_evalset(f, g, names[i], run);
   at_h5_free_list(names, n);
   return st;
-}
-
-/* The lines of attribute `attr` of `g`, at most `max` of them. */
-static at_status read_lines(at_h5 *f, const char *g, const char *attr, int max, char ***lines, int *n) {
-  char *s = NULL;
-  *lines = NULL, *n = 0;
-  at_status st = at_h5_get_attr_str(f, g, attr, &s);
-  if (st != AT_OK) return st;
-  int k = split_lines(s, max, lines);
-  free(s);
-  if (k == -1) return at_error(AT_E_NOMEM, "results: out of memory");
-  if (k == -2) return at_error(AT_E_FORMAT, "%s: %s: attribute %s lists more than %d names", at_h5_path(f), g, attr, max);
-  *n = k;
-  return AT_OK;
 }
 
 /* train_*, eval_* and eval_group_accuracy of a run. */

@@ -61,6 +61,9 @@ typedef struct at_results_evalset {
   int64_t n, cap_;
   int64_t *step;
   double *loss, *accuracy;
+  int n_groups;               /* per-group accuracy (niah depth buckets); 0: none */
+  char **group_names;
+  double *group_accuracy;     /* [n][n_groups] */
 } at_results_evalset;
 
 typedef struct at_results_run {
@@ -149,9 +152,14 @@ at_status at_results_log_series(at_results_run *run, const char *name, int64_t s
 /* The named curve, or NULL. */
 const at_results_series *at_results_get_series(const at_results_run *run, const char *name);
 /* Appends an evaluation of the test set `name` (created on first use with
- * its configuration text; later calls may pass NULL). Names have no '/'. */
+ * its configuration text; later calls may pass NULL). Names have no '/'.
+ * `group_accuracy` has the set's n_groups values (NULL when it has none). */
 at_status at_results_log_evalset(at_results_run *run, const char *name, const char *config, int64_t step,
-                                 double loss, double accuracy);
+                                 double loss, double accuracy, const double *group_accuracy);
+/* Names the accuracy groups of test set `name` (created if new), once,
+ * before its first evaluation (names without newlines). */
+at_status at_results_set_evalset_groups(at_results_run *run, const char *name, const char *config, int n_groups,
+                                        const char *const *names);
 /* The test set `name`, or NULL. */
 const at_results_evalset *at_results_get_evalset(const at_results_run *run, const char *name);
 /* Drops the curve points after `step` (resuming from a checkpoint at step). */

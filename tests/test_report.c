@@ -2,7 +2,8 @@
  * results it reads: a seed sweep becomes mean ± sample standard deviation of
  * the per-seed values, and the plots' data files carry the same numbers
  * (accuracy against length from the training length and a test set, the
- * needle heat map's depth buckets, training tokens of each evaluation, the
+ * needle heat map's depth buckets by length, of the test split and of a
+ * test set at another length, training tokens of each evaluation, the
  * cost bars' median tokens/s); data.label names a sweep column. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -29,7 +30,7 @@ static const char *yaml =
     "    - {seq_len: 32, task: mqar, vocab_size: 128, num_kv_pairs: 4,\n"
     "       eval: [{name: 2x, seq_len: 64, num_kv_pairs: 8}], label: mqar32}\n"
     "    - {seq_len: 24, task: niah, vocab_size: 64, num_depth_buckets: 3}\n"
-    "    - {seq_len: 40, task: niah, vocab_size: 64, num_depth_buckets: 3}\n"
+    "    - {seq_len: 40, task: niah, vocab_size: 64, num_depth_buckets: 3, eval: [{name: long, seq_len: 56}]}\n"
     "  seed: [0, 1, 2]\n"
     "report: {metric: auto, best_over: []}\n";
 
@@ -117,10 +118,11 @@ Test(report, seeds_are_mean_and_std_and_the_plots_carry_the_same_numbers, .timeo
   snprintf(path, sizeof path, "%s/plot/length.niah.1.dat", dir);
   cr_expect(sscanf(slurp(path), "%lld %*f %*f\n%lld", &len[0], &len[1]) == 2 && len[0] == 24 && len[1] == 40);
 
-  /* needle.1.dat (full, the second row): depth x length, mean group accuracy */
+  /* needle.1.dat (full, the second row): depth x length (T 24 and 40 trained,
+   * 56 the test set of the T 40 column), mean group accuracy */
   snprintf(path, sizeof path, "%s/plot/needle.1.dat", dir);
   char *needle = strdup(slurp(path)), *line = needle;
-  for (int y = 0; y < 2; y++)
+  for (int y = 0; y < 3; y++)
     for (int g = 0; g < 3; g++) {
       double x, half, z, gs[3];
       int yy;
@@ -129,13 +131,17 @@ Test(report, seeds_are_mean_and_std_and_the_plots_carry_the_same_numbers, .timeo
       for (int s = 0; s < 3; s++) {
         snprintf(id, sizeof id, "full__data=%d__seed=%d", y ? 40 : 24, s);
         const at_results_run *rr = run_of(r, id);
+        const at_results_evalset *es = y == 2 ? at_results_get_evalset(rr, "long") : NULL;
         cr_assert(rr->n_groups == 3 && rr->n_eval > 0);
-        gs[s] = rr->eval_group_accuracy[(rr->n_eval - 1) * 3 + g];
+        cr_assert(y < 2 || (es && es->n_groups == 3 && es->n == rr->n_eval && !strcmp(es->group_names[2], rr->group_names[2])));
+        gs[s] = y < 2 ? rr->eval_group_accuracy[(rr->n_eval - 1) * 3 + g] : es->group_accuracy[(es->n - 1) * 3 + g];
       }
       stats3(gs, &mean, &sd);
       cr_expect(yy == y && fabs(x - 100.0 * (g + 0.5) / 3) < 1e-3 && fabs(half - 50.0 / 3) < 1e-3);
-      cr_expect(fabs(z - 100 * mean) < 1e-3, "depth %d T %d: %g vs %g", g, y, z, 100 * mean);
+      cr_expect(fabs(z - 100 * mean) < 1e-3, "depth %d row %d: %g vs %g", g, y, z, 100 * mean);
     }
+  snprintf(path, sizeof path, "%s/plot/needle.gp", dir);
+  cr_expect(strstr(slurp(path), "'T 24' 0, 'T 40' 1, 'T 56' 2"), "%s", slurp(path));
   free(needle);
 
   /* the eval curve's fourth column: training tokens = step x batch x T */

@@ -1,5 +1,6 @@
-/* experiments/results: round trip of runs, curves and attributes, derived
- * fields, rewrites after each evaluation, resume truncation, refusals. */
+/* experiments/results: round trip of runs, curves, test sets (with group
+ * accuracies) and attributes, derived fields, rewrites after each
+ * evaluation, resume truncation, refusals. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,13 @@ static at_results *build(void) {
     double g[3] = {0.1 * e, 0.05 * e, 1.0 / (e + 1)};
     cr_assert(at_results_log_eval(a, 100 * e, 1.0 / (e + 1), 0.09 * e, g) == AT_OK);
   }
+  const char *sg[] = {"depth 0-50%", "depth 50-100%"};
+  cr_assert(at_results_set_evalset_groups(a, "long", "{seq_len: 64}", 2, sg) == AT_OK, "%s", at_errmsg());
+  for (int e = 0; e < 4; e++) {
+    double g[2] = {0.25 * e, 1.0 / (e + 3)};
+    cr_assert(at_results_log_evalset(a, "long", NULL, 250 * e, 2.0 / (e + 1), 0.2 * e, g) == AT_OK, "%s", at_errmsg());
+    cr_assert(at_results_log_evalset(a, "2x", "{seq_len: 128}", 250 * e, 3.0 / (e + 1), 0.1 * e, NULL) == AT_OK);
+  }
   cr_assert(at_results_set_num(a, "kv_cache_bytes_per_token", 512) == AT_OK);
   cr_assert(at_results_set_str(a, "note", "line one\nline two") == AT_OK);
   cr_assert(at_results_set_num(a, "bits_per_byte", 2.5) == AT_OK);
@@ -52,6 +60,24 @@ static at_results *build(void) {
 
 static void same_double(double x, double y, const char *what, const char *run) {
   cr_expect(memcmp(&x, &y, sizeof x) == 0, "%s %s: %.17g vs %.17g", run, what, x, y);
+}
+
+/* The test sets of two runs: curves, configs and group accuracies. */
+static void expect_same_sets(const at_results_run *a, const at_results_run *b) {
+  cr_assert(a->n_evalsets == b->n_evalsets, "%s: %d test sets vs %d", a->id, a->n_evalsets, b->n_evalsets);
+  for (int i = 0; i < a->n_evalsets; i++) {
+    const at_results_evalset *x = &a->evalsets[i], *y = at_results_get_evalset(b, x->name);
+    cr_assert(y && x->n == y->n && x->n_groups == y->n_groups, "%s: test set %s differs", a->id, x->name);
+    cr_expect_str_eq(x->config, y->config);
+    for (int64_t k = 0; k < x->n; k++) {
+      cr_expect(x->step[k] == y->step[k]);
+      same_double(x->loss[k], y->loss[k], "test set loss", a->id);
+      same_double(x->accuracy[k], y->accuracy[k], "test set accuracy", a->id);
+    }
+    for (int g = 0; g < x->n_groups; g++) cr_expect_str_eq(x->group_names[g], y->group_names[g]);
+    for (int64_t k = 0; k < x->n * x->n_groups; k++)
+      same_double(x->group_accuracy[k], y->group_accuracy[k], "test set group accuracy", a->id);
+  }
 }
 
 static void expect_same(const at_results *x, const at_results *y) {
@@ -90,6 +116,7 @@ static void expect_same(const at_results *x, const at_results *y) {
     for (int g = 0; g < a->n_groups; g++) cr_expect_str_eq(a->group_names[g], b->group_names[g]);
     for (int64_t k = 0; k < a->n_eval * a->n_groups; k++)
       same_double(a->eval_group_accuracy[k], b->eval_group_accuracy[k], "eval_group_accuracy", a->id);
+    expect_same_sets(a, b);
     cr_assert(a->n_extra == b->n_extra, "%s: %d extras vs %d", a->id, a->n_extra, b->n_extra);
     for (int k = 0; k < a->n_extra; k++) {
       const at_results_extra *e = at_results_get(b, a->extra[k].key);
@@ -195,8 +222,25 @@ Test(results, misuse_is_refused) {
   const char *bad[] = {"a\nb"};
   cr_expect(at_results_add_run(r, "b", NULL, &other) == AT_OK);
   cr_expect(at_results_set_groups(other, 1, bad) == AT_E_ARG);
+  cr_assert(at_results_set_evalset_groups(other, "long", NULL, 2, g) == AT_OK);
+  cr_expect(at_results_log_evalset(other, "long", NULL, 0, 1, 1, NULL) == AT_E_ARG, "missing group accuracies accepted");
+  cr_expect(at_results_set_evalset_groups(other, "long", NULL, 2, g) == AT_E_STATE);
+  cr_expect(at_results_set_evalset_groups(other, "x", NULL, 1, bad) == AT_E_ARG);
+  cr_expect(at_results_log_evalset(other, "a/b", NULL, 0, 1, 1, NULL) == AT_E_ARG);
   cr_expect(run->n_train == 0 && run->n_eval == 0 && run->n_extra == 0, "a refused call changed the run");
   at_results_free(r);
+}
+
+/* A results file's root attributes, one run. */
+static void results_header(at_h5 *h) {
+  cr_assert(at_h5_set_attr_str(h, "/", "format", AT_RESULTS_FORMAT) == AT_OK);
+  cr_assert(at_h5_set_attr_int(h, "/", "format_version", 1) == AT_OK);
+  cr_assert(at_h5_set_attr_str(h, "/", "experiment", "x") == AT_OK);
+  cr_assert(at_h5_set_attr_str(h, "/", "source", "") == AT_OK);
+  cr_assert(at_h5_set_attr_str(h, "/", "attnlab_version", "0") == AT_OK);
+  cr_assert(at_h5_set_attr_int(h, "/", "threads", 1) == AT_OK);
+  cr_assert(at_h5_set_attr_str(h, "/", "date", "") == AT_OK);
+  cr_assert(at_h5_set_attr_int(h, "/", "n_runs", 1) == AT_OK);
 }
 
 Test(results, reading_refuses_other_files) {
@@ -213,18 +257,31 @@ Test(results, reading_refuses_other_files) {
   cr_expect(strstr(at_errmsg(), "not an attnlab-results file") != NULL, "%s", at_errmsg());
   /* a results file with a damaged run: lengths that disagree */
   cr_assert(at_h5_create(path, &h) == AT_OK);
-  cr_assert(at_h5_set_attr_str(h, "/", "format", AT_RESULTS_FORMAT) == AT_OK);
-  cr_assert(at_h5_set_attr_int(h, "/", "format_version", 1) == AT_OK);
-  cr_assert(at_h5_set_attr_str(h, "/", "experiment", "x") == AT_OK);
-  cr_assert(at_h5_set_attr_str(h, "/", "source", "") == AT_OK);
-  cr_assert(at_h5_set_attr_str(h, "/", "attnlab_version", "0") == AT_OK);
-  cr_assert(at_h5_set_attr_int(h, "/", "threads", 1) == AT_OK);
-  cr_assert(at_h5_set_attr_str(h, "/", "date", "") == AT_OK);
-  cr_assert(at_h5_set_attr_int(h, "/", "n_runs", 1) == AT_OK);
+  results_header(h);
   cr_assert(at_h5_write_int(h, "/runs/r/train_step", AT_SHAPE(2), (int32_t[]){0, 1}) == AT_OK);
   cr_assert(at_h5_write_double(h, "/runs/r/train_loss", AT_SHAPE(1), (double[]){0}) == AT_OK);
   cr_assert(at_h5_commit(h) == AT_OK);
   cr_expect(at_results_read(path, &r) == AT_E_FORMAT);
   cr_expect(strstr(at_errmsg(), "differ in length") != NULL, "%s", at_errmsg());
+  /* a test set whose group accuracies do not match its evaluations */
+  cr_assert(at_h5_create(path, &h) == AT_OK);
+  results_header(h);
+  const char *steps[] = {"train_step", "eval_step", "eval_sets/long/step"};
+  const char *values[] = {"train_loss", "eval_loss", "eval_accuracy", "eval_sets/long/loss", "eval_sets/long/accuracy"};
+  char d[100];
+  for (int i = 0; i < 3; i++) {
+    snprintf(d, sizeof d, "/runs/r/%s", steps[i]);
+    cr_assert(at_h5_write_int(h, d, AT_SHAPE(2), (int32_t[]){0, 1}) == AT_OK);
+  }
+  for (int i = 0; i < 5; i++) {
+    snprintf(d, sizeof d, "/runs/r/%s", values[i]);
+    cr_assert(at_h5_write_double(h, d, AT_SHAPE(2), (double[]){0, 0}) == AT_OK);
+  }
+  cr_assert(at_h5_set_attr_str(h, "/runs/r/eval_sets/long", "config", "") == AT_OK);
+  cr_assert(at_h5_set_attr_str(h, "/runs/r/eval_sets/long", "group_names", "a\nb") == AT_OK);
+  cr_assert(at_h5_write_double(h, "/runs/r/eval_sets/long/group_accuracy", AT_SHAPE(3, 2), (double[6]){0}) == AT_OK);
+  cr_assert(at_h5_commit(h) == AT_OK);
+  cr_expect(at_results_read(path, &r) == AT_E_FORMAT);
+  cr_expect(strstr(at_errmsg(), "group_accuracy is not [2, 2]") != NULL, "%s", at_errmsg());
   remove(path);
 }
