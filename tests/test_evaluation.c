@@ -22,6 +22,11 @@
 
 static char dir[256];
 
+static void remove_dir(void) { at_test_rmdir(dir); }
+
+TestSuite(eval_sets, .fini = remove_dir);
+TestSuite(tools, .fini = remove_dir);
+
 static void make_dir(void) {
   snprintf(dir, sizeof dir, "/tmp/attnlab_eval_XXXXXX");
   cr_assert(mkdtemp(dir) != NULL);

@@ -224,6 +224,9 @@ Test(linpath_layers, performer_features_follow_the_step) {
 
 static char dir[256];
 
+static void remove_dir(void) { at_test_rmdir(dir); }
+TestSuite(linpath_layers, .fini = remove_dir);
+
 static const char *write_file(const char *name, const char *text) {
   static char path[512];
   snprintf(path, sizeof path, "%s/%s", dir, name);

@@ -16,6 +16,10 @@
 
 static char dir[256];
 
+static void remove_dir(void) { at_test_rmdir(dir); }
+
+TestSuite(train, .fini = remove_dir);
+
 static void make_dir(void) {
   snprintf(dir, sizeof dir, "/tmp/attnlab_train_XXXXXX");
   cr_assert(mkdtemp(dir) != NULL);

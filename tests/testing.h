@@ -5,9 +5,22 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "autograd/autograd.h"
 #include "core/rng.h"
+
+/* Removes a test's mkdtemp directory (only one under /tmp/attnlab_, with
+ * nothing in its name a shell would read; "" does nothing). */
+static inline void at_test_rmdir(const char *dir) {
+  if (!dir[0]) return;
+  cr_assert(strncmp(dir, "/tmp/attnlab_", 13) == 0 && strspn(dir, "/_-.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") == strlen(dir),
+            "not a test directory: %s", dir);
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  cr_expect(system(cmd) == 0, "%s", cmd);
+}
 
 /* Relative error ||a - b|| / max(||b||, floor) of two arrays. */
 static inline double at_test_rel_err(const real *a, const real *b, int64_t n) {
