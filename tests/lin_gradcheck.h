@@ -66,13 +66,14 @@ static inline int make_inputs(at_ctx *c, at_lin_kind kind, int64_t B, int64_t T,
 }
 
 /* Gradient checks of one kind in the recurrent form and the chunk form with
- * chunk sizes 1, 4 (ragged), 5 (three chunks, ragged) and 64 (one partial
- * chunk), with and without an initial state; o and the final state packed. */
+ * chunk sizes 1, 4 (ragged), 5 (three chunks, ragged), 64 (one partial
+ * chunk) and 24 (two chunks of 16-row sub-chunks, the second and the last
+ * ragged), with and without an initial state; o and the final state packed. */
 static inline void check_kind(at_lin_kind kind) {
   at_ctx *c = at_ctx_new(1 << 20);
   const struct { at_lin_form form; int64_t C, T; } forms[] = {
       {AT_LIN_RECURRENT, 4, 7}, {AT_LIN_CHUNK, 1, 5}, {AT_LIN_CHUNK, 4, 7},
-      {AT_LIN_CHUNK, 5, 13},    {AT_LIN_CHUNK, 64, 9}};
+      {AT_LIN_CHUNK, 5, 13},    {AT_LIN_CHUNK, 64, 9},  {AT_LIN_CHUNK, 24, 41}};
   for (int f = 0; f < AT_ARRAY_LEN(forms); f++)
     for (int use_h0 = 0; use_h0 < 2; use_h0++) {
       at_tensor *in[6];
@@ -103,17 +104,21 @@ static inline void check_output_only(at_lin_kind kind) {
   at_ctx_free(c);
 }
 
-/* Strong decays: gates in [-25, -15] with every third near 0, both forms. */
+/* Strong decays: gates in [-25, -15] with every third near 0, both forms,
+ * T 9 in chunks of 4 and T 37 in chunks of 20 (pairs across 16-row
+ * sub-chunks). */
 static inline void check_strong_decay(at_lin_kind kind) {
   at_ctx *c = at_ctx_new(1 << 20);
-  for (int form = 0; form < 2; form++) {
+  for (int form = 0; form < 4; form++) {
     at_tensor *in[6];
-    gc_case gc = {kind, {0, 4, (at_lin_form)form}, 1, 1, 0, 0, 0};
-    int n = make_inputs(c, kind, 1, 9, 2, 4, 3, -25, -15, 1, 200 + (uint64_t)kind, in, &gc);
+    int64_t C = form < 2 ? 4 : 20, T = form < 2 ? 9 : 37;
+    gc_case gc = {kind, {0, C, (at_lin_form)(form % 2)}, 1, 1, 0, 0, 0};
+    int n = make_inputs(c, kind, 1, T, 2, 4, 3, -25, -15, 1, 200 + (uint64_t)kind, in, &gc);
     at_tensor *g = in[gc.ig];
     for (int64_t i = 0; i < g->size; i += 3) g->data[i] = -1e-3;
     char what[96];
-    snprintf(what, sizeof what, "%s form %d, gates -20 and ~0", at_lin_kind_name(kind), form);
+    snprintf(what, sizeof what, "%s form %d C=%lld T=%lld, gates -20 and ~0", at_lin_kind_name(kind), form % 2,
+             (long long)C, (long long)T);
     AT_GRADCHECK(c, gc_fn, in, n, &gc, what);
   }
   at_ctx_free(c);
