@@ -415,8 +415,8 @@ static void plot_needle(const plot_ctx *p) {
   int *cols = malloc((size_t)(v->nc + 1) * sizeof *cols), by_length = 0;
   int ncols = cols ? niah_columns(v, cols, &by_length) : 0;
   char title[300];
-  snprintf(title, sizeof title, "%s: needle accuracy %% by depth", v->e->name);
   int panels = by_length ? v->nr : ncols, pc = panels < 4 ? panels : 4;
+  snprintf(title, sizeof title, "%s: needle accuracy %% by depth%s", v->e->name, by_length ? " and length" : "");
   FILE *g = ncols ? gp_begin(p, "needle", title, (panels + pc - 1) / pc, pc, 420, by_length ? 260 : 60 + 22 * v->nr) : NULL;
   if (g) {
     fprintf(g, "set xrange [0:100]\nset xlabel 'needle depth %% (0: farthest from the query)'\nset cbrange [0:100]\n");
