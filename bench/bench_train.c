@@ -11,7 +11,10 @@
  *
  *   bench_train [--mixer full|kda|gdn|deltanet|mamba2|mla] [--d-model 128] [--layers 4]
  *               [--heads 4] [--kv-heads 4] [--mlp-hidden 512] [--vocab 256] [--seq-len 256]
- *               [--batch 16] [--steps 10] [--threads 2] [--head-dim 0] [--chunk 64] [--d-state 16]
+ *               [--batch 16] [--steps 10] [--threads 2] [--head-dim 0] [--chunk 0] [--d-state 16]
+ *
+ * --chunk 0 keeps the mixer's default chunk length (the delta family's
+ * depends on the head dim); bench/torch_lm.py's --chunk defaults to 64.
  */
 #include <blis.h>
 #include <stdio.h>
@@ -37,7 +40,7 @@ typedef struct args {
 } args;
 
 static int parse(int argc, char **argv, args *a) {
-  *a = (args){"full", 128, 4, 4, 4, 512, 256, 256, 16, 10, 2, 0, 64, 16};
+  *a = (args){"full", 128, 4, 4, 4, 512, 256, 256, 16, 10, 2, 0, 0, 16};
   struct { const char *name; long *v; } opts[] = {
     {"--d-model", &a->d_model}, {"--layers", &a->layers}, {"--heads", &a->heads},
     {"--kv-heads", &a->kv_heads}, {"--mlp-hidden", &a->mlp_hidden}, {"--vocab", &a->vocab},
@@ -123,7 +126,7 @@ int main(int argc, char **argv) {
   for (int l = 0; l < a.layers; l++) cfg.layers[l] = (at_mixer_kind)kind;
   /* the options each mixer has (at_mixer_opt_set refuses the others) */
   at_mixer_opt_set(&cfg, kind, "head_dim", a.head_dim > 0 ? a.head_dim : a.d_model / a.heads);
-  at_mixer_opt_set(&cfg, kind, "chunk_size", a.chunk);
+  if (a.chunk > 0) at_mixer_opt_set(&cfg, kind, "chunk_size", a.chunk); /* else the mixer's default */
   at_mixer_opt_set(&cfg, kind, "d_state", a.d_state);
   at_model *m = NULL;
   if (at_model_new(&cfg, 1, &m) != AT_OK) {

@@ -52,15 +52,15 @@
 extern const at_mixer_impl at_mixer_deltanet, at_mixer_gdn, at_mixer_kda;
 
 static const at_mixer_opt deltanet_options[] = {
-  AT_OPT_HEAD_DIM(at_lin_mixer_opts), AT_LIN_OPT_CHUNK, AT_LIN_OPT_GATE(AT_GATE_NONE), AT_LIN_OPT_NEG_EIG,
+  AT_OPT_HEAD_DIM(at_lin_mixer_opts), AT_LIN_OPT_CHUNK_AUTO, AT_LIN_OPT_GATE(AT_GATE_NONE), AT_LIN_OPT_NEG_EIG,
 };
 static const at_mixer_opt gdn_options[] = {
-  AT_OPT_HEAD_DIM(at_lin_mixer_opts), AT_LIN_OPT_CHUNK, AT_LIN_OPT_GATE(AT_GATE_SWISH),
+  AT_OPT_HEAD_DIM(at_lin_mixer_opts), AT_LIN_OPT_CHUNK_AUTO, AT_LIN_OPT_GATE(AT_GATE_SWISH),
   AT_LIN_OPT_DECAY, AT_LIN_OPT_NEG_EIG,
   AT_OPT_I("expand_v", at_lin_mixer_opts, expand_v, 1, 16, 2, "value head dim = expand_v head_dim"),
 };
 static const at_mixer_opt kda_options[] = {
-  AT_OPT_HEAD_DIM(at_lin_mixer_opts), AT_LIN_OPT_CHUNK, AT_LIN_OPT_GATE(AT_GATE_SIGMOID),
+  AT_OPT_HEAD_DIM(at_lin_mixer_opts), AT_LIN_OPT_CHUNK_AUTO, AT_LIN_OPT_GATE(AT_GATE_SIGMOID),
   AT_LIN_OPT_DECAY, AT_LIN_OPT_NEG_EIG,
   AT_OPT_I("expand_v", at_lin_mixer_opts, expand_v, 1, 16, 1, "value head dim = expand_v head_dim"),
 };
@@ -96,7 +96,7 @@ static at_status delta_create(const at_model_cfg *cfg, int layer_index, at_param
   L->K = at_layer_head_dim(cfg, kind);
   L->V = (kind == &at_mixer_deltanet ? 1 : o->expand_v) * L->K;
   L->conv_size = o->conv_size;
-  L->chunk = o->chunk_size;
+  L->chunk = o->chunk_size ? o->chunk_size : at_lin_auto_chunk(L->K);
   L->short_conv = o->short_conv;
   L->neg_eig = o->allow_neg_eigval;
   L->out_gate = o->output_gate;
