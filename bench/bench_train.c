@@ -14,7 +14,7 @@
  *               [--batch 16] [--steps 10] [--threads 2] [--head-dim 0] [--chunk 0] [--d-state 16]
  *
  * --chunk 0 keeps the mixer's default chunk length (the delta family's
- * depends on the head dim); bench/torch_lm.py's --chunk defaults to 64.
+ * depends on the head dim), as bench/torch_lm.py with its --chunk 0.
  */
 #include <blis.h>
 #include <stdio.h>
