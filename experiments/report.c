@@ -274,7 +274,8 @@ at_status at_experiment_report(const at_experiment *e, const char *out_dir, FILE
   if (e->seed_key >= 0) {
     int most = 0;
     for (int i = 0; i < nr * nc; i++) most = cells[i].n > most ? cells[i].n : most;
-    fprintf(f, ": mean ± standard deviation over %d seed%s", most, most == 1 ? "" : "s");
+    if (most == 1) fprintf(f, ": one seed, so no spread");
+    else fprintf(f, ": mean ± standard deviation over %d seeds", most);
   }
   fprintf(f, ".\n\n");
   /* pivot: each column, then its test sets */
