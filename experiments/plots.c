@@ -320,7 +320,9 @@ typedef struct needle_arg {
 /* The last evaluation's accuracy of group grp, on the test split or a set. */
 static double group_accuracy(const at_results_run *rr, const void *arg) {
   const needle_arg *a = arg;
-  if (!a->set) return rr->n_eval && a->grp < rr->n_groups ? rr->eval_group_accuracy[(rr->n_eval - 1) * rr->n_groups + a->grp] : NAN;
+  if (!a->set)
+    return rr->n_eval && a->grp < rr->n_groups ? rr->eval_group_accuracy[(rr->n_eval - 1) * rr->n_groups + a->grp]
+                                               : NAN;
   const at_results_evalset *es = at_results_get_evalset(rr, a->set);
   return es && es->n && a->grp < es->n_groups ? es->group_accuracy[(es->n - 1) * es->n_groups + a->grp] : NAN;
 }
@@ -362,7 +364,8 @@ static int needle_sources(const at_report_view *v, const int *cols, int ncols, i
     if (cl->best < 0) continue;
     const at_run_cfg *rc = &v->e->runs[cl->best];
     src[n++] = (needle_src){cols[i], NULL, rc->data.seq_len};
-    for (int j = 0; j < rc->n_evals; j++) src[n++] = (needle_src){cols[i], rc->evals[j].name, rc->evals[j].data.seq_len};
+    for (int j = 0; j < rc->n_evals; j++)
+      src[n++] = (needle_src){cols[i], rc->evals[j].name, rc->evals[j].data.seq_len};
   }
   qsort(src, (size_t)n, sizeof *src, cmp_src);
   return n;

@@ -279,7 +279,8 @@ at_status at_results_set_evalset_groups(at_results_run *run, const char *name, c
   at_results_evalset *e = evalset_slot(run, name, config, &st);
   if (!e) return st;
   if (e->n_groups || e->n)
-    return at_error(AT_E_STATE, "results: run %s: test set %s: accuracy groups must be set once, before its first evaluation",
+    return at_error(AT_E_STATE,
+                    "results: run %s: test set %s: accuracy groups must be set once, before its first evaluation",
                     run->id, name);
   st = copy_names(run->id, n_groups, names, &e->group_names);
   if (st == AT_OK) e->n_groups = n_groups;

@@ -133,7 +133,8 @@ Test(report, seeds_are_mean_and_std_and_the_plots_carry_the_same_numbers, .timeo
         const at_results_run *rr = run_of(r, id);
         const at_results_evalset *es = y == 2 ? at_results_get_evalset(rr, "long") : NULL;
         cr_assert(rr->n_groups == 3 && rr->n_eval > 0);
-        cr_assert(y < 2 || (es && es->n_groups == 3 && es->n == rr->n_eval && !strcmp(es->group_names[2], rr->group_names[2])));
+        cr_assert(y < 2 || (es && es->n_groups == 3 && es->n == rr->n_eval &&
+                            !strcmp(es->group_names[2], rr->group_names[2])));
         gs[s] = y < 2 ? rr->eval_group_accuracy[(rr->n_eval - 1) * 3 + g] : es->group_accuracy[(es->n - 1) * 3 + g];
       }
       stats3(gs, &mean, &sd);

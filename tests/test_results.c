@@ -223,7 +223,8 @@ Test(results, misuse_is_refused) {
   cr_expect(at_results_add_run(r, "b", NULL, &other) == AT_OK);
   cr_expect(at_results_set_groups(other, 1, bad) == AT_E_ARG);
   cr_assert(at_results_set_evalset_groups(other, "long", NULL, 2, g) == AT_OK);
-  cr_expect(at_results_log_evalset(other, "long", NULL, 0, 1, 1, NULL) == AT_E_ARG, "missing group accuracies accepted");
+  cr_expect(at_results_log_evalset(other, "long", NULL, 0, 1, 1, NULL) == AT_E_ARG,
+            "missing group accuracies accepted");
   cr_expect(at_results_set_evalset_groups(other, "long", NULL, 2, g) == AT_E_STATE);
   cr_expect(at_results_set_evalset_groups(other, "x", NULL, 1, bad) == AT_E_ARG);
   cr_expect(at_results_log_evalset(other, "a/b", NULL, 0, 1, 1, NULL) == AT_E_ARG);
