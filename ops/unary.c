@@ -196,10 +196,11 @@ at_tensor *at_silu_mul(at_ctx *c, at_tensor *a, at_tensor *b) {
   if (a == b || !at_same_shape(a, b)) return at_mul(c, at_silu(c, a), b);
   at_tensor *y = at_new(c, a->ndim, a->shape);
   if (!y) return NULL;
-  const real *x = a->data, *z = b->data;
+  const real *restrict x = a->data, *restrict z = b->data;
+  real *restrict out = y->data; /* y->data in the loop became a scatter */
   int64_t n = a->size;
 #pragma omp parallel for simd schedule(static) if (n >= AT_PAR_MIN)
-  for (int64_t i = 0; i < n; i++) y->data[i] = x[i] * sigm(x[i]) * z[i];
+  for (int64_t i = 0; i < n; i++) out[i] = x[i] * sigm(x[i]) * z[i];
   at_tensor *ins[] = {a, b}, *outs[] = {y};
   AT_RECORD(c, "silu_mul", silu_mul_backward, ins, outs);
   return y;
