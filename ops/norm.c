@@ -72,25 +72,37 @@ static void weight_grads(at_ctx *c, int64_t rows, int64_t d, const real *g, cons
 
 /* ---- rmsnorm ------------------------------------------------------------------ */
 
+/* The data of an optional weight or bias t, or d copies of v when t is absent,
+ * so that the row loops read plain vectors (a `t ? t[j] : v` there becomes a
+ * masked load of NULL, which costs a fault-suppression assist per vector).
+ * NULL only when out of memory. */
+static const real *or_const(at_ctx *c, const at_tensor *t, int64_t d, real v) {
+  if (t) return t->data;
+  real *r = at_scratch(c, (size_t)AT_MAX(d, 1) * sizeof(real));
+  if (r)
+    for (int64_t j = 0; j < d; j++) r[j] = v;
+  return r;
+}
+
 /* saved: rstd per row. */
 static void rmsnorm_backward(at_ctx *c, at_node *nd) {
   at_tensor *x = nd->in[0], *w = nd->in[1];
   int64_t d = x->shape[x->ndim - 1], rows = x->size / d;
-  const real *g = nd->out[0]->grad, *rstd = nd->saved, *wd = w ? w->data : NULL;
+  const real *g = nd->out[0]->grad, *rstd = nd->saved, *wd = or_const(c, w, d, 1);
   int fresh;
   real *dx = at_grad_into(c, x, &fresh), *dw = at_grad(c, w);
-  if (dx) {
+  if (dx && wd) {
 #pragma omp parallel for schedule(static) if (x->size >= AT_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
       const real *xr = x->data + r * d, *gr = g + r * d;
       double s = rstd[r], dot = 0;
-      for (int64_t j = 0; j < d; j++) dot += (double)gr[j] * (wd ? wd[j] : 1) * xr[j];
+      for (int64_t j = 0; j < d; j++) dot += (double)gr[j] * wd[j] * xr[j];
       real k = (real)(s * s * s * dot / (double)d), rs = (real)s;
       real *dr = dx + r * d;
       if (fresh)
-        for (int64_t j = 0; j < d; j++) dr[j] = rs * gr[j] * (wd ? wd[j] : 1) - k * xr[j];
+        for (int64_t j = 0; j < d; j++) dr[j] = rs * gr[j] * wd[j] - k * xr[j];
       else
-        for (int64_t j = 0; j < d; j++) dr[j] += rs * gr[j] * (wd ? wd[j] : 1) - k * xr[j];
+        for (int64_t j = 0; j < d; j++) dr[j] += rs * gr[j] * wd[j] - k * xr[j];
     }
   }
   if (dw) weight_grads(c, rows, d, g, x->data, NULL, rstd, dw, NULL);
@@ -102,8 +114,8 @@ at_tensor *at_rmsnorm(at_ctx *c, at_tensor *x, at_tensor *w, double eps) {
   int64_t d = x->shape[x->ndim - 1], rows = d ? x->size / d : 0;
   at_tensor *y = at_new(c, x->ndim, x->shape);
   real *rstd = at_scratch(c, (size_t)AT_MAX(rows, 1) * sizeof(real));
-  if (!y || !rstd) return NULL;
-  const real *wd = w ? w->data : NULL;
+  const real *wd = or_const(c, w, d, 1);
+  if (!y || !rstd || !wd) return NULL;
 #pragma omp parallel for schedule(static) if (x->size >= AT_PAR_MIN)
   for (int64_t r = 0; r < rows; r++) {
     const real *xr = x->data + r * d;
@@ -112,7 +124,7 @@ at_tensor *at_rmsnorm(at_ctx *c, at_tensor *x, at_tensor *w, double eps) {
     for (int64_t j = 0; j < d; j++) ss += (double)xr[j] * xr[j];
     real s = (real)(1 / sqrt(ss / (double)d + eps));
     rstd[r] = s;
-    for (int64_t j = 0; j < d; j++) yr[j] = xr[j] * s * (wd ? wd[j] : 1);
+    for (int64_t j = 0; j < d; j++) yr[j] = xr[j] * s * wd[j];
   }
   at_tensor *ins[] = {x, w}, *outs[] = {y};
   at_node *nd = AT_RECORD(c, "rmsnorm", rmsnorm_backward, ins, outs);
@@ -127,15 +139,15 @@ static void layernorm_backward(at_ctx *c, at_node *nd) {
   at_tensor *x = nd->in[0], *w = nd->in[1], *b = nd->in[2];
   int64_t d = x->shape[x->ndim - 1], rows = x->size / d;
   const real *g = nd->out[0]->grad, *mu = nd->saved, *rstd = mu + rows;
-  const real *wd = w ? w->data : NULL;
+  const real *wd = or_const(c, w, d, 1);
   real *dx = at_grad(c, x), *dw = at_grad(c, w), *db = at_grad(c, b);
-  if (dx) {
+  if (dx && wd) {
 #pragma omp parallel for schedule(static) if (x->size >= AT_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
       const real *xr = x->data + r * d, *gr = g + r * d;
       double m = mu[r], s = rstd[r], sg = 0, sgh = 0;
       for (int64_t j = 0; j < d; j++) {
-        double gw = (double)gr[j] * (wd ? wd[j] : 1);
+        double gw = (double)gr[j] * wd[j];
         sg += gw;
         sgh += gw * ((xr[j] - m) * s);
       }
@@ -143,7 +155,7 @@ static void layernorm_backward(at_ctx *c, at_node *nd) {
       real *dr = dx + r * d;
       for (int64_t j = 0; j < d; j++) {
         double h = (xr[j] - m) * s;
-        dr[j] += (real)(s * ((double)gr[j] * (wd ? wd[j] : 1) - sg - h * sgh));
+        dr[j] += (real)(s * ((double)gr[j] * wd[j] - sg - h * sgh));
       }
     }
   }
@@ -156,9 +168,9 @@ at_tensor *at_layernorm(at_ctx *c, at_tensor *x, at_tensor *w, at_tensor *b, dou
   int64_t d = x->shape[x->ndim - 1], rows = d ? x->size / d : 0;
   at_tensor *y = at_new(c, x->ndim, x->shape);
   real *stats = at_scratch(c, (size_t)AT_MAX(2 * rows, 1) * sizeof(real));
-  if (!y || !stats) return NULL;
+  const real *wd = or_const(c, w, d, 1), *bd = or_const(c, b, d, 0);
+  if (!y || !stats || !wd || !bd) return NULL;
   real *mu = stats, *rstd = stats + rows;
-  const real *wd = w ? w->data : NULL, *bd = b ? b->data : NULL;
 #pragma omp parallel for schedule(static) if (x->size >= AT_PAR_MIN)
   for (int64_t r = 0; r < rows; r++) {
     const real *xr = x->data + r * d;
@@ -170,7 +182,7 @@ at_tensor *at_layernorm(at_ctx *c, at_tensor *x, at_tensor *w, at_tensor *b, dou
     double s = 1 / sqrt(v / (double)d + eps);
     mu[r] = (real)m, rstd[r] = (real)s;
     for (int64_t j = 0; j < d; j++)
-      yr[j] = (real)((xr[j] - m) * s) * (wd ? wd[j] : 1) + (bd ? bd[j] : 0);
+      yr[j] = (real)((xr[j] - m) * s) * wd[j] + bd[j];
   }
   at_tensor *ins[] = {x, w, b}, *outs[] = {y};
   at_node *nd = AT_RECORD(c, "layernorm", layernorm_backward, ins, outs);

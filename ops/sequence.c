@@ -179,7 +179,10 @@ at_tensor *at_conv1d_causal(at_ctx *c, at_tensor *x, at_tensor *w, at_tensor *bi
   for (int64_t r = 0; r < rows; r++) {
     int64_t t = r % t_len;
     real *yr = y->data + r * ch;
-    for (int64_t i = 0; i < ch; i++) yr[i] = bd ? bd[i] : 0;
+    if (bd) /* (not `bd ? bd[i] : 0`: a masked load of NULL, an assist per vector) */
+      memcpy(yr, bd, (size_t)ch * sizeof(real));
+    else
+      memset(yr, 0, (size_t)ch * sizeof(real));
     for (int64_t j = 0; j < k; j++) {
       int64_t s = t - k + 1 + j;
       if (s < 0) continue;

@@ -58,11 +58,11 @@ static inline const real *mask_row(const mask_map *mm, int64_t r) {
 static int row_forward(const real *x, const real *m, int64_t mstep, int64_t n, int log_out,
                        real *y) {
   real mx = -INFINITY;
-  for (int64_t j = 0; j < n; j++) {
-    real z = x[j] + (m ? m[j * mstep] : 0);
-    y[j] = z;
-    if (z > mx) mx = z;
-  }
+  if (m) /* (two loops: `m ? m[j] : 0` would be a masked load of NULL) */
+    for (int64_t j = 0; j < n; j++) y[j] = x[j] + m[j * mstep];
+  else
+    memcpy(y, x, (size_t)n * sizeof(real));
+  for (int64_t j = 0; j < n; j++) mx = y[j] > mx ? y[j] : mx;
   if (mx == -INFINITY) {
     for (int64_t j = 0; j < n; j++) y[j] = 0;
     return 0;
