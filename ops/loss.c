@@ -81,11 +81,15 @@ at_tensor *at_cross_entropy(at_ctx *c, at_tensor *logits, const at_itensor *labe
     loss[r] = 0, hit[r] = 0;
     if (lab[r] == ignore) continue;
     const real *zr = zd + r * v;
+    /* vector max, then the first position holding it (the argmax); the sum
+     * in double in vector lanes, whose order cannot show in a float */
     real mx = zr[0];
+#pragma omp simd reduction(max : mx)
+    for (int64_t j = 1; j < v; j++) mx = zr[j] > mx ? zr[j] : mx;
     int64_t arg = 0;
-    for (int64_t j = 1; j < v; j++)
-      if (zr[j] > mx) mx = zr[j], arg = j;
+    while (arg < v - 1 && zr[arg] != mx) arg++;
     double s = 0;
+#pragma omp simd reduction(+ : s)
     for (int64_t j = 0; j < v; j++) s += at_expr(zr[j] - mx);
     double ls = log(s);
     mxs[r] = mx, lss[r] = (real)ls;
