@@ -82,7 +82,7 @@ at_tensor *at_cross_entropy(at_ctx *c, at_tensor *logits, const at_itensor *labe
     if (lab[r] == ignore) continue;
     const real *zr = zd + r * v;
     /* vector max, then the first position holding it (the argmax); the sum
-     * in double in vector lanes, whose order cannot show in a float */
+     * in double in vector lanes (the order moves it by ~1e-16, under float rounding) */
     real mx = zr[0];
 #pragma omp simd reduction(max : mx)
     for (int64_t j = 1; j < v; j++) mx = zr[j] > mx ? zr[j] : mx;

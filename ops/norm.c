@@ -7,7 +7,8 @@
  *   l2norm:    r = (sum(x^2) + eps)^-1/2,  y = x r     (fla's l2norm)
  *              dx = r (g - y sum(g y))
  *
- * Without w (b) the factor is 1 (0). Row statistics accumulate in double.
+ * Without w (b) the factor is 1 (0). Row statistics accumulate in double, in
+ * vector lanes (the order moves a sum by ~1e-16 of itself, under float rounding).
  * Weight gradients are column sums over rows, taken as partial sums over
  * fixed chunks of rows added in order, so they do not depend on the thread
  * count.
@@ -96,6 +97,7 @@ static void rmsnorm_backward(at_ctx *c, at_node *nd) {
     for (int64_t r = 0; r < rows; r++) {
       const real *xr = x->data + r * d, *gr = g + r * d;
       double s = rstd[r], dot = 0;
+#pragma omp simd reduction(+ : dot)
       for (int64_t j = 0; j < d; j++) dot += (double)gr[j] * wd[j] * xr[j];
       real k = (real)(s * s * s * dot / (double)d), rs = (real)s;
       real *dr = dx + r * d;
@@ -121,6 +123,7 @@ at_tensor *at_rmsnorm(at_ctx *c, at_tensor *x, at_tensor *w, double eps) {
     const real *xr = x->data + r * d;
     real *yr = y->data + r * d;
     double ss = 0;
+#pragma omp simd reduction(+ : ss)
     for (int64_t j = 0; j < d; j++) ss += (double)xr[j] * xr[j];
     real s = (real)(1 / sqrt(ss / (double)d + eps));
     rstd[r] = s;
@@ -203,6 +206,7 @@ static void l2norm_backward(at_ctx *c, at_node *nd) {
   for (int64_t r = 0; r < rows; r++) {
     const real *yr = y->data + r * d, *gr = g + r * d;
     double dot = 0;
+#pragma omp simd reduction(+ : dot)
     for (int64_t j = 0; j < d; j++) dot += (double)gr[j] * yr[j];
     real s = rstd[r], k = (real)dot;
     real *dr = dx + r * d;
@@ -222,6 +226,7 @@ at_tensor *at_l2norm(at_ctx *c, at_tensor *x, double eps) {
     const real *xr = x->data + r * d;
     real *yr = y->data + r * d;
     double ss = 0;
+#pragma omp simd reduction(+ : ss)
     for (int64_t j = 0; j < d; j++) ss += (double)xr[j] * xr[j];
     real s = (real)(1 / sqrt(ss + eps));
     rstd[r] = s;
