@@ -206,6 +206,17 @@ static void general_forward(int op, const bshape *s, const real *a, const real *
   }
 }
 
+/* x[j] += g[j] f[j * sf]; sf, a last-dim stride, is 0 (f[0] for all) or 1. */
+static inline void mul_add_row(int64_t n, const real *restrict g, const real *restrict f, int64_t sf,
+                               real *restrict x) {
+  if (sf == 0) {
+    real v = f[0];
+    for (int64_t j = 0; j < n; j++) x[j] += g[j] * v;
+  } else {
+    for (int64_t j = 0; j < n; j++) x[j] += g[j] * f[j];
+  }
+}
+
 /* Gradient of an operand with the output's shape (one term per element),
  * row by row as the forward runs: the general walk's index arithmetic per
  * element cost a KDA step 7%. */
@@ -219,8 +230,23 @@ static void general_backward_full(int op, int wrt_b, const bshape *s, const real
     row_starts(s, r, a, b, &ar, &br);
     const real *gr = g + r * n3;
     real *xr = dx + r * n3;
+    if (op == OP_MUL) { /* d(a b) = g times the other operand: a vector loop */
+      const real *f = wrt_b ? ar : br;
+      int64_t sf = wrt_b ? sa[3] : sb[3];
+      mul_add_row(n3, gr, f, sf, xr);
+      continue;
+    }
     for (int64_t j = 0; j < n3; j++) xr[j] += (real)term(op, wrt_b, gr[j], ar[j * sa[3]], br[j * sb[3]]);
   }
+}
+
+/* sum over j of g[j] f[j] in double (products of floats are exact in double;
+ * the lanes change the order of the sum by ~1e-16 of it). */
+static inline double mul_sum_row(int64_t n, const real *g, const real *f) {
+  double acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t j = 0; j < n; j++) acc += (double)g[j] * f[j];
+  return acc;
 }
 
 /* Gradient of one operand: for each of its elements, the sum of its terms
@@ -259,8 +285,11 @@ static void general_backward(int op, int wrt_b, const bshape *s, const real *g, 
           if (len[0] > 1) g2 += j0 * step[0], a2 += j0 * oa[0], b2 += j0 * ob[0];
           if (len[1] > 1) g2 += j1 * step[1], a2 += j1 * oa[1], b2 += j1 * ob[1];
           if (len[2] > 1) g2 += j2 * step[2], a2 += j2 * oa[2], b2 += j2 * ob[2];
-          for (int64_t j3 = 0; j3 < len[3]; j3++)
-            acc += term(op, wrt_b, g[g2 + j3 * step[3]], a[a2 + j3 * oa[3]], b[b2 + j3 * ob[3]]);
+          if (op == OP_MUL) /* along a walked last dim the other operand is contiguous */
+            acc += mul_sum_row(len[3], g + g2, wrt_b ? a + a2 : b + b2);
+          else
+            for (int64_t j3 = 0; j3 < len[3]; j3++)
+              acc += term(op, wrt_b, g[g2 + j3 * step[3]], a[a2 + j3 * oa[3]], b[b2 + j3 * ob[3]]);
         }
     dx[e] += (real)acc;
   }
