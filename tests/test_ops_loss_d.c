@@ -111,3 +111,24 @@ Test(cross_entropy, errors) {
   cr_expect(at_cross_entropy(c, NULL, LABELS(c, ok, 2), -100, NULL, NULL) == NULL);
   at_ctx_free(c);
 }
+
+/* The prediction counted as correct is the first of equal maxima (torch.argmax's
+ * rule), also past the first vector of a long row. */
+Test(cross_entropy, accuracy_takes_the_first_of_tied_maxima) {
+  at_ctx *c = at_ctx_new(0);
+  real zv[3 * 37];
+  for (int i = 0; i < 3 * 37; i++) zv[i] = -1 - 0.01 * i;
+  zv[0 * 37 + 1] = zv[0 * 37 + 2] = 3;   /* row 0: tie at 1 and 2 */
+  zv[1 * 37 + 0] = zv[1 * 37 + 36] = 2;  /* row 1: tie at the ends */
+  zv[2 * 37 + 29] = zv[2 * 37 + 33] = 4; /* row 2: tie in the third vector */
+  const int32_t first[] = {1, 0, 29}, later[] = {2, 36, 33};
+  at_tensor *z = at_from(c, zv, AT_SHAPE(3, 37));
+  int64_t n = -1, ok = -1;
+  cr_assert(at_cross_entropy(c, z, LABELS(c, first, 3), -100, &n, &ok) != NULL);
+  cr_expect(n == 3 && ok == 3, "first of ties: counted %lld, correct %lld", (long long)n,
+            (long long)ok);
+  cr_assert(at_cross_entropy(c, z, LABELS(c, later, 3), -100, &n, &ok) != NULL);
+  cr_expect(n == 3 && ok == 0, "later of ties: counted %lld, correct %lld", (long long)n,
+            (long long)ok);
+  at_ctx_free(c);
+}
