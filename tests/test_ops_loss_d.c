@@ -1,7 +1,7 @@
 /* ops/loss.c: gradchecks of cross_entropy ([N, V] and [B, T, V], with
  * ignored positions, V = 1, one row); loss, gradient and counts against
  * PyTorch 1.13; equality with -log softmax; stability at huge logits; every
- * label ignored; label and shape errors. */
+ * label ignored; label and shape errors; accuracy takes the first of tied maxima. */
 #include <string.h>
 
 #include "ops/ops.h"
