@@ -1,7 +1,8 @@
 /* `mpirun -np 2 ./train FILE` (experiments/dist.h): the runs spread over the
  * ranks and merged by rank 0 equal a serial run of the same file (every
- * run's curves bit-identical, in the same order); a rank killed mid-run
- * ends the job with mpirun's report, leaves the committed parts readable,
+ * run's curves bit-identical, in the same order), test sets of data.eval and
+ * niah's per-depth accuracy included; a rank killed mid-run ends the job
+ * with mpirun's report, leaves the committed parts readable,
  * and --resume under mpirun then finishes with the serial run's results.
  * train.micro_batches slices sum to the whole batch's step; --data-parallel
  * over 2 ranks equals one process with the same slices bit for bit, and
@@ -139,6 +140,58 @@ Test(mpi, spread_runs_merge_to_the_serial_results, .init = setup, .fini = teardo
   cr_expect(access(part, F_OK) != 0, "the parts are removed once merged");
   snprintf(part, sizeof part, "%s/spread/table.md", dir);
   cr_expect(access(part, F_OK) == 0, "rank 0 writes the table");
+}
+
+/* Two niah runs with a longer test set: its per-depth accuracy (and the
+ * run's own) must come through the merge as a serial run writes them. */
+static const char *niah_experiment(void) {
+  static char path[512];
+  snprintf(path, sizeof path, "%s/niah.yaml", dir);
+  FILE *f = fopen(path, "w");
+  cr_assert(f);
+  fprintf(f,
+          "experiment: mpi_niah\nseed: 0\n"
+          "data: {task: niah, vocab_size: 64, seq_len: 32, num_depth_buckets: 4, train_examples: 2000,\n"
+          "       test_examples: 64, eval: [{name: 2x, seq_len: 64}]}\n"
+          "model: {d_model: 16, n_heads: 2, mlp: none, position: rope, layers: [kda]}\n"
+          "train: {steps: 20, batch_size: 8, lr: 3.0e-3, eval_every: 10, checkpoint_every: 0, threads: 1,\n"
+          "        log_every: 5}\n"
+          "runs:\n  - {name: kda}\n  - {name: full, model: {layers: [full]}}\n");
+  fclose(f);
+  return path;
+}
+
+static void expect_same_groups(const char *id, const char *what, int na, char **an, const double *a, int nb,
+                               char **bn, const double *b, int64_t rows) {
+  cr_assert_eq(na, nb, "run %s: %s groups %d != %d", id, what, na, nb);
+  for (int g = 0; g < na; g++) cr_expect_str_eq(an[g], bn[g], "run %s: %s group %d", id, what, g);
+  expect_same_series(what, id, a, b, rows * na);
+}
+
+Test(mpi, test_sets_and_their_depth_groups_survive_the_merge, .init = setup, .fini = teardown) {
+  need_mpi();
+  const char *f = niah_experiment();
+  cr_assert_eq(run("", f, "serial", ""), 0, "%s", slurp_path(dir, "serial.log"));
+  cr_assert_eq(run(MPIRUN, f, "spread", ""), 0, "%s", slurp_path(dir, "spread.log"));
+  expect_same_results("serial", "spread");
+  at_results *a = results_of("serial"), *b = results_of("spread");
+  for (int i = 0; i < a->n_runs; i++) {
+    const at_results_run *x = a->runs[i], *y = b->runs[i];
+    cr_assert(x->n_groups == 4, "run %s: %d depth groups", x->id, x->n_groups);
+    expect_same_groups(x->id, "eval_group_accuracy", x->n_groups, x->group_names, x->eval_group_accuracy,
+                       y->n_groups, y->group_names, y->eval_group_accuracy, x->n_eval);
+    cr_assert_eq(x->n_evalsets, 1, "run %s", x->id);
+    cr_assert_eq(y->n_evalsets, 1, "run %s", y->id);
+    const at_results_evalset *u = &x->evalsets[0], *v = at_results_get_evalset(y, u->name);
+    cr_assert(v != NULL && u->n > 0 && u->n == v->n, "run %s: test set %s", x->id, u->name);
+    expect_same_series("2x loss", x->id, u->loss, v->loss, u->n);
+    expect_same_series("2x accuracy", x->id, u->accuracy, v->accuracy, u->n);
+    cr_expect(u->n_groups == 4, "run %s: the test set has %d groups", x->id, u->n_groups);
+    expect_same_groups(x->id, "2x group_accuracy", u->n_groups, u->group_names, u->group_accuracy, v->n_groups,
+                       v->group_names, v->group_accuracy, u->n);
+  }
+  at_results_free(a);
+  at_results_free(b);
 }
 
 /* The pid of the rank-`rank` process whose command line mentions `needle`. */
