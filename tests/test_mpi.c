@@ -66,12 +66,18 @@ static void need_mpi(void) {
   if (system("command -v mpirun >/dev/null 2>&1") != 0) cr_skip_test("mpirun not found");
 }
 
+/* dir/name opened for writing (its path into `path`). */
+static FILE *yaml_file(const char *name, char *path, size_t size) {
+  snprintf(path, size, "%s/%s", dir, name);
+  FILE *f = fopen(path, "w");
+  cr_assert(f, "%s", path);
+  return f;
+}
+
 /* Three runs (uneven over two ranks), checkpoints every `ckpt` steps. */
 static const char *experiment(int steps, int ckpt) {
   static char path[512];
-  snprintf(path, sizeof path, "%s/exp.yaml", dir);
-  FILE *f = fopen(path, "w");
-  cr_assert(f);
+  FILE *f = yaml_file("exp.yaml", path, sizeof path);
   fprintf(f,
           "experiment: mpi_split\nseed: 0\n"
           "data: {task: mqar, vocab_size: 64, seq_len: 32, num_kv_pairs: 2, train_examples: 2000,\n"
@@ -146,9 +152,7 @@ Test(mpi, spread_runs_merge_to_the_serial_results, .init = setup, .fini = teardo
  * run's own) must come through the merge as a serial run writes them. */
 static const char *niah_experiment(void) {
   static char path[512];
-  snprintf(path, sizeof path, "%s/niah.yaml", dir);
-  FILE *f = fopen(path, "w");
-  cr_assert(f);
+  FILE *f = yaml_file("niah.yaml", path, sizeof path);
   fprintf(f,
           "experiment: mpi_niah\nseed: 0\n"
           "data: {task: niah, vocab_size: 64, seq_len: 32, num_depth_buckets: 4, train_examples: 2000,\n"
