@@ -70,6 +70,12 @@ at_itensor *at_inew(at_ctx *c, int ndim, const int64_t *shape);
 /* Scratch memory for a kernel (uninitialised / zeroed), NULL on failure. */
 void *at_scratch(at_ctx *c, size_t bytes);
 void *at_scratch_zero(at_ctx *c, size_t bytes);
+/* fn(arg, i, w) for every i in [0, n), spread over the threads (dynamic
+ * schedule, as the kernels' batch x heads loops want): w is the calling
+ * thread's own workspace of ws reals from the step arena, released after.
+ * 0 when out of memory (the failure is recorded). */
+typedef void (*at_item_fn)(void *arg, int64_t i, real *w);
+int at_parallel_items(at_ctx *c, int64_t n, size_t ws, at_item_fn fn, void *arg);
 
 /* ---- the tape -------------------------------------------------------------- */
 

@@ -1,11 +1,13 @@
 /* autograd/tape.c: context, tape recording and the backward walk. */
 #include <math.h>
+#include <omp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "autograd/autograd.h"
+#include "core/threads.h"
 
 at_ctx *at_ctx_new(size_t arena_bytes) {
   at_ctx *c = calloc(1, sizeof *c);
@@ -87,6 +89,18 @@ void *at_scratch(at_ctx *c, size_t bytes) { return check_alloc(c, at_arena_alloc
 
 void *at_scratch_zero(at_ctx *c, size_t bytes) {
   return check_alloc(c, at_arena_calloc(c->arena, bytes));
+}
+
+int at_parallel_items(at_ctx *c, int64_t n, size_t ws, at_item_fn fn, void *arg) {
+  ws = (ws + 15) & ~(size_t)15; /* each thread's workspace on its own cache lines */
+  int nt = at_threads_here();
+  at_arena_mark m = at_arena_get_mark(c->arena);
+  real *buf = at_scratch(c, (size_t)nt * ws * sizeof(real));
+  if (!buf) return 0;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+  for (int64_t i = 0; i < n; i++) fn(arg, i, buf + (size_t)omp_get_thread_num() * ws);
+  at_arena_rewind(c->arena, m);
+  return 1;
 }
 
 int at_needs_grad(const at_ctx *c, int n_in, at_tensor *const *in) {

@@ -9,10 +9,8 @@
  * every chunk (B x H x ceil(T/C) x K x V) and nothing per token.
  */
 #include <math.h>
-#include <omp.h>
 #include <string.h>
 
-#include "core/threads.h"
 #include "ops/attention/delta.h"
 #include "ops/attention/lin_kernels.h"
 
@@ -121,6 +119,27 @@ typedef struct lin_saved {
   real *ckpt; /* [B, H, n_chunks, K, V] */
 } lin_saved;
 
+/* One (batch, head) item of the forward or the backward. */
+typedef struct lin_item {
+  const at_lin_prob *p;
+  at_lin_form form;
+  const at_lin_grads *gr;   /* backward */
+  real *ckpt;               /* the saved chunk states, NULL when not saved */
+  const at_tensor *h0, *hT; /* forward: NULL, or the initial / final states */
+  real *o;
+  size_t kw;                /* forward: the kernel's workspace (the state follows) */
+} lin_item;
+
+static void lin_backward_item(void *arg, int64_t bh, real *w) {
+  const lin_item *it = arg;
+  const at_lin_prob *p = it->p;
+  const real *ck = it->ckpt + bh * at_lin_n_chunks(p) * p->K * p->V;
+  if (it->form == AT_LIN_CHUNK)
+    at_lin_chunk_backward(p, bh / p->H, bh % p->H, ck, it->gr, w);
+  else
+    at_lin_rec_backward(p, bh / p->H, bh % p->H, ck, it->gr, w);
+}
+
 static void lin_backward(at_ctx *c, at_node *nd) {
   const lin_saved *s = nd->saved;
   const at_lin_prob *p = &s->p;
@@ -130,23 +149,25 @@ static void lin_backward(at_ctx *c, at_node *nd) {
                      at_grad(c, nd->in[3]), at_grad(c, nd->in[4]), at_grad(c, nd->in[5])};
   if (at_ctx_status(c) != AT_OK) return;
   if (!gr.dq && !gr.dk && !gr.dv && !gr.dg && !gr.dbeta && !gr.dh0) return;
-  const int64_t KV = p->K * p->V, nck = at_lin_n_chunks(p);
+  lin_item it = {.p = p, .form = s->form, .gr = &gr, .ckpt = s->ckpt};
   size_t ws = s->form == AT_LIN_CHUNK ? at_lin_chunk_work(p) : at_lin_rec_work(p);
-  ws = (ws + 15) & ~(size_t)15;
-  int nt = at_threads_here();
-  at_arena_mark m = at_arena_get_mark(c->arena);
-  real *buf = at_scratch(c, (size_t)nt * ws * sizeof(real));
-  if (!buf) return;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-  for (int64_t bh = 0; bh < p->B * p->H; bh++) {
-    real *w = buf + (size_t)omp_get_thread_num() * ws;
-    const real *ck = s->ckpt + bh * nck * KV;
-    if (s->form == AT_LIN_CHUNK)
-      at_lin_chunk_backward(p, bh / p->H, bh % p->H, ck, &gr, w);
-    else
-      at_lin_rec_backward(p, bh / p->H, bh % p->H, ck, &gr, w);
-  }
-  at_arena_rewind(c->arena, m);
+  at_parallel_items(c, p->B * p->H, ws, lin_backward_item, &it);
+}
+
+static void lin_forward_item(void *arg, int64_t bh, real *w) {
+  const lin_item *it = arg;
+  const at_lin_prob *p = it->p;
+  const int64_t KV = p->K * p->V;
+  real *S = it->hT ? it->hT->data + bh * KV : w + it->kw;
+  if (it->h0 && it->h0 != it->hT) /* h0 == hT: the step form's state, updated in place */
+    memcpy(S, it->h0->data + bh * KV, (size_t)KV * sizeof(real));
+  else if (!it->h0)
+    memset(S, 0, (size_t)KV * sizeof(real));
+  real *ck = it->ckpt ? it->ckpt + bh * at_lin_n_chunks(p) * KV : NULL;
+  if (it->form == AT_LIN_CHUNK)
+    at_lin_chunk_forward(p, bh / p->H, bh % p->H, S, it->o, ck, w);
+  else
+    at_lin_rec_forward(p, bh / p->H, bh % p->H, S, it->o, ck, w);
 }
 
 at_tensor *at_lin_attn(at_ctx *c, at_lin_kind kind, at_tensor *q, at_tensor *k, at_tensor *v,
@@ -172,27 +193,11 @@ at_tensor *at_lin_attn(at_ctx *c, at_lin_kind kind, at_tensor *q, at_tensor *k, 
   }
 
   /* per thread: the kernel's workspace, then the running state when ht is not wanted */
-  size_t kw = form == AT_LIN_CHUNK ? at_lin_chunk_work(&p) : at_lin_rec_work(&p);
-  size_t ws = (kw + (size_t)KV + 15) & ~(size_t)15;
-  int nt = at_threads_here();
-  at_arena_mark m = at_arena_get_mark(c->arena);
-  real *buf = at_scratch(c, (size_t)nt * ws * sizeof(real));
-  if (!buf) return NULL;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-  for (int64_t bh = 0; bh < p.B * p.H; bh++) {
-    real *w = buf + (size_t)omp_get_thread_num() * ws;
-    real *S = hT ? hT->data + bh * KV : w + kw;
-    if (h0)
-      memcpy(S, h0->data + bh * KV, (size_t)KV * sizeof(real));
-    else
-      memset(S, 0, (size_t)KV * sizeof(real));
-    real *ck = s ? s->ckpt + bh * nck * KV : NULL;
-    if (form == AT_LIN_CHUNK)
-      at_lin_chunk_forward(&p, bh / p.H, bh % p.H, S, o->data, ck, w);
-    else
-      at_lin_rec_forward(&p, bh / p.H, bh % p.H, S, o->data, ck, w);
-  }
-  at_arena_rewind(c->arena, m);
+  lin_item it = {.p = &p, .form = form, .ckpt = s ? s->ckpt : NULL, .h0 = h0, .hT = hT,
+                 .o = o->data};
+  it.kw = form == AT_LIN_CHUNK ? at_lin_chunk_work(&p) : at_lin_rec_work(&p);
+  if (!at_parallel_items(c, p.B * p.H, it.kw + (size_t)(p.K * p.V), lin_forward_item, &it))
+    return NULL;
 
   if (s) {
     at_node *nd = AT_RECORD(c, kind_names[kind], lin_backward, ins, outs);
@@ -232,19 +237,11 @@ at_tensor *at_lin_attn_step(at_ctx *c, at_lin_kind kind, at_tensor *q, at_tensor
   at_lin_prob p;
   if (!check(c, kind, q, k, v, g, beta, state, opts, "state", &p)) return NULL;
   p.C = 1; /* no checkpoints, no segment buffer */
-  const int64_t KV = p.K * p.V;
   at_tensor *o = AT_NEW(c, p.B, p.T, p.H, p.V);
   if (!o) return NULL;
-  size_t ws = at_lin_rec_work(&p);
-  int nt = at_threads_here();
-  at_arena_mark m = at_arena_get_mark(c->arena);
-  real *buf = at_scratch(c, (size_t)nt * ws * sizeof(real));
-  if (!buf) return NULL;
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t bh = 0; bh < p.B * p.H; bh++)
-    at_lin_rec_forward(&p, bh / p.H, bh % p.H, state->data + bh * KV, o->data, NULL,
-                       buf + (size_t)omp_get_thread_num() * ws);
-  at_arena_rewind(c->arena, m);
+  lin_item it = {.p = &p, .form = AT_LIN_RECURRENT, .h0 = state, .hT = state, .o = o->data,
+                 .kw = at_lin_rec_work(&p)};
+  if (!at_parallel_items(c, p.B * p.H, it.kw, lin_forward_item, &it)) return NULL;
   return o;
 }
 

@@ -8,10 +8,8 @@
  * state entering every chunk (B x H x ceil(T/C) x K x V), nothing per token.
  */
 #include <math.h>
-#include <omp.h>
 #include <string.h>
 
-#include "core/threads.h"
 #include "ops/attention/dplr_kernels.h"
 
 /* ---- checks --------------------------------------------------------------------- */
@@ -87,6 +85,27 @@ typedef struct dplr_saved {
   real *ckpt; /* [B, H, n_chunks, K, V] */
 } dplr_saved;
 
+/* One (batch, head) item of the forward or the backward. */
+typedef struct dplr_item {
+  const at_dplr_prob *p;
+  at_lin_form form;
+  const at_dplr_grads *gr;  /* backward */
+  real *ckpt;               /* the saved chunk states, NULL when not saved */
+  const at_tensor *h0, *hT; /* forward: NULL, or the initial / final states */
+  real *o;
+  size_t kw;                /* forward: the kernel's workspace (the state follows) */
+} dplr_item;
+
+static void dplr_backward_item(void *arg, int64_t bh, real *w) {
+  const dplr_item *it = arg;
+  const at_dplr_prob *p = it->p;
+  const real *ck = it->ckpt + bh * at_dplr_n_chunks(p) * p->K * p->V;
+  if (it->form == AT_LIN_CHUNK)
+    at_dplr_chunk_backward(p, bh / p->H, bh % p->H, ck, it->gr, w);
+  else
+    at_dplr_rec_backward(p, bh / p->H, bh % p->H, ck, it->gr, w);
+}
+
 /* Node inputs: q k v a b gk h0. */
 static void dplr_backward(at_ctx *c, at_node *nd) {
   const dplr_saved *s = nd->saved;
@@ -98,23 +117,25 @@ static void dplr_backward(at_ctx *c, at_node *nd) {
                       at_grad(c, nd->in[6])};
   if (at_ctx_status(c) != AT_OK) return;
   if (!gr.dq && !gr.dk && !gr.dv && !gr.da && !gr.db && !gr.dg && !gr.dh0) return;
-  const int64_t KV = p->K * p->V, nck = at_dplr_n_chunks(p);
+  dplr_item it = {.p = p, .form = s->form, .gr = &gr, .ckpt = s->ckpt};
   size_t ws = s->form == AT_LIN_CHUNK ? at_dplr_chunk_work(p) : at_dplr_rec_work(p);
-  ws = (ws + 15) & ~(size_t)15;
-  int nt = at_threads_here();
-  at_arena_mark m = at_arena_get_mark(c->arena);
-  real *buf = at_scratch(c, (size_t)nt * ws * sizeof(real));
-  if (!buf) return;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-  for (int64_t bh = 0; bh < p->B * p->H; bh++) {
-    real *w = buf + (size_t)omp_get_thread_num() * ws;
-    const real *ck = s->ckpt + bh * nck * KV;
-    if (s->form == AT_LIN_CHUNK)
-      at_dplr_chunk_backward(p, bh / p->H, bh % p->H, ck, &gr, w);
-    else
-      at_dplr_rec_backward(p, bh / p->H, bh % p->H, ck, &gr, w);
-  }
-  at_arena_rewind(c->arena, m);
+  at_parallel_items(c, p->B * p->H, ws, dplr_backward_item, &it);
+}
+
+static void dplr_forward_item(void *arg, int64_t bh, real *w) {
+  const dplr_item *it = arg;
+  const at_dplr_prob *p = it->p;
+  const int64_t KV = p->K * p->V;
+  real *S = it->hT ? it->hT->data + bh * KV : w + it->kw;
+  if (it->h0 && it->h0 != it->hT) /* h0 == hT: the step form's state, updated in place */
+    memcpy(S, it->h0->data + bh * KV, (size_t)KV * sizeof(real));
+  else if (!it->h0)
+    memset(S, 0, (size_t)KV * sizeof(real));
+  real *ck = it->ckpt ? it->ckpt + bh * at_dplr_n_chunks(p) * KV : NULL;
+  if (it->form == AT_LIN_CHUNK)
+    at_dplr_chunk_forward(p, bh / p->H, bh % p->H, S, it->o, ck, w);
+  else
+    at_dplr_rec_forward(p, bh / p->H, bh % p->H, S, it->o, ck, w);
 }
 
 at_tensor *at_dplr_attn(at_ctx *c, const char *name, at_tensor *q, at_tensor *k, at_tensor *v,
@@ -139,27 +160,11 @@ at_tensor *at_dplr_attn(at_ctx *c, const char *name, at_tensor *q, at_tensor *k,
     if (!s->ckpt) return NULL;
   }
   /* per thread: the kernel's workspace, then the running state when ht is not wanted */
-  size_t kw = form == AT_LIN_CHUNK ? at_dplr_chunk_work(&p) : at_dplr_rec_work(&p);
-  size_t ws = (kw + (size_t)KV + 15) & ~(size_t)15;
-  int nt = at_threads_here();
-  at_arena_mark m = at_arena_get_mark(c->arena);
-  real *buf = at_scratch(c, (size_t)nt * ws * sizeof(real));
-  if (!buf) return NULL;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-  for (int64_t bh = 0; bh < p.B * p.H; bh++) {
-    real *w = buf + (size_t)omp_get_thread_num() * ws;
-    real *S = hT ? hT->data + bh * KV : w + kw;
-    if (h0)
-      memcpy(S, h0->data + bh * KV, (size_t)KV * sizeof(real));
-    else
-      memset(S, 0, (size_t)KV * sizeof(real));
-    real *ck = s ? s->ckpt + bh * nck * KV : NULL;
-    if (form == AT_LIN_CHUNK)
-      at_dplr_chunk_forward(&p, bh / p.H, bh % p.H, S, o->data, ck, w);
-    else
-      at_dplr_rec_forward(&p, bh / p.H, bh % p.H, S, o->data, ck, w);
-  }
-  at_arena_rewind(c->arena, m);
+  dplr_item it = {.p = &p, .form = form, .ckpt = s ? s->ckpt : NULL, .h0 = h0, .hT = hT,
+                  .o = o->data};
+  it.kw = form == AT_LIN_CHUNK ? at_dplr_chunk_work(&p) : at_dplr_rec_work(&p);
+  if (!at_parallel_items(c, p.B * p.H, it.kw + (size_t)(p.K * p.V), dplr_forward_item, &it))
+    return NULL;
   if (s) {
     at_node *nd = AT_RECORD(c, name, dplr_backward, ins, outs);
     if (!nd) return NULL;
@@ -187,19 +192,11 @@ at_tensor *at_dplr_attn_step(at_ctx *c, const char *name, at_tensor *q, at_tenso
   at_dplr_prob p;
   if (!check(c, name, q, k, v, a, b, gk, state, opts, "state", &p)) return NULL;
   p.C = 1; /* no checkpoints, no segment buffer */
-  const int64_t KV = p.K * p.V;
   at_tensor *o = AT_NEW(c, p.B, p.T, p.H, p.V);
   if (!o) return NULL;
-  size_t ws = at_dplr_rec_work(&p);
-  int nt = at_threads_here();
-  at_arena_mark m = at_arena_get_mark(c->arena);
-  real *buf = at_scratch(c, (size_t)nt * ws * sizeof(real));
-  if (!buf) return NULL;
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t bh = 0; bh < p.B * p.H; bh++)
-    at_dplr_rec_forward(&p, bh / p.H, bh % p.H, state->data + bh * KV, o->data, NULL,
-                        buf + (size_t)omp_get_thread_num() * ws);
-  at_arena_rewind(c->arena, m);
+  dplr_item it = {.p = &p, .form = AT_LIN_RECURRENT, .h0 = state, .hT = state, .o = o->data,
+                 .kw = at_dplr_rec_work(&p)};
+  if (!at_parallel_items(c, p.B * p.H, it.kw, dplr_forward_item, &it)) return NULL;
   return o;
 }
 

@@ -10,10 +10,8 @@
  * nothing per token.
  */
 #include <math.h>
-#include <omp.h>
 #include <string.h>
 
-#include "core/threads.h"
 #include "ops/attention/la_kernels.h"
 #include "ops/attention/linear_attn.h"
 
@@ -121,6 +119,27 @@ typedef struct la_saved {
   real *ckpt; /* [B, H, n_chunks, state] */
 } la_saved;
 
+/* One (batch, head) item of the forward or the backward. */
+typedef struct la_item {
+  const at_la_prob *p;
+  int chunked;
+  const at_la_grads *gr;              /* backward */
+  real *ckpt;                         /* the saved chunk states, NULL when not saved */
+  const at_tensor *h0, *z0, *hT, *zT; /* forward: NULL, or the initial / final states */
+  real *o;
+  size_t kw;                          /* forward: the kernel's workspace (the state follows) */
+} la_item;
+
+static void la_backward_item(void *arg, int64_t bh, real *w) {
+  const la_item *it = arg;
+  const at_la_prob *p = it->p;
+  const real *ck = it->ckpt + bh * at_la_n_chunks(p) * at_la_state_size(p);
+  if (it->chunked)
+    at_la_chunk_backward(p, bh / p->H, bh % p->H, ck, it->gr, w);
+  else
+    at_la_rec_backward(p, bh / p->H, bh % p->H, ck, it->gr, w);
+}
+
 static void la_backward(at_ctx *c, at_node *nd) {
   la_saved *s = nd->saved;
   at_la_prob *p = &s->call.p;
@@ -130,24 +149,9 @@ static void la_backward(at_ctx *c, at_node *nd) {
                     at_grad(c, nd->in[3]), at_grad(c, nd->in[4]), at_grad(c, nd->in[5])};
   if (at_ctx_status(c) != AT_OK) return;
   if (!gr.dq && !gr.dk && !gr.dv && !gr.dg && !gr.dh0 && !gr.dz0) return;
-  const int64_t SS = at_la_state_size(p), nck = at_la_n_chunks(p);
-  const int chunked = s->call.form == AT_LA_CHUNK;
-  size_t ws = chunked ? at_la_chunk_work(p) : at_la_rec_work(p);
-  ws = (ws + 15) & ~(size_t)15;
-  int nt = at_threads_here();
-  at_arena_mark m = at_arena_get_mark(c->arena);
-  real *buf = at_scratch(c, (size_t)nt * ws * sizeof(real));
-  if (!buf) return;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-  for (int64_t bh = 0; bh < p->B * p->H; bh++) {
-    real *w = buf + (size_t)omp_get_thread_num() * ws;
-    const real *ck = s->ckpt + bh * nck * SS;
-    if (chunked)
-      at_la_chunk_backward(p, bh / p->H, bh % p->H, ck, &gr, w);
-    else
-      at_la_rec_backward(p, bh / p->H, bh % p->H, ck, &gr, w);
-  }
-  at_arena_rewind(c->arena, m);
+  la_item it = {.p = p, .chunked = s->call.form == AT_LA_CHUNK, .gr = &gr, .ckpt = s->ckpt};
+  at_parallel_items(c, p->B * p->H, it.chunked ? at_la_chunk_work(p) : at_la_rec_work(p),
+                    la_backward_item, &it);
 }
 
 /* The initial state of head bh (S, then z) into st. */
@@ -157,6 +161,21 @@ static void load_state(const at_la_prob *p, int64_t bh, const at_tensor *h0, con
   memset(st, 0, (size_t)at_la_state_size(p) * sizeof(real));
   if (h0) memcpy(st, h0->data + bh * KV, (size_t)KV * sizeof(real));
   if (z0) memcpy(st + KV, z0->data + bh * p->K, (size_t)p->K * sizeof(real));
+}
+
+static void la_forward_item(void *arg, int64_t bh, real *w) {
+  const la_item *it = arg;
+  const at_la_prob *p = it->p;
+  const int64_t KV = p->K * p->V;
+  real *st = w + it->kw;
+  load_state(p, bh, it->h0, it->z0, st);
+  real *ck = it->ckpt ? it->ckpt + bh * at_la_n_chunks(p) * at_la_state_size(p) : NULL;
+  if (it->chunked)
+    at_la_chunk_forward(p, bh / p->H, bh % p->H, st, it->o, ck, w);
+  else
+    at_la_rec_forward(p, bh / p->H, bh % p->H, st, it->o, ck, w);
+  if (it->hT) memcpy(it->hT->data + bh * KV, st, (size_t)KV * sizeof(real));
+  if (it->zT) memcpy(it->zT->data + bh * p->K, st + KV, (size_t)p->K * sizeof(real));
 }
 
 static at_tensor *parallel_form(at_ctx *c, at_la_decay decay, at_tensor *q, at_tensor *k,
@@ -172,7 +191,7 @@ at_tensor *at_la_attn(at_ctx *c, at_la_decay decay, at_tensor *q, at_tensor *k, 
   if (!check(c, decay, q, k, v, g, h0, z0, opts, "initial_state", &call)) return NULL;
   if (call.form == AT_LA_PARALLEL) return parallel_form(c, decay, q, k, v, h0, z0, ht, zt, &call);
   at_la_prob *p = &call.p;
-  const int64_t KV = p->K * p->V, SS = at_la_state_size(p), nck = at_la_n_chunks(p);
+  const int64_t SS = at_la_state_size(p), nck = at_la_n_chunks(p);
   at_tensor *o = AT_NEW(c, p->B, p->T, p->H, p->V);
   at_tensor *hT = ht ? AT_NEW(c, p->B, p->H, p->K, p->V) : NULL;
   at_tensor *zT = zt && p->normalize ? AT_NEW(c, p->B, p->H, p->K) : NULL;
@@ -184,26 +203,11 @@ at_tensor *at_la_attn(at_ctx *c, at_la_decay decay, at_tensor *q, at_tensor *k, 
     s->call = call;
     if (!(s->ckpt = at_scratch(c, (size_t)(p->B * p->H * nck * SS) * sizeof(real)))) return NULL;
   }
-  const int chunked = call.form == AT_LA_CHUNK;
-  size_t kw = chunked ? at_la_chunk_work(p) : at_la_rec_work(p);
-  size_t ws = (kw + (size_t)SS + 15) & ~(size_t)15; /* the kernel's, then the running state */
-  int nt = at_threads_here();
-  at_arena_mark m = at_arena_get_mark(c->arena);
-  real *buf = at_scratch(c, (size_t)nt * ws * sizeof(real));
-  if (!buf) return NULL;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-  for (int64_t bh = 0; bh < p->B * p->H; bh++) {
-    real *w = buf + (size_t)omp_get_thread_num() * ws, *st = w + kw;
-    load_state(p, bh, h0, z0, st);
-    real *ck = s ? s->ckpt + bh * nck * SS : NULL;
-    if (chunked)
-      at_la_chunk_forward(p, bh / p->H, bh % p->H, st, o->data, ck, w);
-    else
-      at_la_rec_forward(p, bh / p->H, bh % p->H, st, o->data, ck, w);
-    if (hT) memcpy(hT->data + bh * KV, st, (size_t)KV * sizeof(real));
-    if (zT) memcpy(zT->data + bh * p->K, st + KV, (size_t)p->K * sizeof(real));
-  }
-  at_arena_rewind(c->arena, m);
+  la_item it = {.p = p, .chunked = call.form == AT_LA_CHUNK, .ckpt = s ? s->ckpt : NULL,
+                .h0 = h0, .z0 = z0, .hT = hT, .zT = zT, .o = o->data};
+  it.kw = it.chunked ? at_la_chunk_work(p) : at_la_rec_work(p);
+  /* per thread: the kernel's workspace, then the running state */
+  if (!at_parallel_items(c, p->B * p->H, it.kw + (size_t)SS, la_forward_item, &it)) return NULL;
   if (s) {
     at_node *nd = AT_RECORD(c, decay_names[decay], la_backward, ins, outs);
     if (!nd) return NULL;
@@ -241,23 +245,11 @@ at_tensor *at_la_step(at_ctx *c, at_la_decay decay, at_tensor *q, at_tensor *k, 
   la_call call;
   if (!check(c, decay, q, k, v, g, S, z, &o1, "state", &call)) return NULL;
   at_la_prob *p = &call.p;
-  const int64_t KV = p->K * p->V, SS = at_la_state_size(p);
+  const int64_t SS = at_la_state_size(p);
   at_tensor *o = AT_NEW(c, p->B, p->T, p->H, p->V);
   if (!o) return NULL;
-  size_t ws = (at_la_rec_work(p) + (size_t)SS + 15) & ~(size_t)15;
-  int nt = at_threads_here();
-  at_arena_mark m = at_arena_get_mark(c->arena);
-  real *buf = at_scratch(c, (size_t)nt * ws * sizeof(real));
-  if (!buf) return NULL;
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t bh = 0; bh < p->B * p->H; bh++) {
-    real *w = buf + (size_t)omp_get_thread_num() * ws, *st = w + at_la_rec_work(p);
-    load_state(p, bh, S, z, st);
-    at_la_rec_forward(p, bh / p->H, bh % p->H, st, o->data, NULL, w);
-    memcpy(S->data + bh * KV, st, (size_t)KV * sizeof(real));
-    if (z) memcpy(z->data + bh * p->K, st + KV, (size_t)p->K * sizeof(real));
-  }
-  at_arena_rewind(c->arena, m);
+  la_item it = {.p = p, .h0 = S, .z0 = z, .hT = S, .zT = z, .o = o->data, .kw = at_la_rec_work(p)};
+  if (!at_parallel_items(c, p->B * p->H, it.kw + (size_t)SS, la_forward_item, &it)) return NULL;
   return o;
 }
 
