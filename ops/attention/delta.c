@@ -14,6 +14,17 @@
 #include "ops/attention/delta.h"
 #include "ops/attention/lin_kernels.h"
 
+int at_check_qkv(at_ctx *c, const char *op, const at_tensor *q, const at_tensor *k,
+                 const at_tensor *v) {
+  if (q->ndim == 4 && at_same_shape(q, k) && v->ndim == 4 && v->shape[0] == q->shape[0] &&
+      v->shape[1] == q->shape[1] && v->shape[2] == q->shape[2])
+    return 1;
+  char s1[96], s2[96], s3[96];
+  at_fail(c, AT_E_SHAPE, "%s: q %s, k %s, v %s must be [B,T,H,K], [B,T,H,K], [B,T,H,V]", op,
+          AT_SHAPE_STR(q, s1), AT_SHAPE_STR(k, s2), AT_SHAPE_STR(v, s3));
+  return 0;
+}
+
 static const char *const kind_names[AT_LIN_KIND_COUNT] = {"delta_rule", "gated_delta_rule",
                                                           "kda", "simple_gla"};
 
@@ -42,7 +53,7 @@ static int check(at_ctx *c, at_lin_kind kind, at_tensor *q, at_tensor *k, at_ten
     return 0;
   }
   const char *op = kind_names[kind];
-  char s1[96], s2[96], s3[96];
+  char s1[96], s2[96];
   if (!q || !k || !v || (has_g(kind) && !g) || (has_beta(kind) && !beta)) {
     if (at_ctx_status(c) == AT_OK) /* not an earlier failure: a missing argument */
       at_fail(c, AT_E_ARG, "%s: q, k, v%s%s are required", op, has_g(kind) ? ", g" : "",
@@ -57,12 +68,7 @@ static int check(at_ctx *c, at_lin_kind kind, at_tensor *q, at_tensor *k, at_ten
     at_fail(c, AT_E_ARG, "%s: takes no beta", op);
     return 0;
   }
-  if (q->ndim != 4 || !at_same_shape(q, k) || v->ndim != 4 || v->shape[0] != q->shape[0] ||
-      v->shape[1] != q->shape[1] || v->shape[2] != q->shape[2]) {
-    at_fail(c, AT_E_SHAPE, "%s: q %s, k %s, v %s must be [B,T,H,K], [B,T,H,K], [B,T,H,V]", op,
-            AT_SHAPE_STR(q, s1), AT_SHAPE_STR(k, s2), AT_SHAPE_STR(v, s3));
-    return 0;
-  }
+  if (!at_check_qkv(c, op, q, k, v)) return 0;
   memset(p, 0, sizeof *p);
   p->B = q->shape[0], p->T = q->shape[1], p->H = q->shape[2], p->K = q->shape[3];
   p->V = v->shape[3];

@@ -63,6 +63,11 @@
 
 #include "ops/ops.h"
 
+/* 1 when q, k, v are [B,T,H,K], [B,T,H,K], [B,T,H,V]; else records the
+ * error (named op) and returns 0. Shared by the linear-recurrence ops. */
+int at_check_qkv(at_ctx *c, const char *op, const at_tensor *q, const at_tensor *k,
+                 const at_tensor *v);
+
 typedef enum at_lin_form { AT_LIN_CHUNK = 0, AT_LIN_RECURRENT = 1 } at_lin_form;
 
 typedef struct at_lin_opts {

@@ -21,7 +21,7 @@ static int same_qk(const at_tensor *x, const at_tensor *q) { return x && at_same
 static int check(at_ctx *c, const char *op, at_tensor *q, at_tensor *k, at_tensor *v,
                  at_tensor *a, at_tensor *b, at_tensor *gk, at_tensor *h0, const at_lin_opts *opts,
                  const char *state_name, at_dplr_prob *p) {
-  char s1[96], s2[96], s3[96];
+  char s1[96], s2[96];
   int lowrank = strcmp(op, "gla") != 0;
   if (!q || !k || !v || !gk || (lowrank && (!a || !b))) {
     if (at_ctx_status(c) == AT_OK) /* not an earlier failure: a missing argument */
@@ -32,12 +32,7 @@ static int check(at_ctx *c, const char *op, at_tensor *q, at_tensor *k, at_tenso
     at_fail(c, AT_E_ARG, "%s: takes no a, b (the low-rank term is dplr's)", op);
     return 0;
   }
-  if (q->ndim != 4 || !at_same_shape(q, k) || v->ndim != 4 || v->shape[0] != q->shape[0] ||
-      v->shape[1] != q->shape[1] || v->shape[2] != q->shape[2]) {
-    at_fail(c, AT_E_SHAPE, "%s: q %s, k %s, v %s must be [B,T,H,K], [B,T,H,K], [B,T,H,V]", op,
-            AT_SHAPE_STR(q, s1), AT_SHAPE_STR(k, s2), AT_SHAPE_STR(v, s3));
-    return 0;
-  }
+  if (!at_check_qkv(c, op, q, k, v)) return 0;
   const char *bad = !same_qk(gk, q) ? "gk" : lowrank && !same_qk(a, q) ? "a"
                     : lowrank && !same_qk(b, q) ? "b" : NULL;
   if (bad) {

@@ -12,6 +12,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "ops/attention/delta.h" /* at_check_qkv */
 #include "ops/attention/la_kernels.h"
 #include "ops/attention/linear_attn.h"
 
@@ -35,7 +36,7 @@ static int check(at_ctx *c, at_la_decay decay, at_tensor *q, at_tensor *k, at_te
   }
   const char *op = decay_names[decay];
   const int norm = opts ? opts->normalize : 0;
-  char s1[96], s2[96], s3[96];
+  char s1[96], s2[96];
   if (!q || !k || !v || (decay == AT_LA_DECAY_GATE && !g)) {
     if (at_ctx_status(c) == AT_OK) /* not an earlier failure: a missing argument */
       at_fail(c, AT_E_ARG, "%s: q, k, v%s are required", op, decay == AT_LA_DECAY_GATE ? ", g" : "");
@@ -53,12 +54,7 @@ static int check(at_ctx *c, at_la_decay decay, at_tensor *q, at_tensor *k, at_te
     at_fail(c, AT_E_ARG, "%s: an initial normaliser z0 needs normalize", op);
     return 0;
   }
-  if (q->ndim != 4 || !at_same_shape(q, k) || v->ndim != 4 || v->shape[0] != q->shape[0] ||
-      v->shape[1] != q->shape[1] || v->shape[2] != q->shape[2]) {
-    at_fail(c, AT_E_SHAPE, "%s: q %s, k %s, v %s must be [B,T,H,K], [B,T,H,K], [B,T,H,V]", op,
-            AT_SHAPE_STR(q, s1), AT_SHAPE_STR(k, s2), AT_SHAPE_STR(v, s3));
-    return 0;
-  }
+  if (!at_check_qkv(c, op, q, k, v)) return 0;
   at_la_prob *p = &call->p;
   memset(call, 0, sizeof *call);
   p->B = q->shape[0], p->T = q->shape[1], p->H = q->shape[2], p->K = q->shape[3];
