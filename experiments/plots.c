@@ -153,6 +153,13 @@ static void write_train_dat(const plot_ctx *p, const at_results_run *rr, const c
   fclose(d);
 }
 
+/* A panel with nothing to plot: "no data" on fixed axes (gnuplot refuses
+ * to autoscale an empty plot, and the whole figure would fail). */
+static void empty_panel(FILE *g) {
+  fprintf(g, "unset logscale\nset label 1 'no data' at graph 0.5, 0.5 center\n"
+             "plot [0:1] [0:1] -1 notitle\nunset label 1\n");
+}
+
 /* One panel of column c: kind 0 eval metric by step, 1 training loss by
  * step, 2 eval metric by training tokens. */
 static void curve_panel(const plot_ctx *p, FILE *g, int c, int kind) {
@@ -172,7 +179,7 @@ static void curve_panel(const plot_ctx *p, FILE *g, int c, int kind) {
   for (int r = 0; r < v->nr; r++) {
     const at_report_cell *cl = &v->cells[r * v->nc + c];
     const at_results_run *rr = cl->best >= 0 ? at_results_find(v->res, v->e->runs[cl->best].run_id) : NULL;
-    if (!rr) continue;
+    if (!rr || (kind == 1 ? rr->n_train : rr->n_eval) == 0) continue; /* e.g. --eval-only without results.h5 */
     const char *id = v->e->runs[cl->best].run_id;
     char dat[1500];
     snprintf(dat, sizeof dat, "%s/%s.%s.dat", p->dir, id, kind == 1 ? "train" : "eval");
@@ -185,7 +192,8 @@ static void curve_panel(const plot_ctx *p, FILE *g, int c, int kind) {
               gp_quote(v->rows[r], q2, sizeof q2), rr->evalsets[k].name);
     }
   }
-  fprintf(g, "%s\n", first ? "plot NaN notitle" : "");
+  if (first) empty_panel(g);
+  else fprintf(g, "\n");
 }
 
 static void plot_curves(const plot_ctx *p) {
@@ -296,7 +304,8 @@ static void plot_length(const plot_ctx *p) {
               gp_quote(dat, q, sizeof q), gp_quote(v->rows[r], q2, sizeof q2));
       first = 0;
     }
-    fprintf(g, "%s\n", first ? "plot NaN notitle" : "");
+    if (first) empty_panel(g);
+    else fprintf(g, "\n");
   }
   if (g) gp_end(p, g, "length");
   free(pt);

@@ -208,6 +208,18 @@ Test(eval_sets, training_records_them_and_eval_only_reevaluates) {
   snprintf(path, sizeof path, "%s/table.md", out);
   cr_expect(strstr(slurp(path), "| run | eval_accuracy | long | num_kv_pairs=5 |"), "%s", slurp(path));
 
+  /* without results.h5 the runs come back from their checkpoints alone, with
+   * no training curve: that panel says "no data" (gnuplot fails on an empty plot) */
+  snprintf(path, sizeof path, "%s/results.h5", out);
+  cr_assert(remove(path) == 0);
+  cr_assert(train_file(write_file("more.yaml", yaml), out, 1, &failed) == AT_OK && failed == 0, "%s", at_errmsg());
+  r = results_of(out);
+  cr_expect(r->n_runs == 2 && r->runs[0]->n_train == 0 && r->runs[0]->n_eval == 1);
+  cr_expect_str_eq(r->runs[0]->status, "ok");
+  at_results_free(r);
+  snprintf(path, sizeof path, "%s/plot/curves.gp", out);
+  cr_expect(strstr(slurp(path), "'no data'"), "%s", slurp(path));
+
   /* a run without a checkpoint, and a checkpoint of another model, are counted */
   snprintf(path, sizeof path, "%s/checkpoints/b.h5", out);
   cr_assert(remove(path) == 0);
