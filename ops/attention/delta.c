@@ -1,6 +1,6 @@
 /* ops/attention/delta.c: the public entry points of the gated delta-rule
- * family (delta.h): input checks, the tape node, the OpenMP loop over
- * batch x heads, and the step form. The arithmetic is in
+ * family (delta.h): input checks, the tape node, the loop over
+ * batch x heads (at_parallel_items), and the step form. The arithmetic is in
  * delta_recurrent.c (token by token) and delta_chunk.c (chunkwise); the
  * formulas are at the top of those files.
  *
