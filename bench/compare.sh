@@ -53,7 +53,7 @@ blis_number() { # BLIS 0.9's arch_t numbers (BLIS itself reads only numbers)
 }
 
 echo "# $(grep -m1 '^model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) processors; threads $threads; load $(cut -d' ' -f1-3 /proc/loadavg)"
-printf "%-9s %-8s %-7s %-13s %20s %20s %7s %9s %9s %7s\n" isa blis mixer config "attnlab tok/s" \
+printf "%-9s %-10s %-8s %-7s %-13s %20s %20s %7s %9s %9s %7s\n" isa march blis mixer config "attnlab tok/s" \
   "torch tok/s" ratio "model GF/s" "peak GF/s" "of peak"
 
 point() { # dir blis mixer torch_steps label args...
@@ -81,8 +81,8 @@ point() { # dir blis mixer torch_steps label args...
     ratio=$(awk -v a="$best" -v b="$tbest" 'BEGIN { printf "%.1fx", a / b }')
     tcol=$(awk -v a="$tbest" -v b="$tworst" 'BEGIN { printf "%.0f (%.0f)", a, b }')
   fi
-  printf "%-9s %-8s %-7s %-13s %20s %20s %7s %9s %9s %6.0f%%\n" "$(field isa "$bline")" \
-    "$(field blis "$bline")" "$mixer" "$label" \
+  printf "%-9s %-10s %-8s %-7s %-13s %20s %20s %7s %9s %9s %6.0f%%\n" "$(field isa "$bline")" \
+    "$(field march "$bline")" "$(field blis "$bline")" "$mixer" "$label" \
     "$(awk -v a="$best" -v b="$worst" 'BEGIN { printf "%.0f (%.0f)", a, b }')" "$tcol" "$ratio" \
     "$(field model_gflops "$bline")" "$peak" \
     "$(awk -v m="$(field model_gflops "$bline")" -v p="$peak" 'BEGIN { print 100 * m / p }')"
