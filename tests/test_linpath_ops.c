@@ -154,18 +154,12 @@ Test(linpath_causality, outputs_and_gradients) {
       la_result p = la_run(&d, (at_la_form)form, 16);
       const int64_t rowo = d.H * d.V;
       int same_before = 1, differs_at = 0;
-      for (int64_t b = 0; b < d.B; b++)
-        for (int64_t t = 0; t <= tp; t++)
-          for (int64_t j = 0; j < rowo; j++) {
-            int64_t i = (b * T + t) * rowo + j;
-            if (t < tp) same_before &= a.o[i] == p.o[i];
-            else differs_at |= a.o[i] != p.o[i];
-          }
+      at_test_causal_outputs(a.o, p.o, d.B, T, rowo, tp, &same_before, &differs_at);
       cr_expect(same_before, "%s form %d: outputs before t' changed", la_kind_names[kind], form);
       cr_expect(differs_at, "%s form %d: output at t' did not change", la_kind_names[kind], form);
       la_result_free(&p), la_result_free(&a);
 
-      for (int64_t b = 0; b < d.B; b++) memset(d.d_o + (b * T + t0) * rowo, 0, (size_t)((T - t0) * rowo) * sizeof(real));
+      at_test_zero_from(d.d_o, d.B, T, rowo, t0);
       memset(d.d_ht, 0, (size_t)la_in_size(&d, LXH0) * sizeof(real));
       memset(d.d_zt, 0, (size_t)la_in_size(&d, LXZ0) * sizeof(real));
       la_result g = la_run(&d, (at_la_form)form, 16);
@@ -173,13 +167,7 @@ Test(linpath_causality, outputs_and_gradients) {
       for (int i = LXQ; i <= LXG; i++) {
         if (!g.dx[i]) continue;
         int64_t row = la_in_size(&d, i) / (d.B * d.T);
-        for (int64_t b = 0; b < d.B; b++)
-          for (int64_t t = 0; t < T; t++)
-            for (int64_t j = 0; j < row; j++) {
-              real x = g.dx[i][(b * T + t) * row + j];
-              if (t >= t0) zero_after &= x == 0;
-              else nonzero_before |= x != 0;
-            }
+        at_test_causal_grad(g.dx[i], d.B, T, row, t0, &zero_after, &nonzero_before);
       }
       cr_expect(zero_after, "%s form %d: gradient after t0", la_kind_names[kind], form);
       cr_expect(nonzero_before, "%s form %d: no gradient before t0", la_kind_names[kind], form);

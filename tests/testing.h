@@ -89,4 +89,37 @@ static inline at_tensor *at_test_rand(at_ctx *c, uint64_t seed, double lo, doubl
 }
 #define AT_RAND(c, seed, lo, hi, ...) at_test_rand((c), (seed), (lo), (hi), AT_SHAPE(__VA_ARGS__))
 
+
+/* Causality checks over [B, T, row] arrays (a sequence op's inputs and
+ * outputs). Outputs a (before) and p (after changing the inputs at tp): the
+ * rows before tp equal bit for bit, and some value at tp differs. */
+static inline void at_test_causal_outputs(const real *a, const real *p, int64_t B, int64_t T, int64_t row,
+                                          int64_t tp, int *same_before, int *differs_at) {
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t t = 0; t <= tp; t++)
+      for (int64_t j = 0; j < row; j++) {
+        int64_t i = (b * T + t) * row + j;
+        if (t < tp) *same_before &= a[i] == p[i];
+        else *differs_at |= a[i] != p[i];
+      }
+}
+
+/* A gradient g with the output gradient zero from t0 on: exactly zero from
+ * t0 on, and not all zero before (flags accumulate over calls). */
+static inline void at_test_causal_grad(const real *g, int64_t B, int64_t T, int64_t row, int64_t t0,
+                                       int *zero_after, int *nonzero_before) {
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t t = 0; t < T; t++)
+      for (int64_t j = 0; j < row; j++) {
+        real x = g[(b * T + t) * row + j];
+        if (t >= t0) *zero_after &= x == 0;
+        else *nonzero_before |= x != 0;
+      }
+}
+
+/* Zeroes the rows t >= t0 of a [B, T, row] array. */
+static inline void at_test_zero_from(real *x, int64_t B, int64_t T, int64_t row, int64_t t0) {
+  for (int64_t b = 0; b < B; b++) memset(x + (b * T + t0) * row, 0, (size_t)((T - t0) * row) * sizeof(real));
+}
+
 #endif
