@@ -89,7 +89,6 @@ static inline at_tensor *at_test_rand(at_ctx *c, uint64_t seed, double lo, doubl
 }
 #define AT_RAND(c, seed, lo, hi, ...) at_test_rand((c), (seed), (lo), (hi), AT_SHAPE(__VA_ARGS__))
 
-
 /* Causality checks over [B, T, row] arrays (a sequence op's inputs and
  * outputs). Outputs a (before) and p (after changing the inputs at tp): the
  * rows before tp equal bit for bit, and some value at tp differs. */
