@@ -590,7 +590,7 @@ static at_status run_loop(run_state *r) {
     }
     if (run_step(r, step) != 0) break;
     run_progress(r);
-    int last = r->ts.step == tc->steps, eval = r->ts.step % tc->eval_every == 0 || last;
+    int last = r->ts.step == tc->steps, eval = last || (tc->eval_every > 0 && r->ts.step % tc->eval_every == 0);
     int failed = eval && r->x->writer && run_evaluate(r) != AT_OK;
     int leave = r->x->opts->stop_after > 0 && r->ts.step == r->x->opts->stop_after && !last;
     int ckpt = last || leave || (tc->checkpoint_every > 0 && r->ts.step % tc->checkpoint_every == 0);

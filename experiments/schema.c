@@ -42,7 +42,7 @@
  *                momentum [0.9], nesterov [false], weight_decay [0.1],
  *                grad_clip [1.0], schedule [cosine] (constant | cosine | wsd),
  *                warmup_steps [0], min_lr_ratio [0], decay_frac [0.2],
- *                eval_every [100], eval_examples [0 = whole test split],
+ *                eval_every [100; 0 = at the end], eval_examples [0 = whole test split],
  *                checkpoint_every [0 = at the end], log_every [10], threads [0 = all],
  *                max_bad_steps [5], stages (below), sample [0]: text runs print this
  *                many sampled bytes at each evaluation (0: none).

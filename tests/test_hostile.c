@@ -10,6 +10,37 @@
 #include "experiments/runner.h"
 #include "testing.h"
 
+/* eval_every: 0 is accepted (as checkpoint_every: 0, "at the end"); it once
+ * divided by zero in the training loop. */
+Test(hostile, eval_every_zero_evaluates_once_at_the_end) {
+  char dir[] = "/tmp/ae_XXXXXX";
+  cr_assert(mkdtemp(dir));
+  char yaml[200], out[200], cmd[300];
+  snprintf(yaml, sizeof yaml, "%s/e.yaml", dir);
+  FILE *f = fopen(yaml, "w");
+  cr_assert(f);
+  fprintf(f, "experiment: e\n"
+             "data: {task: mqar, vocab_size: 64, seq_len: 32, num_kv_pairs: 4, train_examples: 64,"
+             " test_examples: 16}\n"
+             "model: {d_model: 8, n_heads: 1, mlp: none, layers: [full]}\n"
+             "train: {steps: 3, batch_size: 2, eval_every: 0, threads: 1}\n"
+             "report: {best_over: []}\n");
+  fclose(f);
+  at_experiment *e = NULL;
+  cr_assert(at_experiment_load(yaml, NULL, 0, &e) == AT_OK, "%s", at_errmsg());
+  snprintf(out, sizeof out, "%s/out", dir);
+  FILE *log = fopen("/dev/null", "w");
+  at_train_opts o = {.out_dir = out, .log = log};
+  int failed = 0;
+  cr_expect(at_experiment_train(e, &o, &failed) == AT_OK && failed == 0, "%s", at_errmsg());
+  fclose(log);
+  at_experiment_free(e);
+  snprintf(cmd, sizeof cmd, "%s/out/table.md", dir);
+  cr_expect(access(cmd, F_OK) == 0, "no table: the run was not evaluated");
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  cr_expect(system(cmd) == 0);
+}
+
 Test(hostile, names_in_the_gnuplot_script_are_quoted) {
   char dir[] = "/tmp/aq_XXXXXX"; /* short: run names are at most 63 characters */
   cr_assert(mkdtemp(dir));
