@@ -6,29 +6,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "experiments/config.h"
-#include "experiments/runner.h"
-#include "testing.h"
-
-/* Loads `yaml` and trains it into dir/out (written to `out`), quietly. */
-static void train_quietly(const char *yaml, const char *dir, char *out, size_t n) {
-  at_experiment *e = NULL;
-  cr_assert(at_experiment_load(yaml, NULL, 0, &e) == AT_OK, "%s", at_errmsg());
-  snprintf(out, n, "%s/out", dir);
-  FILE *log = fopen("/dev/null", "w");
-  at_train_opts o = {.out_dir = out, .log = log};
-  int failed = 0;
-  cr_assert(at_experiment_train(e, &o, &failed) == AT_OK && failed == 0, "%s", at_errmsg());
-  fclose(log);
-  at_experiment_free(e);
-}
+#include "testing_train.h"
 
 /* eval_every: 0 is accepted (as checkpoint_every: 0, "at the end"); it once
  * divided by zero in the training loop. */
 Test(hostile, eval_every_zero_evaluates_once_at_the_end) {
-  char dir[] = "/tmp/ae_XXXXXX";
+  char dir[] = "/tmp/attnlab_eval0_XXXXXX";
   cr_assert(mkdtemp(dir));
-  char yaml[200], out[200], cmd[300];
+  char yaml[200], out[200], table[300];
   snprintf(yaml, sizeof yaml, "%s/e.yaml", dir);
   FILE *f = fopen(yaml, "w");
   cr_assert(f);
@@ -39,11 +24,11 @@ Test(hostile, eval_every_zero_evaluates_once_at_the_end) {
              "train: {steps: 3, batch_size: 2, eval_every: 0, threads: 1}\n"
              "report: {best_over: []}\n");
   fclose(f);
-  train_quietly(yaml, dir, out, sizeof out);
-  snprintf(cmd, sizeof cmd, "%s/out/table.md", dir);
-  cr_expect(access(cmd, F_OK) == 0, "no table: the run was not evaluated");
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  cr_expect(system(cmd) == 0);
+  snprintf(out, sizeof out, "%s/out", dir);
+  at_test_train(yaml, out);
+  snprintf(table, sizeof table, "%s/table.md", out);
+  cr_expect(access(table, F_OK) == 0, "no table: the run was not evaluated");
+  at_test_rmdir(dir);
 }
 
 Test(hostile, names_in_the_gnuplot_script_are_quoted) {
@@ -67,7 +52,8 @@ Test(hostile, names_in_the_gnuplot_script_are_quoted) {
              "sweep: {data.path: [\"%s/x'\\nsystem('touch %s')\\n#\"]}\n"
              "report: {best_over: []}\n", dir, mark);
   fclose(f);
-  train_quietly(yaml, dir, out, sizeof out);
+  snprintf(out, sizeof out, "%s/out", dir);
+  at_test_train(yaml, out);
   snprintf(text, sizeof text, "%s/plot/curves.gp", out);
   f = fopen(text, "r");
   cr_assert(f);

@@ -15,10 +15,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "experiments/config.h"
 #include "experiments/results.h"
-#include "experiments/runner.h"
-#include "testing.h"
+#include "testing_train.h"
 
 static int cmp(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -32,14 +30,7 @@ Test(learn_full, palindrome_median_of_three_seeds) {
   char path[1024], out[64] = "/tmp/attnlab_learn_full_XXXXXX";
   snprintf(path, sizeof path, "%s/tests/configs/learn_full_palindrome.yaml", AT_SOURCE_DIR);
   cr_assert(mkdtemp(out) != NULL);
-  at_experiment *e = NULL;
-  cr_assert(at_experiment_load(path, NULL, 0, &e) == AT_OK, "%s", at_errmsg());
-  FILE *log = fopen("/dev/null", "w");
-  at_train_opts o = {.out_dir = out, .log = log};
-  int failed = 0;
-  cr_assert(at_experiment_train(e, &o, &failed) == AT_OK && failed == 0, "%s", at_errmsg());
-  fclose(log);
-  at_experiment_free(e);
+  at_test_train(path, out);
   snprintf(path, sizeof path, "%s/results.h5", out);
   at_results *r = NULL;
   cr_assert(at_results_read(path, &r) == AT_OK, "%s", at_errmsg());

@@ -11,10 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "experiments/config.h"
 #include "experiments/results.h"
-#include "experiments/runner.h"
-#include "testing.h"
+#include "testing_train.h"
 
 static const char *yaml =
     "experiment: report_test\n"
@@ -69,14 +67,7 @@ static at_results *run_experiment(void) {
   cr_assert(f);
   fputs(yaml, f);
   fclose(f);
-  at_experiment *e = NULL;
-  cr_assert(at_experiment_load(path, NULL, 0, &e) == AT_OK, "%s", at_errmsg());
-  FILE *log = fopen("/dev/null", "w");
-  at_train_opts o = {.out_dir = dir, .log = log};
-  int failed = 0;
-  cr_assert(at_experiment_train(e, &o, &failed) == AT_OK && failed == 0, "%s", at_errmsg());
-  fclose(log);
-  at_experiment_free(e);
+  at_test_train(path, dir);
   snprintf(path, sizeof path, "%s/results.h5", dir);
   at_results *r = NULL;
   cr_assert(at_results_read(path, &r) == AT_OK, "%s", at_errmsg());
